@@ -1,0 +1,224 @@
+"""Command line: argv -> RunRequest, and the one place that maps exceptions to exit codes.
+
+`python -m test_framework [run] [options] [-- pytest args]` and
+`python scripts/test_backend_optimized.py [options] [-- pytest args]` take the same options.
+A mistake of the user's is one line on stderr and exit 4; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+import anyio
+
+from .config import CATEGORY_NAMES, PROFILE_NAMES
+from .errors import TestFrameworkError, UsageError
+from .events import Subscriber
+from .exit_codes import ExitCode
+from .logging import configure_logging
+from .models import RunSummary
+from .orchestrator import run_events
+from .reporting.console import ConsoleReporter
+from .reporting.json_report import JsonReportBuilder
+from .reporting.junit import JUnitReportBuilder
+from .reporting.plan import PlanPrinter
+from .request import RunRequest, RunSettings, resolve
+
+PROG = "test_framework"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
+    return value
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=prog,
+        description="Run a project's pytest suite in parallel worker processes, "
+        "longest tests first, with results kept in SQLite.",
+        epilog="Arguments after `--` go to pytest unchanged (-k, -m, -x, paths, ...).",
+    )
+    add = parser.add_argument
+    add(
+        "--category",
+        action="append",
+        metavar="NAME",
+        default=[],
+        help=f"which tests: {', '.join(CATEGORY_NAMES)} or a project category; repeatable "
+        "(default: the project's default_categories, else all)",
+    )
+    add(
+        "--optimization",
+        metavar="PROFILE",
+        help=f"profile: {', '.join(PROFILE_NAMES)} or a project profile (default: balanced)",
+    )
+    add(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="fixed number of worker slots (default: adaptive, from CPU and memory)",
+    )
+    add(
+        "--project-root",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="the project whose suite runs (default: current folder)",
+    )
+    add(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the results store lives (default: <project>/.test_framework)",
+    )
+    add(
+        "--maxfail",
+        type=_non_negative_int,
+        metavar="N",
+        help="stop after N failing tests; the rest are reported as not run (0: never)",
+    )
+    add(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="per-test timeout: a test running longer is killed and reported (0: never)",
+    )
+    add(
+        "--retries",
+        type=_non_negative_int,
+        metavar="N",
+        help="run a failing test again up to N times in a fresh process (default: profile's)",
+    )
+    add(
+        "--list",
+        action="store_true",
+        dest="list_only",
+        help="show the plan (tests, shards, expected durations) and run nothing",
+    )
+    add("--report", type=Path, metavar="PATH", help="write a JSON report")
+    add("--junitxml", type=Path, metavar="PATH", help="write a JUnit XML report")
+    add(
+        "--no-cache",
+        action="store_true",
+        help="ignore cached collections: collect and run everything afresh",
+    )
+    add("--clear-cache", action="store_true", help="delete the results store before running")
+    add(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="one line per test; -vv adds the engine's debug log",
+    )
+    add(
+        "--log-format",
+        choices=("console", "json"),
+        help="format of the engine's own log on stderr (default: console on a terminal)",
+    )
+    return parser
+
+
+def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bool]:
+    args = list(argv)
+    pytest_args: list[str] = []
+    if "--" in args:
+        cut = args.index("--")
+        args, pytest_args = args[:cut], args[cut + 1 :]
+    if args and args[0] == "run":
+        args = args[1:]
+    ns = build_parser(prog).parse_args(args)
+    request = RunRequest(
+        categories=tuple(ns.category),
+        optimization=ns.optimization,
+        workers=ns.workers,
+        project_root=ns.project_root,
+        cache_dir=ns.cache_dir,
+        maxfail=ns.maxfail,
+        list_only=ns.list_only,
+        report=ns.report,
+        junitxml=ns.junitxml,
+        verbose=ns.verbose,
+        log_format=ns.log_format,
+        pytest_args=tuple(pytest_args),
+        collection_cache=False if ns.no_cache else None,
+        timeout=ns.timeout,
+        retries=ns.retries,
+        argv=tuple(argv),
+    )
+    return request, bool(ns.clear_cache)
+
+
+async def run_settings(settings: RunSettings, out: TextIO) -> RunSummary:
+    subscribers: list[Subscriber] = []
+    if settings.list_only:
+        subscribers.append(PlanPrinter(out))
+    else:
+        subscribers.append(ConsoleReporter(out, verbose=settings.verbose))
+    if settings.report is not None:
+        subscribers.append(
+            JsonReportBuilder(
+                settings.report,
+                profile=settings.profile.name,
+                categories=[c.name for c in settings.categories],
+            )
+        )
+    if settings.junitxml is not None:
+        subscribers.append(JUnitReportBuilder(settings.junitxml))
+    return await run_events(settings, subscribers)
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    out = sys.stdout
+    try:
+        request, clear_cache = parse_request(args, prog)
+        settings = resolve(request)
+        configure_logging(
+            log_format=settings.log_format, verbose=settings.verbose, debug=settings.debug
+        )
+        if clear_cache and settings.cache_dir.exists():
+            shutil.rmtree(settings.cache_dir)
+        summary = anyio.run(run_settings, settings, out, backend="asyncio")
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    except TestFrameworkError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    return summary.exit_code

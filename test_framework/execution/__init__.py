@@ -1,0 +1,1 @@
+"""Execution: worker processes, the child protocol, and one shard's lifecycle."""

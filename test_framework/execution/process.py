@@ -1,0 +1,121 @@
+"""Worker processes: spawn in their own session, drain, stop TERM -> grace -> KILL, always reap.
+
+Every worker is a process-group leader (`start_new_session`), so stopping it also stops whatever its
+tests started. The child protocol travels over one end of a socketpair handed down as an inherited
+descriptor; stdout and stderr are merged and drained into a bounded tail kept for crash reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import Process, SocketStream
+
+from .worker_plugin import ENV_CHANNEL
+
+OUTPUT_TAIL_BYTES = 64 * 1024
+
+
+@dataclass
+class OutputTail:
+    """The last bytes a worker wrote to stdout/stderr: enough to explain a crash, bounded."""
+
+    limit: int = OUTPUT_TAIL_BYTES
+    chunks: bytearray = field(default_factory=bytearray)
+
+    def feed(self, data: bytes) -> None:
+        self.chunks.extend(data)
+        if len(self.chunks) > 2 * self.limit:
+            del self.chunks[: len(self.chunks) - self.limit]
+
+    def text(self) -> str:
+        return bytes(self.chunks[-self.limit :]).decode("utf-8", "replace")
+
+
+@dataclass
+class Worker:
+    process: Process
+    channel: SocketStream
+    output: OutputTail
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)
+
+
+async def stop_process_group(process: Process, grace: float) -> None:
+    """TERM the group, wait `grace` seconds, KILL the group; reap the leader either way."""
+    if process.returncode is None:
+        signal_group(process.pid, signal.SIGTERM)
+        with anyio.move_on_after(grace):
+            await process.wait()
+    # Always KILL the whole group: the leader may be gone while its children live on.
+    signal_group(process.pid, signal.SIGKILL)
+    await process.wait()
+
+
+async def _drain(process: Process, tail: OutputTail) -> None:
+    if process.stdout is None:
+        return
+    with contextlib.suppress(
+        anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError
+    ):
+        async for chunk in process.stdout:
+            tail.feed(chunk)
+
+
+@contextlib.asynccontextmanager
+async def spawn_worker(
+    argv: Sequence[str],
+    *,
+    cwd: str,
+    env: Mapping[str, str],
+    grace: float = 2.0,
+) -> AsyncIterator[Worker]:
+    """Start `python -m pytest`-like argv with the protocol channel; clean up on every exit path."""
+    parent_sock, child_sock = socket.socketpair()
+    try:
+        child_env = {**env, ENV_CHANNEL: str(child_sock.fileno())}
+        process = await anyio.open_process(
+            [sys.executable, *argv],
+            stdin=None,
+            stdout=-1,
+            stderr=-2,  # STDOUT: one stream, one tail
+            cwd=cwd,
+            env=child_env,
+            start_new_session=True,
+            pass_fds=(child_sock.fileno(),),
+        )
+    except BaseException:
+        parent_sock.close()
+        child_sock.close()
+        raise
+    child_sock.close()
+    parent_sock.setblocking(False)
+    channel = await SocketStream.from_socket(parent_sock)
+    tail = OutputTail()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_drain, process, tail)
+            try:
+                yield Worker(process=process, channel=channel, output=tail)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await stop_process_group(process, grace)
+                    await channel.aclose()
+                    tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await process.aclose()

@@ -1,0 +1,276 @@
+"""One shard's lifecycle: start a worker, follow its protocol stream, judge how it ended.
+
+The runner knows nothing of retries or fail-fast: it reports what happened (results, the test that
+was running when the worker died or hung, the tests it never reached) and the orchestrator decides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ..models import NodeId, Outcome, PhaseReport, Shard, TestResult, final_outcome
+from .process import Worker, signal_group, spawn_worker
+from .protocol import Message, phase_report, read_messages
+from .worker_plugin import ENV_SELECT, ENV_STACKS
+
+WORKER_PLUGIN = "test_framework.execution.worker_plugin"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSetup:
+    """How every worker of a run starts: shared, immutable, built once by the orchestrator."""
+
+    rootdir: str
+    cwd: str
+    pytest_args: tuple[str, ...]
+    env: Mapping[str, str]
+    scratch_dir: Path
+    timeout: float = 0.0
+    grace: float = 2.0
+
+    def argv(self, files: Sequence[str]) -> list[str]:
+        return [
+            "-m",
+            "pytest",
+            "-p",
+            WORKER_PLUGIN,
+            f"--rootdir={self.rootdir}",
+            "--continue-on-collection-errors",
+            *self.pytest_args,
+            *(str(Path(self.rootdir) / f) for f in files),
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class ShardSpec:
+    shard: Shard
+    selection: tuple[dict[str, Any], ...]
+    attempt: int = 1
+
+
+@dataclass
+class ShardOutcome:
+    shard_id: int
+    returncode: int | None = None
+    collected: tuple[NodeId, ...] | None = None
+    results: list[TestResult] = field(default_factory=list)
+    culprit: TestResult | None = None
+    unstarted: tuple[NodeId, ...] = ()
+    completed: bool = False
+    output_tail: str = ""
+    deps: tuple[str, ...] = ()
+    duration: float = 0.0
+
+    @property
+    def crashed(self) -> bool:
+        return not self.completed
+
+
+class ShardListener:
+    """What the runner tells the orchestrator while a shard runs."""
+
+    def shard_started(self, shard_id: int, pid: int, nodeids: tuple[NodeId, ...]) -> None: ...
+    def test_started(self, shard_id: int, nodeid: NodeId) -> None: ...
+    def test_result(self, result: TestResult) -> None: ...
+
+
+@dataclass
+class _Progress:
+    """Mutable state of one worker's stream, owned by one runner task."""
+
+    reports: dict[NodeId, list[PhaseReport]] = field(default_factory=dict)
+    running: NodeId | None = None
+    running_since: float = 0.0
+    finished: set[NodeId] = field(default_factory=set)
+    timed_out: bool = False
+
+
+async def run_shard(
+    spec: ShardSpec,
+    setup: WorkerSetup,
+    listener: ShardListener,
+    clock: Callable[[], float] = time.monotonic,
+) -> ShardOutcome:
+    shard = spec.shard
+    outcome = ShardOutcome(shard_id=shard.shard_id)
+    select_path = setup.scratch_dir / f"shard-{shard.shard_id}.select.json"
+    stacks_path = setup.scratch_dir / f"shard-{shard.shard_id}.stacks.txt"
+    select_path.write_text(json.dumps(list(spec.selection)), encoding="utf-8")
+    env = {**setup.env, ENV_SELECT: str(select_path), ENV_STACKS: str(stacks_path)}
+    files = list(dict.fromkeys(entry["file"] for entry in spec.selection))
+    progress = _Progress()
+    started = clock()
+    async with spawn_worker(setup.argv(files), cwd=setup.cwd, env=env, grace=setup.grace) as worker:
+        listener.shard_started(shard.shard_id, worker.pid, shard.nodeids)
+        async with anyio.create_task_group() as tg:
+            if setup.timeout > 0:
+                tg.start_soon(_watchdog, worker, progress, setup.timeout, clock)
+            async for message in read_messages(worker.channel):
+                _handle(message, spec, progress, outcome, listener, clock)
+            # The channel closed: the worker is gone (or closed it); stop the watchdog.
+            tg.cancel_scope.cancel()
+        with anyio.move_on_after(setup.grace):
+            await worker.process.wait()
+        outcome.returncode = worker.process.returncode
+    outcome.duration = clock() - started
+    outcome.output_tail = worker.output.text()
+    if not outcome.completed:
+        _judge_crash(spec, progress, outcome, stacks_path, setup, clock())
+    _cleanup(select_path, stacks_path)
+    return outcome
+
+
+def _handle(
+    message: Message,
+    spec: ShardSpec,
+    progress: _Progress,
+    outcome: ShardOutcome,
+    listener: ShardListener,
+    clock: Callable[[], float],
+) -> None:
+    data = message.data
+    shard_id = spec.shard.shard_id
+    if message.event == "collected":
+        outcome.collected = tuple(data["nodeids"])
+    elif message.event == "started":
+        progress.running = data["nodeid"]
+        progress.running_since = clock()
+        listener.test_started(shard_id, data["nodeid"])
+    elif message.event == "report":
+        report = phase_report(data)
+        progress.reports.setdefault(report.nodeid, []).append(report)
+        if report.when == "teardown":
+            reports = tuple(progress.reports.pop(report.nodeid))
+            result = TestResult(
+                nodeid=report.nodeid,
+                outcome=final_outcome(reports),
+                duration=sum(r.duration for r in reports),
+                attempt=spec.attempt,
+                reports=reports,
+                shard_id=shard_id,
+            )
+            progress.finished.add(report.nodeid)
+            progress.running = None
+            outcome.results.append(result)
+            listener.test_result(result)
+    elif message.event in ("collect_error", "collect_skip"):
+        is_error = message.event == "collect_error"
+        report = PhaseReport(
+            nodeid=data["nodeid"],
+            when="collect",
+            outcome="failed" if is_error else "skipped",
+            category="error" if is_error else "skipped",
+            duration=0.0,
+            longrepr=data.get("longrepr") or "",
+        )
+        result = TestResult(
+            nodeid=data["nodeid"],
+            outcome=Outcome.ERROR if is_error else Outcome.SKIPPED,
+            duration=0.0,
+            attempt=spec.attempt,
+            reports=(report,),
+            shard_id=shard_id,
+        )
+        outcome.results.append(result)
+        listener.test_result(result)
+    elif message.event == "deps":
+        outcome.deps = tuple(data.get("files") or ())
+    elif message.event == "done":
+        outcome.completed = True
+
+
+async def _watchdog(
+    worker: Worker, progress: _Progress, limit: float, clock: Callable[[], float]
+) -> None:
+    while True:
+        await anyio.sleep(min(0.2, limit / 4))
+        if progress.running is not None and clock() - progress.running_since > limit:
+            progress.timed_out = True
+            # faulthandler in the worker dumps every thread's stack on SIGUSR1.
+            signal_group(worker.pid, signal.SIGUSR1)
+            await anyio.sleep(0.3)
+            signal_group(worker.pid, signal.SIGKILL)
+            return
+
+
+def _describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "the worker did not exit"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"the worker was killed by {name}"
+    return f"the worker exited with status {returncode}"
+
+
+def _judge_crash(
+    spec: ShardSpec,
+    progress: _Progress,
+    outcome: ShardOutcome,
+    stacks_path: Path,
+    setup: WorkerSetup,
+    now: float,
+) -> None:
+    """The worker ended without 'done': blame the running test, hand back the unstarted ones."""
+    planned = outcome.collected if outcome.collected is not None else spec.shard.nodeids
+    culprit = progress.running
+    reports = tuple(progress.reports.pop(culprit, ())) if culprit else ()
+    if culprit is not None:
+        if progress.timed_out:
+            stacks = _read(stacks_path)
+            message = f"timeout: the test ran longer than {setup.timeout:g}s; its worker was killed"
+            detail = f"{message}\n\n--- stacks of the hung worker ---\n{stacks}"
+            kind = Outcome.TIMEOUT
+        else:
+            message = f"crashed: {_describe_exit(outcome.returncode)} while this test ran"
+            detail = message
+            kind = Outcome.CRASHED
+        crash_report = PhaseReport(
+            nodeid=culprit,
+            when="call",
+            outcome="failed",
+            category=kind.value,
+            duration=now - progress.running_since,
+            longrepr=with_output_tail(detail, outcome.output_tail),
+        )
+        outcome.culprit = TestResult(
+            nodeid=culprit,
+            outcome=kind,
+            duration=crash_report.duration,
+            attempt=spec.attempt,
+            reports=(*reports, crash_report),
+            message=message,
+            shard_id=spec.shard.shard_id,
+        )
+    done = progress.finished | ({culprit} if culprit else set())
+    outcome.unstarted = tuple(n for n in planned if n not in done)
+
+
+def with_output_tail(message: str, output_tail: str) -> str:
+    """A crash report: what happened, then the last output the worker left."""
+    return f"{message}\n\n--- last output of the worker ---\n{output_tail[-8000:]}"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip() or "(no stacks written)"
+    except OSError:
+        return "(no stacks written)"
+
+
+def _cleanup(*paths: Path) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)

@@ -1,0 +1,207 @@
+"""The pytest plugin inside every worker and discovery process: the child protocol.
+
+Loaded with `-p test_framework.execution.worker_plugin`. It is inert unless
+`TEST_FRAMEWORK_CHANNEL_FD` names an open file descriptor; then it writes one JSON object per
+line to that descriptor, never to stdout (stdout belongs to the tests). Standard library only,
+because it runs inside the user's environment and must not import the engine (anyio, structlog,
+...) into their tests.
+
+Events, protocol version 1:
+  hello      {v, pid, rootdir, args}              once, at configure
+  collected  {nodeids, errors}                    the items this process will run, in order
+  collect_error {nodeid, longrepr}                a file that failed to collect
+  started    {nodeid}                             before each test: who was running if we die
+  report     {nodeid, when, outcome, category, duration, longrepr, sections, location}
+  deps       {files}                              project files imported (for the skip cache)
+  done       {exitstatus}
+
+`TEST_FRAMEWORK_SELECT` names a JSON file that narrows collection: a list of entries, each
+{"file": relpath, "part": [k, n]} (the k-th of n contiguous slices of that file's items, so every
+item lands in exactly one slice whatever the file holds now) or {"file": relpath, "ids": [...]}.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+import pytest
+
+PROTOCOL_VERSION = 1
+ENV_CHANNEL = "TEST_FRAMEWORK_CHANNEL_FD"
+ENV_SELECT = "TEST_FRAMEWORK_SELECT"
+ENV_STACKS = "TEST_FRAMEWORK_STACKS"  # file that SIGUSR1 dumps every thread's stack into
+
+_fd: int | None = None
+_stacks_file: Any = None
+
+
+def _send(event: str, **payload: Any) -> None:
+    if _fd is None:
+        return
+    data = (json.dumps({"event": event, **payload}, default=str) + "\n").encode()
+    view = memoryview(data)
+    while view:
+        written = os.write(_fd, view)
+        view = view[written:]
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    global _fd
+    raw = os.environ.get(ENV_CHANNEL)
+    if not raw:
+        return
+    _fd = int(raw)
+    stacks = os.environ.get(ENV_STACKS)
+    if stacks and hasattr(faulthandler, "register"):
+        global _stacks_file
+        _stacks_file = open(stacks, "w")  # noqa: SIM115 - must outlive this function
+        faulthandler.register(signal.SIGUSR1, file=_stacks_file, all_threads=True)
+    _send(
+        "hello",
+        v=PROTOCOL_VERSION,
+        pid=os.getpid(),
+        rootdir=str(config.rootpath),
+        args=[str(a) for a in (config.option.file_or_dir or [])],
+    )
+
+
+def _load_selection() -> list[dict[str, Any]] | None:
+    path = os.environ.get(ENV_SELECT)
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        selection: list[dict[str, Any]] = json.load(handle)
+    return selection
+
+
+def _select(items: list[pytest.Item], selection: list[dict[str, Any]]) -> list[pytest.Item]:
+    by_file: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        by_file.setdefault(_file_of(item.nodeid), []).append(item)
+    keep: set[int] = set()
+    for entry in selection:
+        file_items = by_file.get(entry["file"], [])
+        if "ids" in entry:
+            wanted = set(entry["ids"])
+            keep.update(id(i) for i in file_items if i.nodeid in wanted)
+        else:
+            k, n = entry["part"]
+            count = len(file_items)
+            keep.update(id(i) for i in file_items[k * count // n : (k + 1) * count // n])
+    return [item for item in items if id(item) in keep]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _fd is None:
+        return
+    selection = _load_selection()
+    if selection is None:
+        return
+    kept = _select(items, selection)
+    if len(kept) != len(items):
+        kept_ids = {id(i) for i in kept}
+        config.hook.pytest_deselected(items=[i for i in items if id(i) not in kept_ids])
+        items[:] = kept
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if _fd is None:
+        return
+    if report.failed:
+        _send("collect_error", nodeid=report.nodeid, longrepr=str(report.longrepr))
+    elif report.skipped:
+        # A module-level skip: pytest counts it as one skipped "test" named after the file.
+        _send(
+            "collect_skip",
+            nodeid=report.nodeid,
+            longrepr=_skip_reason(report),
+        )
+
+
+def _skip_reason(report: Any) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if _fd is None:
+        return
+    _send("collected", nodeids=[item.nodeid for item in session.items])
+
+
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    _send("started", nodeid=nodeid)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if _fd is None:
+        return
+    config = _config_of(report)
+    category = ""
+    if config is not None:
+        status = config.hook.pytest_report_teststatus(report=report, config=config)
+        if status:
+            category = status[0] if isinstance(status[0], str) else str(status[0])
+    if report.outcome == "skipped" and report.when != "call" and not category:
+        category = "skipped"
+    longrepr = ""
+    if report.longrepr is not None and report.outcome != "passed":
+        longrepr = _skip_reason(report) if report.skipped else report.longreprtext
+    elif hasattr(report, "wasxfail") and report.outcome == "passed":
+        longrepr = ""
+    _send(
+        "report",
+        nodeid=report.nodeid,
+        when=report.when,
+        outcome=report.outcome,
+        category=category,
+        duration=report.duration,
+        longrepr=longrepr,
+        sections=[list(s) for s in report.sections] if report.outcome == "failed" else [],
+        location=list(report.location) if report.location else None,
+        wasxfail=getattr(report, "wasxfail", None),
+    )
+
+
+_session_config: pytest.Config | None = None
+
+
+def _config_of(report: Any) -> pytest.Config | None:
+    return _session_config
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _session_config
+    _session_config = session.config
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _fd is None:
+        return
+    _send("deps", files=_project_modules(str(session.config.rootpath)))
+    _send("done", exitstatus=int(exitstatus))
+
+
+def _project_modules(rootdir: str) -> list[str]:
+    """Files under the rootdir that this process imported (site-packages excluded)."""
+    prefix = rootdir.rstrip(os.sep) + os.sep
+    found = set()
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and path.startswith(prefix) and "site-packages" not in path:
+            found.add(os.path.relpath(path, rootdir))
+    return sorted(found)

@@ -1,0 +1,182 @@
+"""The shared vocabulary: plain frozen values every stage passes along.
+
+Outcomes are values, not exceptions (pytest's CallInfo habit): a failed test, a crashed worker and a
+collection error all arrive downstream as data in the same shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+NodeId = str
+
+
+class Outcome(str, Enum):
+    """One outcome vocabulary for console, JSON, JUnit and the store."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"
+    SKIPPED = "skipped"
+    XFAILED = "xfailed"
+    XPASSED = "xpassed"
+    # Later stages add these; they are part of the vocabulary from the start.
+    CACHED = "cached"
+    FLAKY = "flaky"
+    CRASHED = "crashed"
+    TIMEOUT = "timeout"
+    NOT_RUN = "not_run"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Outcomes that make a run fail (exit 1).
+FAILING_OUTCOMES = frozenset({Outcome.FAILED, Outcome.ERROR, Outcome.CRASHED, Outcome.TIMEOUT})
+
+# Order of words in the closing line; pytest's order first, then ours.
+SUMMARY_ORDER: tuple[str, ...] = (
+    "failed",
+    "passed",
+    "skipped",
+    "deselected",
+    "xfailed",
+    "xpassed",
+    "warnings",
+    "error",
+    "cached",
+    "flaky",
+    "crashed",
+    "timeout",
+    "not_run",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseReport:
+    """One pytest report (setup, call or teardown) as the child plugin streamed it.
+
+    `category` is what pytest's own `pytest_report_teststatus` said ("passed", "failed", "error",
+    "skipped", "xfailed", "xpassed", or "" for a silent phase), so counting it reproduces pytest's
+    closing line, including plugins that customise it.
+    """
+
+    nodeid: NodeId
+    when: str
+    outcome: str
+    category: str
+    duration: float
+    longrepr: str = ""
+    sections: tuple[tuple[str, str], ...] = ()
+    location: tuple[str, int | None, str] | None = None
+
+
+_RANK = {
+    Outcome.FAILED: 6,
+    Outcome.ERROR: 5,
+    Outcome.XPASSED: 4,
+    Outcome.XFAILED: 3,
+    Outcome.SKIPPED: 2,
+    Outcome.PASSED: 1,
+}
+
+
+def final_outcome(reports: Iterable[PhaseReport]) -> Outcome:
+    """Reduce a test's phase reports to its one outcome.
+
+    failed if the call failed (a strict xpass included); else error if setup or teardown errored;
+    else xpassed, xfailed, skipped, passed. The same rule reads plain pytest's output in the tests
+    that compare the two.
+    """
+    best = Outcome.PASSED
+    for report in reports:
+        outcome = _category_outcome(report)
+        if _RANK[outcome] > _RANK[best]:
+            best = outcome
+    return best
+
+
+def _category_outcome(report: PhaseReport) -> Outcome:
+    category = report.category
+    if category in ("xfailed", "xpassed", "skipped", "passed"):
+        return Outcome(category)
+    if category == "error" or (report.outcome == "failed" and report.when != "call"):
+        return Outcome.ERROR
+    if report.outcome == "failed":
+        return Outcome.FAILED
+    if report.outcome == "skipped":
+        return Outcome.SKIPPED
+    return Outcome.PASSED
+
+
+@dataclass(frozen=True, slots=True)
+class TestResult:
+    """The final word on one test in one run."""
+
+    __test__ = False
+
+    nodeid: NodeId
+    outcome: Outcome
+    duration: float
+    attempt: int = 1
+    reports: tuple[PhaseReport, ...] = ()
+    message: str = ""
+    shard_id: int | None = None
+
+    @property
+    def longrepr(self) -> str:
+        return "\n".join(r.longrepr for r in self.reports if r.longrepr)
+
+    @property
+    def sections(self) -> tuple[tuple[str, str], ...]:
+        return tuple(s for r in self.reports for s in r.sections)
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """A unit of dispatch: node ids that run together in one worker process."""
+
+    shard_id: int
+    nodeids: tuple[NodeId, ...]
+    expected_duration: float
+    weight: int = 1
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The files to hand pytest, in first-seen order (node ids select inside them)."""
+        return tuple(dict.fromkeys(file_of(n) for n in self.nodeids))
+
+
+def file_of(nodeid: NodeId) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    shards: tuple[Shard, ...]
+    expected_durations: Mapping[NodeId, float]
+    known_durations: int
+    collection_errors: tuple[TestResult, ...] = ()
+
+    @property
+    def test_count(self) -> int:
+        return sum(len(s.nodeids) for s in self.shards)
+
+    @property
+    def expected_total(self) -> float:
+        return sum(s.expected_duration for s in self.shards)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """What a run produced: every result, the pytest-like counts and the exit code."""
+
+    run_id: str
+    results: tuple[TestResult, ...]
+    counts: Mapping[str, int]
+    duration: float
+    exit_code: int
+    interrupted: bool = False
+    errors: tuple[str, ...] = field(default_factory=tuple)

@@ -1,0 +1,594 @@
+"""The orchestrator: the only module that wires config, discovery, planning, execution, the store
+and the reporters together, inside one anyio task group.
+
+Shape of a run:
+  settings -> collection (cached by fingerprint) -> plan (durations from the store) ->
+  [writer task | monitor task | signal task | dispatcher -> one task per shard] -> RunFinished.
+Results flow out only as events; the store writer and the reporters subscribe to them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import random
+import signal
+import tempfile
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiosqlite
+import anyio
+import structlog
+
+from .discovery import (
+    Collection,
+    CollectionQuery,
+    collect,
+    combine_markers,
+    queries_for,
+    split_marker,
+)
+from .errors import NoTestsCollected, StoreError
+from .events import (
+    Event,
+    EventBus,
+    RunFinished,
+    RunStarted,
+    RunStopping,
+    ShardCrashed,
+    ShardFinished,
+    ShardStarted,
+    TestFinished,
+    TestRetrying,
+    TestStarted,
+)
+from .execution.importable import worker_env
+from .execution.runner import (
+    ShardListener,
+    ShardOutcome,
+    ShardSpec,
+    WorkerSetup,
+    run_shard,
+    with_output_tail,
+)
+from .exit_codes import ExitCode
+from .fingerprint import collection_fingerprint
+from .limiter import AdaptiveLimiter
+from .models import (
+    NodeId,
+    Outcome,
+    PhaseReport,
+    Plan,
+    RunSummary,
+    Shard,
+    TestResult,
+)
+from .monitor import run_monitor
+from .outcomes import count_outcomes, exit_code_for
+from .planning import PlanInput, PlannedShard, explicit_selection, make_plan
+from .request import RunSettings
+from .resources import CapacityPolicy, PsutilSampler, Sampler
+from .store import connect_store
+from .store.queries import CachedCollection, History, load_collection, load_history, save_collection
+from .store.writer import RunMetadata, StoreWriter
+
+log = structlog.get_logger("test_framework")
+
+# Spawning a pytest worker costs about half a second here; a shard shorter than a few of those
+# is cheaper merged into another.
+SPAWN_MIN_SHARD_SECONDS = 1.5
+_RETRYABLE = frozenset({Outcome.FAILED, Outcome.ERROR, Outcome.CRASHED})
+
+
+@dataclass
+class Selection:
+    """What discovery found, merged over every collection query of the run."""
+
+    rootdir: str
+    nodeids: tuple[NodeId, ...]
+    collection_errors: tuple[TestResult, ...]
+    worker_args: tuple[str, ...]
+    explicit_ids: bool
+    cached: bool
+
+
+@dataclass
+class RunState:
+    """Everything the run has learnt so far; mutated only by the orchestrator's own tasks."""
+
+    planned: dict[NodeId, None] = field(default_factory=dict)
+    final: dict[NodeId, TestResult] = field(default_factory=dict)
+    failures: int = 0
+    stop_reason: str | None = None
+    interrupted: bool = False
+
+
+class Orchestrator(ShardListener):
+    def __init__(
+        self,
+        settings: RunSettings,
+        bus: EventBus,
+        *,
+        sampler: Sampler | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.sampler = sampler
+        self.clock = clock
+        self.run_id = uuid.uuid4().hex[:12]
+        self.state = RunState()
+        self.limiter = AdaptiveLimiter(settings.initial_workers)
+        self._queue: deque[ShardSpec] = deque()
+        self._wakeup = anyio.Event()
+        self._busy = 0
+        self._next_shard_id = 0
+        self._stop_scope: anyio.CancelScope | None = None
+        self._pending_retries: list[tuple[tuple[NodeId, ...], int, float]] = []
+        self._retry_buffer: dict[int | None, list[tuple[NodeId, float]]] = {}
+        self.store_warnings: list[str] = []
+        self._env: dict[str, str] = dict(os.environ)
+        self.log = log.bind(run_id=self.run_id)
+
+    # ---- ShardListener: called by runners while shards run -------------------------------
+    def shard_started(self, shard_id: int, pid: int, nodeids: tuple[NodeId, ...]) -> None:
+        self.bus.emit(ShardStarted(shard_id=shard_id, pid=pid, nodeids=nodeids))
+
+    def test_started(self, shard_id: int, nodeid: NodeId) -> None:
+        self.bus.emit(TestStarted(shard_id=shard_id, nodeid=nodeid))
+
+    def test_result(self, result: TestResult) -> None:
+        """Every finished attempt: final, or queued for a retry after backoff."""
+        profile = self.settings.profile
+        retryable = result.outcome in _RETRYABLE and "::" in result.nodeid
+        if retryable and result.attempt <= profile.retries and self.state.stop_reason is None:
+            delay = min(
+                profile.retry_max_delay,
+                profile.retry_base_delay * profile.retry_factor ** (result.attempt - 1),
+            ) * random.uniform(0.5, 1.0)
+            self.bus.emit(TestRetrying(result=result, next_attempt=result.attempt + 1, delay=delay))
+            # Held until the shard ends, so one fresh process reruns all of its failures.
+            self._retry_buffer.setdefault(result.shard_id, []).append((result.nodeid, delay))
+            return
+        if result.attempt > 1 and result.outcome is Outcome.PASSED:
+            result = TestResult(
+                nodeid=result.nodeid,
+                outcome=Outcome.FLAKY,
+                duration=result.duration,
+                attempt=result.attempt,
+                reports=result.reports,
+                message=f"passed on attempt {result.attempt}",
+                shard_id=result.shard_id,
+            )
+        self._finish(result)
+
+    # ---- bookkeeping ------------------------------------------------------------------------
+    def _finish(self, result: TestResult) -> None:
+        if result.nodeid in self.state.final:
+            return
+        self.state.final[result.nodeid] = result
+        self.bus.emit(TestFinished(result=result))
+        if result.outcome in (Outcome.FAILED, Outcome.ERROR, Outcome.CRASHED, Outcome.TIMEOUT):
+            self.state.failures += 1
+            maxfail = self.settings.maxfail
+            if maxfail and self.state.failures >= maxfail:
+                self.stop(f"stopping after {self.state.failures} failures (maxfail={maxfail})")
+
+    def stop(self, reason: str, *, interrupted: bool = False) -> None:
+        if self.state.stop_reason is None:
+            self.state.stop_reason = reason
+            self.state.interrupted = interrupted
+            self.bus.emit(RunStopping(reason=reason))
+        if self._stop_scope is not None:
+            self._stop_scope.cancel()
+
+    def _new_shard_id(self) -> int:
+        self._next_shard_id += 1
+        return self._next_shard_id
+
+    def _enqueue(self, spec: ShardSpec, *, front: bool = False) -> None:
+        (self._queue.appendleft if front else self._queue.append)(spec)
+        self._wakeup.set()
+
+    def _rerun_spec(self, nodeids: Sequence[NodeId], attempt: int) -> ShardSpec:
+        shard = Shard(shard_id=self._new_shard_id(), nodeids=tuple(nodeids), expected_duration=0.0)
+        return ShardSpec(shard=shard, selection=explicit_selection(nodeids), attempt=attempt)
+
+    def _flush_retries(self, spec: ShardSpec) -> None:
+        pending = self._retry_buffer.pop(spec.shard.shard_id, [])
+        if pending:
+            self._busy += 1
+            nodeids = tuple(nodeid for nodeid, _ in pending)
+            delay = max(delay for _, delay in pending)
+            self._pending_retries.append((nodeids, spec.attempt + 1, delay))
+            self._wakeup.set()
+
+    # ---- the run ------------------------------------------------------------------------------
+    async def run(self) -> RunSummary:
+        with tempfile.TemporaryDirectory(prefix="test_framework-") as scratch:
+            self._env = worker_env(os.environ, str(self.settings.project_root), Path(scratch))
+            db = await self._open_store()
+            try:
+                return await self._run(db, Path(scratch))
+            finally:
+                if db is not None:
+                    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                        await db.close()
+
+    async def _run(self, db: aiosqlite.Connection | None, scratch: Path) -> RunSummary:
+        settings = self.settings
+        started = self.clock()
+        selection = await self._discover(db)
+        history = await self._history(db)
+        planned = self._plan(selection, history)
+        plan = Plan(
+            shards=tuple(p.shard for p in planned),
+            expected_durations={},
+            known_durations=sum(1 for n in selection.nodeids if n in history.durations),
+            collection_errors=selection.collection_errors,
+        )
+        if not selection.nodeids and not selection.collection_errors:
+            extra = (
+                f" with pytest args {' '.join(settings.pytest_args)}"
+                if settings.pytest_args
+                else ""
+            )
+            raise NoTestsCollected(
+                f"no tests collected: categories {', '.join(c.name for c in settings.categories)}"
+                f"{extra} select no test under {settings.project_root}"
+            )
+        started_event = RunStarted(
+            self.run_id, plan, self.limiter.capacity, str(settings.project_root), settings.argv
+        )
+        if settings.list_only:
+            self.bus.emit(started_event)
+            return RunSummary(self.run_id, (), {}, self.clock() - started, 0)
+        writer = StoreWriter(db, self._metadata()) if db is not None else None
+        if writer is not None:
+            self.bus.subscribe(writer.handle)
+        self.state.planned = dict.fromkeys(selection.nodeids)
+        for error in selection.collection_errors:
+            self.state.planned[error.nodeid] = None
+        for p in planned:
+            self._queue.append(ShardSpec(shard=p.shard, selection=p.selection))
+        self._next_shard_id = len(planned)
+        setup = self._worker_setup(selection, scratch)
+        async with anyio.create_task_group() as outer:
+            if writer is not None:
+                outer.start_soon(writer.run)
+            self.bus.emit(started_event)
+            for error in selection.collection_errors:
+                self._finish(error)
+            await self._execute(setup)
+            summary = self._summary(started)
+            if writer is not None and writer.failed:
+                summary = _with_warning(summary, f"results store: {writer.failed}")
+            self.bus.emit(RunFinished(summary=summary))
+            if writer is not None:
+                writer.close()
+        return summary
+
+    async def _execute(self, setup: WorkerSetup) -> None:
+        settings = self.settings
+        async with anyio.create_task_group() as services:
+            if settings.resource_monitoring:
+                policy = CapacityPolicy(
+                    minimum=settings.profile.min_workers,
+                    maximum=settings.max_workers,
+                    cpu_high=settings.profile.cpu_high,
+                    cpu_low=settings.profile.cpu_low,
+                    memory_reserve=settings.profile.memory_reserve_mb * 1024 * 1024,
+                )
+                sampler = self.sampler or PsutilSampler()
+                services.start_soon(
+                    run_monitor,
+                    self.limiter,
+                    sampler,
+                    policy,
+                    settings.profile.monitor_interval,
+                    self.bus.emit,
+                )
+            services.start_soon(self._watch_signals)
+            with anyio.CancelScope() as self._stop_scope:
+                if self.state.stop_reason is not None:
+                    self._stop_scope.cancel()
+                await self._dispatch(setup)
+            services.cancel_scope.cancel()
+
+    async def _dispatch(self, setup: WorkerSetup) -> None:
+        async with anyio.create_task_group() as shards:
+            while True:
+                while self._pending_retries:
+                    nodeids, attempt, delay = self._pending_retries.pop(0)
+                    shards.start_soon(self._delayed_retry, nodeids, attempt, delay)
+                if self._queue:
+                    spec = self._queue.popleft()
+                    taken = await self.limiter.acquire(spec.shard.weight)
+                    self._busy += 1
+                    shards.start_soon(self._run_one, spec, setup, taken)
+                elif self._busy == 0:
+                    return
+                else:
+                    await self._wakeup.wait()
+                    self._wakeup = anyio.Event()
+
+    async def _delayed_retry(self, nodeids: tuple[NodeId, ...], attempt: int, delay: float) -> None:
+        try:
+            await anyio.sleep(delay)
+            if self.state.stop_reason is None:
+                self._enqueue(self._rerun_spec(nodeids, attempt), front=True)
+        finally:
+            self._busy -= 1
+            self._wakeup.set()
+
+    async def _run_one(self, spec: ShardSpec, setup: WorkerSetup, taken: int) -> None:
+        try:
+            outcome = await run_shard(spec, setup, self)
+            self._after_shard(spec, outcome)
+            self._flush_retries(spec)
+        finally:
+            self.limiter.release(taken)
+            self._busy -= 1
+            self._wakeup.set()
+
+    def _after_shard(self, spec: ShardSpec, outcome: ShardOutcome) -> None:
+        files = tuple(dict.fromkeys(entry["file"] for entry in spec.selection))
+        self.log.debug(
+            "shard_finished",
+            shard_id=spec.shard.shard_id,
+            tests=len(outcome.results),
+            returncode=outcome.returncode,
+            seconds=round(outcome.duration, 3),
+            crashed=outcome.crashed,
+        )
+        if not outcome.crashed:
+            self.bus.emit(
+                ShardFinished(
+                    shard_id=spec.shard.shard_id,
+                    returncode=outcome.returncode or 0,
+                    duration=outcome.duration,
+                    files=files,
+                    deps=outcome.deps,
+                )
+            )
+            return
+        self.bus.emit(
+            ShardCrashed(
+                shard_id=spec.shard.shard_id,
+                returncode=outcome.returncode,
+                running=outcome.culprit.nodeid if outcome.culprit else None,
+                reason=outcome.culprit.message if outcome.culprit else "worker ended early",
+                output_tail=outcome.output_tail,
+            )
+        )
+        if outcome.culprit is not None:
+            self.test_result(outcome.culprit)
+        elif not outcome.results and outcome.unstarted:
+            # Died before its first test (a crash at import or in a conftest): running it again
+            # would only die again, so every test it held is reported crashed, with its output.
+            for nodeid in outcome.unstarted:
+                self._finish(self._crashed_before_start(nodeid, spec, outcome))
+            return
+        if outcome.unstarted and self.state.stop_reason is None:
+            self._enqueue(self._rerun_spec(outcome.unstarted, spec.attempt), front=True)
+
+    def _crashed_before_start(
+        self, nodeid: NodeId, spec: ShardSpec, outcome: ShardOutcome
+    ) -> TestResult:
+        code = outcome.returncode
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
+        message = f"crashed: the worker died ({how}) before this test started"
+        report = PhaseReport(
+            nodeid=nodeid,
+            when="setup",
+            outcome="failed",
+            category="crashed",
+            duration=0.0,
+            longrepr=with_output_tail(message, outcome.output_tail),
+        )
+        return TestResult(
+            nodeid=nodeid,
+            outcome=Outcome.CRASHED,
+            duration=0.0,
+            attempt=spec.attempt,
+            reports=(report,),
+            message=message,
+            shard_id=spec.shard.shard_id,
+        )
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if self.state.interrupted:
+                    # Second interrupt: end at once; the worker groups die with their session.
+                    os._exit(int(ExitCode.INTERRUPTED))
+                name = signal.Signals(signum).name
+                self.stop(f"interrupted by {name}", interrupted=True)
+
+    def _summary(self, started: float) -> RunSummary:
+        stop_reason = self.state.stop_reason
+        for nodeid in self.state.planned:
+            if nodeid not in self.state.final:
+                self._finish(
+                    TestResult(
+                        nodeid=nodeid,
+                        outcome=Outcome.NOT_RUN,
+                        duration=0.0,
+                        message=f"not run: {stop_reason or 'never dispatched'}",
+                    )
+                )
+        order = {nodeid: index for index, nodeid in enumerate(self.state.planned)}
+        results = tuple(
+            sorted(self.state.final.values(), key=lambda r: order.get(r.nodeid, len(order)))
+        )
+        code = exit_code_for(results, interrupted=self.state.interrupted)
+        return RunSummary(
+            run_id=self.run_id,
+            results=results,
+            counts=count_outcomes(results),
+            duration=self.clock() - started,
+            exit_code=int(code),
+            interrupted=self.state.interrupted,
+            errors=tuple(self.store_warnings + self.bus.failures),
+        )
+
+    # ---- before the run: store, discovery, history, plan --------------------------------------
+    async def _open_store(self) -> aiosqlite.Connection | None:
+        try:
+            return await connect_store(self.settings.store_path)
+        except StoreError as exc:
+            self.store_warnings.append(str(exc))
+            self.log.warning("store_unavailable", error=str(exc))
+            return None
+
+    def _metadata(self) -> RunMetadata:
+        return RunMetadata(
+            run_id=self.run_id,
+            project=str(self.settings.project_root),
+            profile=self.settings.profile.name,
+            categories=",".join(c.name for c in self.settings.categories),
+            argv=self.settings.argv,
+        )
+
+    async def _history(self, db: aiosqlite.Connection | None) -> History:
+        if db is not None:
+            try:
+                return await load_history(db, str(self.settings.project_root))
+            except Exception as exc:
+                self.store_warnings.append(f"results store: cannot read history: {exc}")
+        return History(durations={}, recent_failures=frozenset())
+
+    async def _discover(self, db: aiosqlite.Connection | None) -> Selection:
+        settings = self.settings
+        queries = queries_for(settings.categories, settings.project_root)
+        collections: list[Collection] = []
+        cached_all = True
+        for query in queries:
+            collection, cached = await self._collect_one(db, query)
+            collections.append(collection)
+            cached_all = cached_all and cached
+        rootdir = collections[0].rootdir
+        nodeids = tuple(dict.fromkeys(n for c in collections for n in c.nodeids))
+        errors: dict[NodeId, TestResult] = {}
+        for c in collections:
+            for e in c.errors:
+                errors.setdefault(e.nodeid, _collection_result(e.nodeid, e.longrepr, e.skipped))
+        query_paths = {p for q in queries for p in q.paths}
+        user_positionals = [p for c in collections for p in c.positionals if p not in query_paths]
+        worker_args, marker = split_marker(_without(settings.pytest_args, user_positionals))
+        single = len(queries) == 1
+        category_marker = queries[0].marker if single else None
+        combined = combine_markers(category_marker, marker)
+        if combined:
+            worker_args = [*worker_args, "-m", combined]
+        return Selection(
+            rootdir=rootdir,
+            nodeids=nodeids,
+            collection_errors=tuple(errors.values()),
+            worker_args=tuple(worker_args),
+            explicit_ids=not single or any("::" in p for p in user_positionals),
+            cached=cached_all,
+        )
+
+    async def _collect_one(
+        self, db: aiosqlite.Connection | None, query: CollectionQuery
+    ) -> tuple[Collection, bool]:
+        settings = self.settings
+        env = self._env
+        fingerprint = collection_fingerprint(
+            settings.project_root, (*query.key(), *settings.pytest_args), env
+        )
+        use_cache = db is not None and settings.profile.collection_cache
+        if use_cache and db is not None:
+            try:
+                hit = await load_collection(db, fingerprint)
+            except Exception as exc:
+                hit = None
+                self.store_warnings.append(f"results store: cannot read collection cache: {exc}")
+            if hit is not None:
+                self.log.debug("collection_cache_hit", tests=len(hit.nodeids))
+                return Collection(hit.rootdir, hit.nodeids, (), hit.positionals), True
+        collection = await collect(
+            query, settings.pytest_args, project_root=settings.project_root, env=env
+        )
+        if use_cache and db is not None and not collection.errors:
+            try:
+                await save_collection(
+                    db,
+                    fingerprint,
+                    CachedCollection(
+                        collection.rootdir, collection.nodeids, collection.positionals
+                    ),
+                )
+            except Exception as exc:
+                self.store_warnings.append(f"results store: cannot save collection: {exc}")
+        return collection, False
+
+    def _plan(self, selection: Selection, history: History) -> list[PlannedShard]:
+        settings = self.settings
+        return make_plan(
+            PlanInput(
+                nodeids=selection.nodeids,
+                durations=history.durations,
+                recent_failures=history.recent_failures,
+                slots=settings.max_workers if settings.fixed_workers else settings.initial_workers,
+                shards_per_slot=settings.profile.shards_per_slot,
+                min_shard_seconds=SPAWN_MIN_SHARD_SECONDS,
+                explicit_ids=selection.explicit_ids,
+            )
+        )
+
+    def _worker_setup(self, selection: Selection, scratch: Path) -> WorkerSetup:
+        return WorkerSetup(
+            rootdir=selection.rootdir,
+            cwd=str(self.settings.project_root),
+            pytest_args=selection.worker_args,
+            env=self._env,
+            scratch_dir=scratch,
+            timeout=self.settings.profile.timeout,
+        )
+
+
+def _with_warning(summary: RunSummary, warning: str) -> RunSummary:
+    return dataclasses.replace(summary, errors=(*summary.errors, warning))
+
+
+def _without(args: Sequence[str], positionals: Sequence[str]) -> list[str]:
+    remaining = list(args)
+    for positional in positionals:
+        if positional in remaining:
+            remaining.remove(positional)
+    return remaining
+
+
+def _collection_result(nodeid: NodeId, longrepr: str, skipped: bool) -> TestResult:
+    report = PhaseReport(
+        nodeid=nodeid,
+        when="collect",
+        outcome="skipped" if skipped else "failed",
+        category="skipped" if skipped else "error",
+        duration=0.0,
+        longrepr=longrepr,
+    )
+    return TestResult(
+        nodeid=nodeid,
+        outcome=Outcome.SKIPPED if skipped else Outcome.ERROR,
+        duration=0.0,
+        reports=(report,),
+        message="skipped at collection" if skipped else "error during collection",
+    )
+
+
+async def run_events(
+    settings: RunSettings, subscribers: Sequence[Callable[[Event], None]]
+) -> RunSummary:
+    bus = EventBus()
+    for subscriber in subscribers:
+        bus.subscribe(subscriber)
+    return await Orchestrator(settings, bus).run()

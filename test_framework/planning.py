@@ -1,0 +1,147 @@
+"""Planning: pack node ids into shards, longest first, so the last shard ends with the others.
+
+Pure functions over plain data (the orchestrator hands in durations read from the store). A shard
+keeps whole files where it can, because module-scoped fixtures and imports are paid per process; a
+file that alone exceeds the target shard length is cut into contiguous slices that the worker
+computes itself (`part k of n`), so every test lands in exactly one slice even if the file changed
+since it was collected.
+"""
+
+from __future__ import annotations
+
+import heapq
+import statistics
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .models import NodeId, Shard, file_of
+
+DEFAULT_TEST_ESTIMATE = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedShard:
+    shard: Shard
+    selection: tuple[dict[str, Any], ...]
+    has_recent_failure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PlanInput:
+    nodeids: Sequence[NodeId]
+    durations: Mapping[NodeId, float]
+    recent_failures: Collection[NodeId]
+    slots: int
+    shards_per_slot: int
+    min_shard_seconds: float
+    explicit_ids: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    order: int
+    file: str
+    nodeids: tuple[NodeId, ...]
+    part: tuple[int, int]
+    expected: float
+
+
+def estimate_durations(
+    nodeids: Sequence[NodeId], known: Mapping[NodeId, float]
+) -> dict[NodeId, float]:
+    """Known EWMA durations; unknown tests get their file's median, else the suite's, else 50 ms."""
+    by_file: dict[str, list[float]] = {}
+    for nodeid in nodeids:
+        if nodeid in known:
+            by_file.setdefault(file_of(nodeid), []).append(known[nodeid])
+    all_known = [known[n] for n in nodeids if n in known]
+    suite_median = statistics.median(all_known) if all_known else DEFAULT_TEST_ESTIMATE
+    file_median = {f: statistics.median(v) for f, v in by_file.items()}
+    return {
+        n: known[n] if n in known else file_median.get(file_of(n), suite_median) for n in nodeids
+    }
+
+
+def shard_count(total: float, units: int, plan: PlanInput) -> int:
+    """Enough shards to keep every slot busy and the tail short, few enough to pay start-up
+    rarely."""
+    by_work = int(total / plan.min_shard_seconds) if plan.min_shard_seconds > 0 else units
+    return max(1, min(units, plan.slots * plan.shards_per_slot, max(by_work, 1)))
+
+
+def make_plan(plan: PlanInput) -> list[PlannedShard]:
+    if not plan.nodeids:
+        return []
+    expected = estimate_durations(plan.nodeids, plan.durations)
+    files: dict[str, list[NodeId]] = {}
+    for nodeid in plan.nodeids:
+        files.setdefault(file_of(nodeid), []).append(nodeid)
+    total = sum(expected.values())
+    target_count = shard_count(total, len(plan.nodeids), plan)
+    target = total / target_count
+    units: list[_Unit] = []
+    for order, (file, ids) in enumerate(files.items()):
+        file_total = sum(expected[n] for n in ids)
+        parts = min(len(ids), max(1, round(file_total / target))) if target > 0 else 1
+        for k in range(parts):
+            slice_ids = tuple(ids[k * len(ids) // parts : (k + 1) * len(ids) // parts])
+            units.append(
+                _Unit(
+                    order=order,
+                    file=file,
+                    nodeids=slice_ids,
+                    part=(k, parts),
+                    expected=sum(expected[n] for n in slice_ids),
+                )
+            )
+    bins: list[list[_Unit]] = [[] for _ in range(min(target_count, len(units)))]
+    heap = [(0.0, index) for index in range(len(bins))]
+    for unit in sorted(units, key=lambda u: (-u.expected, u.order, u.part)):
+        load, index = heapq.heappop(heap)
+        bins[index].append(unit)
+        heapq.heappush(heap, (load + unit.expected, index))
+    failures = set(plan.recent_failures)
+    planned: list[PlannedShard] = []
+    for members in (b for b in bins if b):
+        members.sort(key=lambda u: (u.order, u.part))
+        nodeids = tuple(n for u in members for n in u.nodeids)
+        selection = tuple(_selection(u, plan.explicit_ids) for u in members)
+        planned.append(
+            PlannedShard(
+                shard=Shard(
+                    shard_id=0,
+                    nodeids=nodeids,
+                    expected_duration=sum(u.expected for u in members),
+                ),
+                selection=selection,
+                has_recent_failure=any(n in failures for n in nodeids),
+            )
+        )
+    planned.sort(key=lambda p: (not p.has_recent_failure, -p.shard.expected_duration))
+    return [
+        PlannedShard(
+            shard=Shard(
+                shard_id=index,
+                nodeids=p.shard.nodeids,
+                expected_duration=p.shard.expected_duration,
+            ),
+            selection=p.selection,
+            has_recent_failure=p.has_recent_failure,
+        )
+        for index, p in enumerate(planned, start=1)
+    ]
+
+
+def _selection(unit: _Unit, explicit_ids: bool) -> dict[str, Any]:
+    if explicit_ids:
+        return {"file": unit.file, "ids": list(unit.nodeids)}
+    return {"file": unit.file, "part": list(unit.part)}
+
+
+def explicit_selection(nodeids: Sequence[NodeId]) -> tuple[dict[str, Any], ...]:
+    """A selection naming each test: for reruns of what a crashed worker never reached."""
+    files: dict[str, list[NodeId]] = {}
+    for nodeid in nodeids:
+        files.setdefault(file_of(nodeid), []).append(nodeid)
+    return tuple({"file": f, "ids": ids} for f, ids in files.items())

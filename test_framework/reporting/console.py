@@ -1,0 +1,180 @@
+"""The console: live progress while the run goes on, then failures and a pytest-like closing line.
+
+On a terminal the progress is one line redrawn in place (at most ten times a second); otherwise it
+is one plain line per finished shard, so CI logs stay readable. After the run, failures are shown
+the way pytest shows them: a banner per test, its traceback text and captured output, a short
+summary, and `=== N passed, N failed in X.XXs ===`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter
+from typing import TextIO
+
+from ..events import (
+    CapacityChanged,
+    Event,
+    RunFinished,
+    RunStarted,
+    RunStopping,
+    ShardCrashed,
+    ShardFinished,
+    TestFinished,
+    TestRetrying,
+)
+from ..models import FAILING_OUTCOMES, Outcome, RunSummary, TestResult
+from ..outcomes import summary_words
+
+_SHOWN = FAILING_OUTCOMES | {Outcome.FLAKY}
+_WORDS = {
+    Outcome.PASSED: "PASSED",
+    Outcome.FAILED: "FAILED",
+    Outcome.ERROR: "ERROR",
+    Outcome.SKIPPED: "SKIPPED",
+    Outcome.XFAILED: "XFAIL",
+    Outcome.XPASSED: "XPASS",
+    Outcome.FLAKY: "FLAKY",
+    Outcome.CRASHED: "CRASHED",
+    Outcome.TIMEOUT: "TIMEOUT",
+    Outcome.NOT_RUN: "NOT RUN",
+    Outcome.CACHED: "CACHED",
+}
+
+
+def banner(text: str, fill: str, width: int) -> str:
+    text = f" {text} " if text else ""
+    side = max(3, (width - len(text)) // 2)
+    line = fill * side + text + fill * side
+    return line + fill * max(0, width - len(line))
+
+
+class ConsoleReporter:
+    def __init__(self, stream: TextIO, *, verbose: int = 0, tty: bool | None = None) -> None:
+        self.stream = stream
+        self.verbose = verbose
+        self.tty = stream.isatty() if tty is None else tty
+        self.width = min(120, shutil.get_terminal_size((100, 24)).columns) if self.tty else 80
+        self.total = 0
+        self.done = 0
+        self.counts: Counter[str] = Counter()
+        self.capacity = 0
+        self.started = time.monotonic()
+        self._last_draw = 0.0
+        self._line_open = False
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self._run_started(event)
+        elif isinstance(event, TestFinished):
+            self._test_finished(event.result)
+        elif isinstance(event, TestRetrying):
+            self._line(
+                f"RETRY {event.result.nodeid} ({event.result.outcome.value}, attempt "
+                f"{event.result.attempt}; again in {event.delay:.2f}s)"
+            )
+        elif isinstance(event, ShardFinished):
+            if not self.tty:
+                self._line(
+                    f"[{self.done}/{self.total}] shard {event.shard_id} finished in "
+                    f"{event.duration:.2f}s"
+                )
+        elif isinstance(event, ShardCrashed):
+            self._line(f"worker of shard {event.shard_id} ended abnormally: {event.reason}")
+        elif isinstance(event, CapacityChanged):
+            self.capacity = event.new
+            if self.verbose:
+                self._line(f"capacity {event.old} -> {event.new} ({event.reason})")
+        elif isinstance(event, RunStopping):
+            self._line(f"!!! {event.reason} !!!")
+        elif isinstance(event, RunFinished):
+            self._finish(event.summary)
+
+    def _run_started(self, event: RunStarted) -> None:
+        plan = event.plan
+        self.total = plan.test_count + len(plan.collection_errors)
+        self.capacity = event.capacity
+        self._write(banner("test_framework", "=", self.width) + "\n")
+        self._write(
+            f"rootdir: {event.project_root}\n"
+            f"collected {plan.test_count} tests in {len(plan.shards)} shards, "
+            f"{event.capacity} workers to start, "
+            f"{plan.known_durations} durations known\n"
+        )
+
+    def _test_finished(self, result: TestResult) -> None:
+        self.done += 1
+        self.counts[result.outcome.value] += 1
+        if self.verbose:
+            self._line(f"{result.nodeid} {_WORDS[result.outcome]}")
+        elif self.tty:
+            self._draw()
+
+    def _draw(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_draw < 0.1:
+            return
+        self._last_draw = now
+        total = max(self.total, 1)
+        bar_width = 30
+        filled = int(bar_width * min(self.done, total) / total)
+        bad = sum(self.counts[o.value] for o in FAILING_OUTCOMES)
+        text = (
+            f"[{'#' * filled}{'.' * (bar_width - filled)}] {self.done}/{self.total} "
+            f"passed {self.counts['passed']} failed {bad} "
+            f"skipped {self.counts['skipped']}  workers {self.capacity}  "
+            f"{now - self.started:.1f}s"
+        )
+        self.stream.write("\r" + text[: self.width - 1].ljust(self.width - 1))
+        self.stream.flush()
+        self._line_open = True
+
+    def _line(self, text: str) -> None:
+        if self._line_open:
+            self.stream.write("\r" + " " * (self.width - 1) + "\r")
+            self._line_open = False
+        self._write(text + "\n")
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def _finish(self, summary: RunSummary) -> None:
+        if self._line_open:
+            self._draw(force=True)
+            self._write("\n")
+            self._line_open = False
+        shown = [r for r in summary.results if r.outcome in _SHOWN]
+        failures = [r for r in shown if r.outcome is not Outcome.FLAKY]
+        if failures:
+            self._write(banner("FAILURES", "=", self.width) + "\n")
+            for result in failures:
+                self._write(banner(result.nodeid, "_", self.width) + "\n")
+                self._write((result.longrepr or result.message).rstrip() + "\n")
+                for title, content in result.sections:
+                    self._write(banner(title, "-", self.width) + "\n" + content.rstrip() + "\n")
+        if shown:
+            self._write(banner("short test summary info", "=", self.width) + "\n")
+            for result in shown:
+                self._write(f"{_WORDS[result.outcome]} {result.nodeid}{_reason(result)}\n")
+        for error in summary.errors:
+            self._write(f"warning: {error}\n")
+        words = ", ".join(summary_words(summary.counts)) or "no tests ran"
+        closing = f"{words} in {summary.duration:.2f}s"
+        if summary.interrupted:
+            closing = f"{closing} (interrupted)"
+        self._write(banner(closing, "=", self.width) + "\n")
+
+
+def _reason(result: TestResult) -> str:
+    text = result.message or _last_line(result.longrepr)
+    return f" - {text}" if text else ""
+
+
+def _last_line(text: str) -> str:
+    for line in text.strip().splitlines():
+        if line.startswith("E "):
+            return line[1:].strip()[:200]
+    lines = text.strip().splitlines()
+    return lines[-1][:200] if lines else ""

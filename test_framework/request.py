@@ -1,0 +1,171 @@
+"""RunRequest (what the caller asked) -> RunSettings (what the run will do), applying the layers.
+
+The CLI and the Python API both build a RunRequest; `resolve` is the one place that merges it with
+the shipped config, the project's pyproject.toml and the environment, and validates the result.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .config import Category, EnvOverrides, Profile, load_catalog, read_env
+from .errors import ConfigError, ProjectError, UsageError
+from .resources import cpu_count
+
+DEFAULT_CACHE_DIR = ".test_framework"
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    categories: tuple[str, ...] = ()
+    optimization: str | None = None
+    workers: int | None = None
+    project_root: Path = Path(".")
+    cache_dir: Path | None = None
+    maxfail: int | None = None
+    list_only: bool = False
+    report: Path | None = None
+    junitxml: Path | None = None
+    verbose: int = 0
+    log_format: str | None = None
+    pytest_args: tuple[str, ...] = ()
+    collection_cache: bool | None = None
+    timeout: float | None = None
+    retries: int | None = None
+    argv: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    project_root: Path
+    categories: tuple[Category, ...]
+    profile: Profile
+    cores: int
+    fixed_workers: int | None
+    initial_workers: int
+    max_workers: int
+    cache_dir: Path
+    maxfail: int
+    list_only: bool
+    report: Path | None
+    junitxml: Path | None
+    verbose: int
+    log_format: str | None
+    pytest_args: tuple[str, ...]
+    debug: bool
+    resource_monitoring: bool
+    argv: tuple[str, ...]
+
+    @property
+    def store_path(self) -> Path:
+        return self.cache_dir / "results.sqlite"
+
+
+def resolve(
+    request: RunRequest,
+    environ: Mapping[str, str] | None = None,
+    cores: int | None = None,
+) -> RunSettings:
+    env = read_env(os.environ if environ is None else environ)
+    root = _project_root(request.project_root)
+    catalog = load_catalog(root)
+    profile_name = request.optimization or env.optimization or catalog.default_optimization
+    if profile_name not in catalog.profiles:
+        raise ConfigError(
+            f"unknown optimization profile {profile_name!r}; valid: "
+            f"{', '.join(sorted(catalog.profiles))}"
+        )
+    profile = _apply_overrides(catalog.profiles[profile_name], request, env)
+    names = request.categories or catalog.default_categories
+    unknown = [n for n in names if n not in catalog.categories]
+    if unknown:
+        raise ConfigError(
+            f"unknown category {unknown[0]!r}; valid: {', '.join(sorted(catalog.categories))}"
+        )
+    categories = tuple(catalog.categories[n] for n in dict.fromkeys(names))
+    fixed = request.workers or env.max_workers or catalog.max_workers
+    if request.workers is not None and request.workers < 1:
+        raise UsageError(f"--workers must be a whole number >= 1, got {request.workers}")
+    if request.maxfail is not None and request.maxfail < 0:
+        raise UsageError(f"--maxfail must be >= 0, got {request.maxfail}")
+    ncores = cores or cpu_count()
+    if fixed is not None:
+        initial = maximum = fixed
+    else:
+        initial = max(profile.min_workers, round(ncores * profile.initial_workers_per_core))
+        maximum = max(initial, round(ncores * profile.max_workers_per_core))
+    cache_dir = _cache_dir(root, request.cache_dir, env.cache_dir or catalog.cache_dir)
+    maxfail = request.maxfail if request.maxfail is not None else profile.fail_fast_threshold
+    return RunSettings(
+        project_root=root,
+        categories=categories,
+        profile=profile,
+        cores=ncores,
+        fixed_workers=fixed,
+        initial_workers=initial,
+        max_workers=maximum,
+        cache_dir=cache_dir,
+        maxfail=maxfail,
+        list_only=request.list_only,
+        report=_output_path(root, request.report, "--report"),
+        junitxml=_output_path(root, request.junitxml, "--junitxml"),
+        verbose=request.verbose,
+        log_format=request.log_format,
+        pytest_args=request.pytest_args,
+        debug=env.debug_mode,
+        resource_monitoring=env.resource_monitoring and fixed is None,
+        argv=request.argv,
+    )
+
+
+def _apply_overrides(profile: Profile, request: RunRequest, env: EnvOverrides) -> Profile:
+    if env.fail_fast_threshold is not None:
+        profile = replace(profile, fail_fast_threshold=env.fail_fast_threshold)
+    if env.timeout is not None:
+        profile = replace(profile, timeout=env.timeout)
+    if request.timeout is not None:
+        if request.timeout < 0:
+            raise UsageError(f"--timeout must be >= 0 seconds (0: never), got {request.timeout}")
+        profile = replace(profile, timeout=request.timeout)
+    if request.retries is not None:
+        if request.retries < 0:
+            raise UsageError(f"--retries must be >= 0, got {request.retries}")
+        profile = replace(profile, retries=request.retries)
+    if request.collection_cache is not None:
+        profile = replace(profile, collection_cache=request.collection_cache)
+    return profile
+
+
+def _project_root(path: Path) -> Path:
+    root = path.expanduser()
+    if not root.exists():
+        raise ProjectError(f"project root {str(path)!r} does not exist")
+    if not root.is_dir():
+        raise ProjectError(f"project root {str(path)!r} is not a folder")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise ProjectError(f"project root {str(path)!r} cannot be read (permission denied)")
+    return root.resolve()
+
+
+def _cache_dir(root: Path, requested: Path | None, configured: str | None) -> Path:
+    raw = requested if requested is not None else Path(configured or DEFAULT_CACHE_DIR)
+    path = raw.expanduser()
+    path = path if path.is_absolute() else root / path
+    if path.exists() and not path.is_dir():
+        raise ProjectError(f"cache dir {str(raw)!r} exists and is not a folder")
+    return path
+
+
+def _output_path(root: Path, path: Path | None, option: str) -> Path | None:
+    if path is None:
+        return None
+    resolved = path.expanduser()
+    resolved = resolved if resolved.is_absolute() else Path.cwd() / resolved
+    if resolved.is_dir():
+        raise UsageError(f"{option} {str(path)!r} is a folder; give a file path")
+    if not resolved.parent.is_dir():
+        raise UsageError(f"{option} {str(path)!r}: folder {str(resolved.parent)!r} does not exist")
+    return resolved

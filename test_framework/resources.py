@@ -1,0 +1,102 @@
+"""Resource sampling and the pure capacity policy the monitor applies.
+
+`compute_capacity` is a pure function of one sample, the current capacity and the policy, so it is
+tested with made-up numbers; `PsutilSampler` is the one place that touches psutil, behind the
+`Sampler` protocol so tests hand in a fake.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import psutil
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSample:
+    cpu_percent: float  # whole machine, 0-100
+    memory_available: int  # bytes
+    memory_total: int
+    children_rss: int  # bytes, all our descendants
+    load_per_core: float
+
+
+class Sampler(Protocol):
+    def sample(self) -> ResourceSample: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityPolicy:
+    minimum: int
+    maximum: int
+    cpu_high: float
+    cpu_low: float
+    memory_reserve: int  # bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityDecision:
+    capacity: int
+    reason: str
+
+
+def compute_capacity(
+    sample: ResourceSample, current: int, waiting: int, policy: CapacityPolicy
+) -> CapacityDecision:
+    """One step of the adaptive policy.
+
+    Memory pressure narrows first (halving, a machine that swaps helps nobody); CPU saturation
+    narrows one slot at a time; an idle CPU with work waiting widens one slot at a time. Always
+    within [minimum, maximum], and never below 1.
+    """
+    floor = max(1, policy.minimum)
+    ceiling = max(floor, policy.maximum)
+    if sample.memory_available < policy.memory_reserve:
+        return CapacityDecision(max(floor, current // 2), "memory pressure")
+    if sample.cpu_percent >= policy.cpu_high and current > floor:
+        return CapacityDecision(max(floor, current - 1), "cpu saturated")
+    if sample.cpu_percent <= policy.cpu_low and waiting > 0 and current < ceiling:
+        return CapacityDecision(min(ceiling, current + 1), "cpu idle, tests waiting")
+    return CapacityDecision(min(ceiling, max(floor, current)), "steady")
+
+
+class PsutilSampler:
+    """Samples the machine and our own process tree."""
+
+    def __init__(self, root_pid: int | None = None) -> None:
+        self._root = psutil.Process(root_pid or os.getpid())
+        psutil.cpu_percent(interval=None)  # prime: the first call has no interval to measure
+
+    def sample(self) -> ResourceSample:
+        memory = psutil.virtual_memory()
+        rss = 0
+        for child in self._root.children(recursive=True):
+            try:
+                rss += child.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        try:
+            load = os.getloadavg()[0] / (os.cpu_count() or 1)
+        except OSError:
+            load = 0.0
+        return ResourceSample(
+            cpu_percent=psutil.cpu_percent(interval=None),
+            memory_available=memory.available,
+            memory_total=memory.total,
+            children_rss=rss,
+            load_per_core=load,
+        )
+
+
+def cpu_count() -> int:
+    """Cores this process may use (affinity and cgroup-aware where the OS tells)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+Clock = Callable[[], float]

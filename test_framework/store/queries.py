@@ -1,0 +1,94 @@
+"""Reads the planner and discovery need, handed to them as plain data by the orchestrator."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import aiosqlite
+
+from ..models import Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    durations: dict[str, float]
+    recent_failures: frozenset[str]
+
+
+async def load_history(db: aiosqlite.Connection, project: str) -> History:
+    cursor = await db.execute(
+        "SELECT nodeid, ewma_duration, last_outcome FROM test_stats WHERE project = ?", (project,)
+    )
+    durations: dict[str, float] = {}
+    failures: set[str] = set()
+    failing = {o.value for o in (Outcome.FAILED, Outcome.ERROR, Outcome.CRASHED, Outcome.TIMEOUT)}
+    for nodeid, duration, last in await cursor.fetchall():
+        durations[nodeid] = float(duration)
+        if last in failing:
+            failures.add(nodeid)
+    return History(durations=durations, recent_failures=frozenset(failures))
+
+
+@dataclass(frozen=True, slots=True)
+class CachedCollection:
+    rootdir: str
+    nodeids: tuple[str, ...]
+    positionals: tuple[str, ...]
+
+
+async def load_collection(db: aiosqlite.Connection, fingerprint: str) -> CachedCollection | None:
+    cursor = await db.execute(
+        "SELECT rootdir, nodeids, positionals FROM collections WHERE fingerprint = ?",
+        (fingerprint,),
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    return CachedCollection(
+        rootdir=row[0], nodeids=tuple(json.loads(row[1])), positionals=tuple(json.loads(row[2]))
+    )
+
+
+async def save_collection(
+    db: aiosqlite.Connection, fingerprint: str, cached: CachedCollection, keep: int = 20
+) -> None:
+    await db.execute(
+        "INSERT OR REPLACE INTO collections VALUES (?, ?, ?, ?, ?)",
+        (
+            fingerprint,
+            cached.rootdir,
+            json.dumps(list(cached.nodeids)),
+            json.dumps(list(cached.positionals)),
+            time.time(),
+        ),
+    )
+    # Old fingerprints are never read again; keep the table small.
+    await db.execute(
+        "DELETE FROM collections WHERE fingerprint NOT IN "
+        "(SELECT fingerprint FROM collections ORDER BY created_at DESC LIMIT ?)",
+        (keep,),
+    )
+    await db.commit()
+
+
+async def recent_runs(db: aiosqlite.Connection, limit: int = 20) -> list[dict[str, object]]:
+    cursor = await db.execute(
+        "SELECT run_id, started_at, duration, exit_code, counts, profile, categories "
+        "FROM runs ORDER BY started_at DESC LIMIT ?",
+        (limit,),
+    )
+    rows = await cursor.fetchall()
+    return [
+        {
+            "run_id": r[0],
+            "started_at": r[1],
+            "duration": r[2],
+            "exit_code": r[3],
+            "counts": json.loads(r[4]) if r[4] else {},
+            "profile": r[5],
+            "categories": r[6],
+        }
+        for r in rows
+    ]
