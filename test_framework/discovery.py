@@ -152,7 +152,8 @@ async def collect(
                 )
         await worker.process.wait()
         returncode = worker.process.returncode
-    if rootdir is None or nodeids is None:
+    failed = returncode in (ExitCode.USAGE_ERROR, ExitCode.INTERNAL_ERROR)
+    if rootdir is None or nodeids is None or failed:
         raise _collection_failure(returncode, worker.output.text())
     return Collection(
         rootdir=rootdir, nodeids=nodeids, errors=tuple(errors), positionals=positionals
@@ -160,11 +161,13 @@ async def collect(
 
 
 def _collection_failure(returncode: int | None, output: str) -> Exception:
-    lines = [line for line in output.strip().splitlines() if line.strip()]
-    error_lines = [line for line in lines if line.startswith(("ERROR:", "error:", "pytest: error"))]
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
     if returncode == ExitCode.USAGE_ERROR:
-        detail = error_lines[-1] if error_lines else (lines[-1] if lines else "usage error")
-        return UsageError(f"pytest rejected the arguments: {detail.removeprefix('ERROR: ')}")
+        # pytest prints "ERROR: usage: ..." then "<prog>: error: <the actual reason>".
+        reasons = [line.split(": error: ", 1)[1] for line in lines if ": error: " in line]
+        errors = [line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR:")]
+        detail = (reasons or errors or lines or ["usage error"])[0]
+        return UsageError(f"pytest rejected the arguments: {detail}")
     tail = "\n".join(lines[-30:])
     return CollectionFailed(
         f"pytest could not collect the suite (exit status {returncode}):\n{tail}"

@@ -517,7 +517,7 @@ class Orchestrator(ShardListener):
         collection = await collect(
             query, settings.pytest_args, project_root=settings.project_root, env=env
         )
-        if use_cache and db is not None and not collection.errors:
+        if use_cache and db is not None and collection.nodeids and not collection.errors:
             try:
                 await save_collection(
                     db,

@@ -1,0 +1,62 @@
+"""The engine reports exactly what plain pytest reports, on every fixture suite.
+
+expected.json is the hand-written table of outcomes (tests/fixtures/suites/README.md); it is
+checked twice: against plain serial pytest (so the table is right) and against the engine started
+through its command line (so the engine is right).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_framework.oracle import differences, run_engine, run_pytest
+
+SUITES = Path(__file__).resolve().parent.parent / "fixtures" / "suites"
+EXPECTED: dict[str, dict[str, object]] = json.loads(
+    (SUITES / "expected.json").read_text(encoding="utf-8")
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_engine_matches_the_expected_table(name: str) -> None:
+    expected = EXPECTED[name]
+    run = run_engine(sys.executable, SUITES / name)
+    assert differences(expected["outcomes"], run.outcomes) == [], run.output[-4000:]  # type: ignore[arg-type]
+    assert run.exit_code == expected["exit_code"], run.output[-4000:]
+
+
+@pytest.mark.parametrize("name", ["outcomes", "weird_ids", "collect_error"])
+def test_plain_pytest_agrees_with_the_table(name: str) -> None:
+    run = run_pytest(sys.executable, SUITES / name)
+    assert differences(EXPECTED[name]["outcomes"], run.outcomes) == []  # type: ignore[arg-type]
+    assert run.exit_code == EXPECTED[name]["exit_code"]
+
+
+def test_engine_in_fixed_worker_mode_with_slices_matches(tmp_path: Path) -> None:
+    """Many workers and a suite cut into many shards still give pytest's answer."""
+    run = run_engine(
+        sys.executable, SUITES / "many_files", engine_args=("--retries", "0", "--workers", "4")
+    )
+    assert differences(EXPECTED["many_files"]["outcomes"], run.outcomes) == []  # type: ignore[arg-type]
+
+
+def test_pass_through_keyword_selection_matches_pytest() -> None:
+    args = ["-k", "square or greeting"]
+    plain = run_pytest(sys.executable, SUITES / "basic", args)
+    engine = run_engine(sys.executable, SUITES / "basic", args)
+    assert plain.outcomes and differences(plain.outcomes, engine.outcomes) == []
+
+
+def test_pass_through_node_id_selection_matches_pytest() -> None:
+    """A node id with `::` inside its parameter id selects just that test, as in pytest."""
+    args = ["test_weird_ids.py::test_string_param[a::b]"]
+    plain = run_pytest(sys.executable, SUITES / "weird_ids", args)
+    engine = run_engine(sys.executable, SUITES / "weird_ids", args)
+    assert list(plain.outcomes) == ["test_weird_ids.py::test_string_param[a::b]"]
+    assert differences(plain.outcomes, engine.outcomes) == []

@@ -1,0 +1,205 @@
+"""Config layering and validation: shipped < pyproject < environment < command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from test_framework.config import (
+    CATEGORY_NAMES,
+    PROFILE_NAMES,
+    load_catalog,
+    read_env,
+)
+from test_framework.errors import ConfigError, ProjectError, UsageError
+from test_framework.request import RunRequest, resolve
+
+
+def write_pyproject(root: Path, body: str) -> None:
+    (root / "pyproject.toml").write_text(body, encoding="utf-8")
+
+
+def test_shipped_catalog_has_every_documented_category_and_profile(tmp_path: Path) -> None:
+    catalog = load_catalog(tmp_path)
+    assert set(CATEGORY_NAMES) <= set(catalog.categories)
+    assert set(PROFILE_NAMES) <= set(catalog.profiles)
+    assert catalog.default_optimization == "balanced"
+    assert catalog.categories["unit"].paths == ("tests/unit",)
+    assert catalog.categories["unit"].marker == "unit"
+    assert catalog.categories["all"].paths == ()
+
+
+def test_profiles_order_from_fast_to_gentle(tmp_path: Path) -> None:
+    profiles = load_catalog(tmp_path).profiles
+    ceilings = [profiles[name].max_workers_per_core for name in PROFILE_NAMES]
+    assert ceilings == sorted(ceilings, reverse=True)
+    assert profiles["ultra_fast"].retries == 0
+    assert profiles["conservative"].collection_cache is False
+
+
+def test_project_overrides_a_profile_key_and_keeps_the_rest(tmp_path: Path) -> None:
+    write_pyproject(
+        tmp_path,
+        "[tool.test_framework.profiles.balanced]\nretries = 4\n",
+    )
+    catalog = load_catalog(tmp_path)
+    shipped = load_catalog(tmp_path / "no-pyproject-here")
+    assert catalog.profiles["balanced"].retries == 4
+    assert catalog.profiles["balanced"].timeout == shipped.profiles["balanced"].timeout
+
+
+def test_project_adds_a_profile_with_extends_and_a_category(tmp_path: Path) -> None:
+    write_pyproject(
+        tmp_path,
+        """
+[tool.test_framework]
+default_optimization = "nightly"
+default_categories = ["slow"]
+
+[tool.test_framework.profiles.nightly]
+extends = "conservative"
+retries = 5
+
+[tool.test_framework.categories.slow]
+description = "slow ones"
+marker = "slow"
+""",
+    )
+    catalog = load_catalog(tmp_path)
+    assert catalog.profiles["nightly"].retries == 5
+    assert catalog.profiles["nightly"].max_workers_per_core == 1.0
+    assert catalog.categories["slow"].marker == "slow"
+    assert catalog.default_optimization == "nightly"
+    assert catalog.default_categories == ("slow",)
+
+
+def test_unknown_key_names_the_file_and_the_key(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, "[tool.test_framework.profiles.balanced]\nretry = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_catalog(tmp_path)
+    message = str(info.value)
+    assert "pyproject.toml" in message
+    assert "'retry'" in message
+    assert "retries" in message  # the valid keys are listed
+
+
+def test_wrong_type_is_an_error(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, '[tool.test_framework.profiles.balanced]\nretries = "two"\n')
+    with pytest.raises(ConfigError, match="retries must be int"):
+        load_catalog(tmp_path)
+
+
+def test_invalid_value_is_an_error(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, "[tool.test_framework.profiles.balanced]\nmin_workers = 0\n")
+    with pytest.raises(ConfigError, match="min_workers must be >= 1"):
+        load_catalog(tmp_path)
+
+
+def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, "[tool.test_framework\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_catalog(tmp_path)
+
+
+def test_new_profile_without_extends_must_be_complete(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, "[tool.test_framework.profiles.mine]\nretries = 1\n")
+    with pytest.raises(ConfigError, match="missing"):
+        load_catalog(tmp_path)
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+    assert issubclass(ConfigError, UsageError)
+
+
+def test_environment_overrides_are_read_and_validated() -> None:
+    env = read_env(
+        {
+            "OPTIMIZED_TEST_MAX_WORKERS": "3",
+            "OPTIMIZED_TEST_CACHE_DIR": "/tmp/x",
+            "OPTIMIZED_TEST_FAIL_FAST_THRESHOLD": "2",
+            "OPTIMIZED_TEST_DEBUG_MODE": "true",
+            "UNRELATED": "1",
+        }
+    )
+    assert env.max_workers == 3
+    assert env.cache_dir == "/tmp/x"
+    assert env.fail_fast_threshold == 2
+    assert env.debug_mode is True
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OPTIMIZED_TEST_MAX_WORKERS", "0"),
+        ("OPTIMIZED_TEST_MAX_WORKERS", "many"),
+        ("OPTIMIZED_TEST_FAIL_FAST_THRESHOLD", "-1"),
+        ("OPTIMIZED_TEST_DEBUG_MODE", "perhaps"),
+        ("OPTIMIZED_TEST_TIMEOUT", "soon"),
+    ],
+)
+def test_bad_environment_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        read_env({name: value})
+
+
+def test_unknown_environment_variable_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="OPTIMIZED_TEST_MAX_WORKERS"):
+        read_env({"OPTIMIZED_TEST_MAX_WORKER": "2"})
+
+
+def test_layers_command_line_beats_environment_beats_project(tmp_path: Path) -> None:
+    write_pyproject(tmp_path, "[tool.test_framework]\nmax_workers = 2\n")
+    from_project = resolve(RunRequest(project_root=tmp_path), environ={}, cores=8)
+    assert from_project.fixed_workers == 2
+    from_env = resolve(
+        RunRequest(project_root=tmp_path), environ={"OPTIMIZED_TEST_MAX_WORKERS": "3"}, cores=8
+    )
+    assert from_env.fixed_workers == 3
+    from_cli = resolve(
+        RunRequest(project_root=tmp_path, workers=5),
+        environ={"OPTIMIZED_TEST_MAX_WORKERS": "3"},
+        cores=8,
+    )
+    assert from_cli.fixed_workers == 5
+    assert from_cli.initial_workers == from_cli.max_workers == 5
+    assert from_cli.resource_monitoring is False
+
+
+def test_adaptive_bounds_scale_with_cores(tmp_path: Path) -> None:
+    settings = resolve(
+        RunRequest(project_root=tmp_path, optimization="ultra_fast"), environ={}, cores=64
+    )
+    assert settings.initial_workers == 64
+    assert settings.max_workers == 256
+    assert settings.fixed_workers is None
+
+
+def test_unknown_category_and_profile_say_what_is_valid(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown category 'units'.*unit"):
+        resolve(RunRequest(project_root=tmp_path, categories=("units",)), environ={})
+    with pytest.raises(ConfigError, match="unknown optimization profile 'fast'.*ultra_fast"):
+        resolve(RunRequest(project_root=tmp_path, optimization="fast"), environ={})
+
+
+def test_missing_project_root_is_a_project_error(tmp_path: Path) -> None:
+    with pytest.raises(ProjectError, match="does not exist"):
+        resolve(RunRequest(project_root=tmp_path / "missing"), environ={})
+
+
+def test_cache_dir_defaults_inside_the_project(tmp_path: Path) -> None:
+    settings = resolve(RunRequest(project_root=tmp_path), environ={})
+    assert settings.store_path == tmp_path.resolve() / ".test_framework" / "results.sqlite"
+    env_settings = resolve(
+        RunRequest(project_root=tmp_path), environ={"OPTIMIZED_TEST_CACHE_DIR": "elsewhere"}
+    )
+    assert env_settings.cache_dir == tmp_path.resolve() / "elsewhere"
+
+
+def test_maxfail_defaults_to_the_profile_threshold_from_the_environment(tmp_path: Path) -> None:
+    settings = resolve(
+        RunRequest(project_root=tmp_path), environ={"OPTIMIZED_TEST_FAIL_FAST_THRESHOLD": "3"}
+    )
+    assert settings.maxfail == 3
+    assert resolve(RunRequest(project_root=tmp_path, maxfail=1), environ={}).maxfail == 1

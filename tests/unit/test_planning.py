@@ -1,0 +1,128 @@
+"""Planning: every test in exactly one shard, longest first, files whole unless too long."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from test_framework.models import file_of
+from test_framework.planning import (
+    DEFAULT_TEST_ESTIMATE,
+    PlanInput,
+    estimate_durations,
+    explicit_selection,
+    make_plan,
+)
+
+
+def plan_input(nodeids: list[str], durations: dict[str, float] | None = None, **kw: object) -> PlanInput:
+    options: dict[str, object] = {
+        "recent_failures": (),
+        "slots": 2,
+        "shards_per_slot": 3,
+        "min_shard_seconds": 0.0,
+    }
+    options.update(kw)
+    return PlanInput(nodeids=nodeids, durations=durations or {}, **options)  # type: ignore[arg-type]
+
+
+def suite(files: int, tests: int) -> list[str]:
+    return [f"tests/test_{f}.py::test_{t}" for f in range(files) for t in range(tests)]
+
+
+def test_every_test_lands_in_exactly_one_shard() -> None:
+    nodeids = suite(7, 5)
+    shards = make_plan(plan_input(nodeids))
+    counted = Counter(n for s in shards for n in s.shard.nodeids)
+    assert set(counted) == set(nodeids)
+    assert set(counted.values()) == {1}
+
+
+def test_shard_ids_are_unique_and_start_at_one() -> None:
+    shards = make_plan(plan_input(suite(10, 2)))
+    assert [s.shard.shard_id for s in shards] == list(range(1, len(shards) + 1))
+
+
+def test_longest_shard_first() -> None:
+    nodeids = suite(6, 2)
+    durations = {n: (5.0 if "test_3.py" in n else 0.1) for n in nodeids}
+    shards = make_plan(plan_input(nodeids, durations))
+    expected = [s.shard.expected_duration for s in shards]
+    assert expected == sorted(expected, reverse=True)
+    assert any("test_3.py" in n for n in shards[0].shard.nodeids)
+
+
+def test_small_files_stay_whole() -> None:
+    shards = make_plan(plan_input(suite(12, 3)))
+    for planned in shards:
+        for entry in planned.selection:
+            assert entry["part"] == [0, 1]
+
+
+def test_a_file_longer_than_a_shard_is_cut_into_contiguous_parts() -> None:
+    nodeids = suite(1, 40) + suite(3, 1)[1:]
+    durations = {n: 1.0 for n in nodeids}
+    shards = make_plan(plan_input(nodeids, durations, slots=4, shards_per_slot=1))
+    parts = [e for s in shards for e in s.selection if e["file"] == "tests/test_0.py"]
+    assert len(parts) > 1
+    assert sorted(tuple(e["part"]) for e in parts) == [(k, len(parts)) for k in range(len(parts))]
+    # Slices of one file keep pytest's order inside each shard.
+    for planned in shards:
+        ids = [n for n in planned.shard.nodeids if file_of(n) == "tests/test_0.py"]
+        assert ids == sorted(ids, key=nodeids.index)
+
+
+def test_recent_failures_run_first() -> None:
+    nodeids = suite(6, 2)
+    durations = {n: (5.0 if "test_0.py" in n else 0.1) for n in nodeids}
+    failing = {"tests/test_5.py::test_1"}
+    shards = make_plan(plan_input(nodeids, durations, recent_failures=failing))
+    assert "tests/test_5.py::test_1" in shards[0].shard.nodeids
+    assert shards[0].has_recent_failure
+
+
+def test_short_suite_becomes_one_shard() -> None:
+    nodeids = suite(5, 2)
+    shards = make_plan(plan_input(nodeids, min_shard_seconds=1.5))
+    assert len(shards) == 1
+
+
+def test_shard_count_bounded_by_slots_times_shards_per_slot() -> None:
+    nodeids = suite(50, 1)
+    durations = {n: 1.0 for n in nodeids}
+    shards = make_plan(plan_input(nodeids, durations, slots=3, shards_per_slot=2))
+    assert len(shards) == 6
+
+
+def test_explicit_ids_mode_names_every_test() -> None:
+    nodeids = suite(2, 3)
+    shards = make_plan(plan_input(nodeids, explicit_ids=True))
+    named = [n for s in shards for e in s.selection for n in e["ids"]]
+    assert sorted(named) == sorted(nodeids)
+
+
+def test_estimates_use_file_then_suite_medians() -> None:
+    nodeids = ["a.py::x", "a.py::y", "b.py::z", "c.py::w"]
+    estimates = estimate_durations(nodeids, {"a.py::x": 2.0, "b.py::z": 4.0})
+    assert estimates["a.py::y"] == 2.0  # its file's median
+    assert estimates["c.py::w"] == 3.0  # the suite's median
+    assert estimate_durations(["d.py::q"], {})["d.py::q"] == DEFAULT_TEST_ESTIMATE
+
+
+def test_empty_plan() -> None:
+    assert make_plan(plan_input([])) == []
+
+
+def test_explicit_selection_groups_by_file_in_order() -> None:
+    selection = explicit_selection(["b.py::1", "a.py::2", "b.py::3"])
+    assert selection == ({"file": "b.py", "ids": ["b.py::1", "b.py::3"]}, {"file": "a.py", "ids": ["a.py::2"]})
+
+
+@pytest.mark.parametrize("slots", [1, 2, 8, 64])
+def test_plans_scale_to_many_slots(slots: int) -> None:
+    nodeids = suite(200, 5)
+    durations = {n: 0.2 for n in nodeids}
+    shards = make_plan(plan_input(nodeids, durations, slots=slots, shards_per_slot=2))
+    assert len(shards) == min(200, slots * 2)
+    assert sum(len(s.shard.nodeids) for s in shards) == len(nodeids)

@@ -1,0 +1,101 @@
+"""The capacity policy (a pure function) and the monitor that applies it, with a fake sampler."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from test_framework.events import CapacityChanged, Event
+from test_framework.limiter import AdaptiveLimiter
+from test_framework.monitor import run_monitor
+from test_framework.resources import (
+    CapacityPolicy,
+    PsutilSampler,
+    ResourceSample,
+    compute_capacity,
+    cpu_count,
+)
+
+GIB = 1024**3
+POLICY = CapacityPolicy(minimum=1, maximum=8, cpu_high=90.0, cpu_low=60.0, memory_reserve=GIB)
+
+
+def sample(cpu: float = 50.0, available: int = 8 * GIB) -> ResourceSample:
+    return ResourceSample(
+        cpu_percent=cpu,
+        memory_available=available,
+        memory_total=16 * GIB,
+        children_rss=0,
+        load_per_core=0.5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("cpu", "available", "current", "waiting", "expected", "reason"),
+    [
+        (20.0, 8 * GIB, 2, 5, 3, "cpu idle, tests waiting"),
+        (20.0, 8 * GIB, 2, 0, 2, "steady"),  # idle but nothing waits: no point widening
+        (20.0, 8 * GIB, 8, 5, 8, "steady"),  # at the ceiling
+        (95.0, 8 * GIB, 4, 5, 3, "cpu saturated"),
+        (95.0, 8 * GIB, 1, 5, 1, "steady"),  # never below the floor
+        (75.0, 8 * GIB, 4, 5, 4, "steady"),  # between the thresholds
+        (20.0, GIB // 2, 8, 5, 4, "memory pressure"),  # memory wins over idle CPU
+        (20.0, GIB // 2, 1, 5, 1, "memory pressure"),
+    ],
+)
+def test_compute_capacity(
+    cpu: float, available: int, current: int, waiting: int, expected: int, reason: str
+) -> None:
+    decision = compute_capacity(sample(cpu, available), current, waiting, POLICY)
+    assert (decision.capacity, decision.reason) == (expected, reason)
+
+
+def test_capacity_is_clamped_into_the_policy_bounds() -> None:
+    decision = compute_capacity(sample(75.0), 20, 0, POLICY)
+    assert decision.capacity == 8
+
+
+def test_psutil_sampler_reads_this_machine() -> None:
+    reading = PsutilSampler().sample()
+    assert 0.0 <= reading.cpu_percent <= 100.0
+    assert 0 < reading.memory_available <= reading.memory_total
+    assert reading.children_rss >= 0
+    assert cpu_count() >= 1
+
+
+class ScriptedSampler:
+    """A fake at our own seam: replays samples, then repeats the last one."""
+
+    def __init__(self, samples: list[ResourceSample]) -> None:
+        self.samples = samples
+
+    def sample(self) -> ResourceSample:
+        return self.samples.pop(0) if len(self.samples) > 1 else self.samples[0]
+
+
+@pytest.mark.anyio
+async def test_monitor_widens_then_narrows_and_reports_each_change() -> None:
+    limiter = AdaptiveLimiter(2)
+    events: list[Event] = []
+    sampler = ScriptedSampler([sample(10.0), sample(10.0), sample(99.0)])
+
+    async def waiter() -> None:
+        await limiter.acquire()
+
+    async with anyio.create_task_group() as tg:
+        await limiter.acquire()
+        await limiter.acquire()
+        for _ in range(5):
+            tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(run_monitor, limiter, sampler, POLICY, 0.001, events.append)
+        with anyio.fail_after(10):
+            while len(events) < 3:
+                await anyio.sleep(0.005)
+        tg.cancel_scope.cancel()
+    changes = [(e.old, e.new, e.reason) for e in events if isinstance(e, CapacityChanged)]
+    assert changes[:3] == [
+        (2, 3, "cpu idle, tests waiting"),
+        (3, 4, "cpu idle, tests waiting"),
+        (4, 3, "cpu saturated"),
+    ]
