@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Check that the engine reports exactly what plain pytest reports for a suite.
 
-    python scripts/compare_with_pytest.py --suite DIR [--python PY] [--engine-arg=...] [-- pytest args]
+    python scripts/compare_with_pytest.py --suite DIR [--python PY] [-- pytest args]
 
 Runs plain serial pytest and the engine on the same selection, compares every node id's outcome,
 prints the differences, and exits 0 when there are none (1 otherwise).
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from test_framework.oracle import differences, run_engine, run_pytest  # noqa: E402
+from test_framework.oracle import differences, run_engine, run_pytest
 
 
 def main() -> int:

@@ -339,7 +339,7 @@ class Orchestrator(ShardListener):
 
     def _after_shard(self, spec: ShardSpec, outcome: ShardOutcome) -> None:
         files = tuple(dict.fromkeys(entry["file"] for entry in spec.selection))
-        self.log.debug(
+        self.log.info(
             "shard_finished",
             shard_id=spec.shard.shard_id,
             tests=len(outcome.results),

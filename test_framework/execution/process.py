@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import Process, SocketStream
 
-from .worker_plugin import ENV_CHANNEL
+from .worker_plugin import ENV_CHANNEL, PROTOCOL_ENV_PREFIX
 
 OUTPUT_TAIL_BYTES = 64 * 1024
 
@@ -82,12 +82,19 @@ async def spawn_worker(
     *,
     cwd: str,
     env: Mapping[str, str],
+    protocol_env: Mapping[str, str] | None = None,
     grace: float = 2.0,
 ) -> AsyncIterator[Worker]:
-    """Start `python -m pytest`-like argv with the protocol channel; clean up on every exit path."""
+    """Start `python -m pytest`-like argv with the protocol channel; clean up on every exit path.
+
+    Protocol variables inherited from an enclosing engine run (the engine testing itself) are
+    dropped, so a nested run never obeys its parent's selection or writes to its channel.
+    """
     parent_sock, child_sock = socket.socketpair()
     try:
-        child_env = {**env, ENV_CHANNEL: str(child_sock.fileno())}
+        child_env = {k: v for k, v in env.items() if not k.startswith(PROTOCOL_ENV_PREFIX)}
+        child_env.update(protocol_env or {})
+        child_env[ENV_CHANNEL] = str(child_sock.fileno())
         process = await anyio.open_process(
             [sys.executable, *argv],
             stdin=None,

@@ -106,11 +106,17 @@ async def run_shard(
     select_path = setup.scratch_dir / f"shard-{shard.shard_id}.select.json"
     stacks_path = setup.scratch_dir / f"shard-{shard.shard_id}.stacks.txt"
     select_path.write_text(json.dumps(list(spec.selection)), encoding="utf-8")
-    env = {**setup.env, ENV_SELECT: str(select_path), ENV_STACKS: str(stacks_path)}
+    protocol_env = {ENV_SELECT: str(select_path), ENV_STACKS: str(stacks_path)}
     files = list(dict.fromkeys(entry["file"] for entry in spec.selection))
     progress = _Progress()
     started = clock()
-    async with spawn_worker(setup.argv(files), cwd=setup.cwd, env=env, grace=setup.grace) as worker:
+    async with spawn_worker(
+        setup.argv(files),
+        cwd=setup.cwd,
+        env=setup.env,
+        protocol_env=protocol_env,
+        grace=setup.grace,
+    ) as worker:
         listener.shard_started(shard.shard_id, worker.pid, shard.nodeids)
         async with anyio.create_task_group() as tg:
             if setup.timeout > 0:

@@ -23,6 +23,7 @@ item lands in exactly one slice whatever the file holds now) or {"file": relpath
 from __future__ import annotations
 
 import faulthandler
+import io
 import json
 import os
 import signal
@@ -32,6 +33,7 @@ from typing import Any
 import pytest
 
 PROTOCOL_VERSION = 1
+PROTOCOL_ENV_PREFIX = "TEST_FRAMEWORK_"
 ENV_CHANNEL = "TEST_FRAMEWORK_CHANNEL_FD"
 ENV_SELECT = "TEST_FRAMEWORK_SELECT"
 ENV_STACKS = "TEST_FRAMEWORK_STACKS"  # file that SIGUSR1 dumps every thread's stack into
@@ -159,7 +161,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         category = "skipped"
     longrepr = ""
     if report.longrepr is not None and report.outcome != "passed":
-        longrepr = _skip_reason(report) if report.skipped else report.longreprtext
+        longrepr = _skip_reason(report) if report.skipped else _render(report)
     elif hasattr(report, "wasxfail") and report.outcome == "passed":
         longrepr = ""
     _send(
@@ -174,6 +176,20 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         location=list(report.location) if report.location else None,
         wasxfail=getattr(report, "wasxfail", None),
     )
+
+
+def _render(report: pytest.TestReport) -> str:
+    """pytest's own rendering, leading indentation kept (longreprtext strips the first line's)."""
+    try:
+        from _pytest._io import TerminalWriter
+
+        buffer = io.StringIO()
+        writer = TerminalWriter(file=buffer)
+        writer.hasmarkup = False
+        report.toterminal(writer)
+        return buffer.getvalue().rstrip()
+    except Exception:
+        return report.longreprtext
 
 
 _session_config: pytest.Config | None = None

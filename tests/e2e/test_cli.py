@@ -70,7 +70,8 @@ def test_bad_project_config_names_file_and_key(tmp_path: Path) -> None:
     )
     done = engine("--project-root", str(tmp_path))
     assert done.returncode == 4
-    assert "pyproject.toml" in done.stderr and "'workers'" in done.stderr
+    assert "pyproject.toml" in done.stderr
+    assert "'workers'" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -106,7 +107,12 @@ def test_marker_fallback_and_several_categories(tmp_path: Path) -> None:
     done = engine("--project-root", str(root), *cache(tmp_path), "--category", "unit")
     assert "3 passed" in done.stdout, done.stdout + done.stderr
     both = engine(
-        "--project-root", str(root), *cache(tmp_path), "--category", "unit", "--category",
+        "--project-root",
+        str(root),
+        *cache(tmp_path),
+        "--category",
+        "unit",
+        "--category",
         "integration",
     )
     assert "5 passed" in both.stdout, both.stdout + both.stderr
@@ -115,7 +121,13 @@ def test_marker_fallback_and_several_categories(tmp_path: Path) -> None:
 def test_paths_and_marker_categories_together(tmp_path: Path) -> None:
     root = SUITES / "categories"
     done = engine(
-        "--project-root", str(root), *cache(tmp_path), "--category", "unit", "--category", "smoke",
+        "--project-root",
+        str(root),
+        *cache(tmp_path),
+        "--category",
+        "unit",
+        "--category",
+        "smoke",
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "6 passed" in done.stdout  # 4 in tests/unit + 2 marked smoke
@@ -132,8 +144,15 @@ def test_list_shows_the_plan_and_runs_nothing(tmp_path: Path) -> None:
 def test_reports_json_and_junit(tmp_path: Path) -> None:
     report, junit = tmp_path / "r.json", tmp_path / "j.xml"
     done = engine(
-        "--project-root", str(SUITES / "outcomes"), *cache(tmp_path), "--retries", "0",
-        "--report", str(report), "--junitxml", str(junit),
+        "--project-root",
+        str(SUITES / "outcomes"),
+        *cache(tmp_path),
+        "--retries",
+        "0",
+        "--report",
+        str(report),
+        "--junitxml",
+        str(junit),
     )
     assert done.returncode == 1
     document = json.loads(report.read_text(encoding="utf-8"))
@@ -149,9 +168,7 @@ def test_reports_json_and_junit(tmp_path: Path) -> None:
 
 
 def test_failures_are_shown_like_pytest(tmp_path: Path) -> None:
-    done = engine(
-        "--project-root", str(SUITES / "outcomes"), *cache(tmp_path), "--retries", "0"
-    )
+    done = engine("--project-root", str(SUITES / "outcomes"), *cache(tmp_path), "--retries", "0")
     out = done.stdout
     assert "= FAILURES =" in out
     assert "_ test_outcomes.py::test_failed _" in out
@@ -162,8 +179,17 @@ def test_failures_are_shown_like_pytest(tmp_path: Path) -> None:
 def test_maxfail_stops_early_and_reports_the_rest_not_run(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     done = engine(
-        "--project-root", str(SUITES / "outcomes"), *cache(tmp_path), "--retries", "0",
-        "--workers", "1", "--maxfail", "1", "--report", str(report),
+        "--project-root",
+        str(SUITES / "outcomes"),
+        *cache(tmp_path),
+        "--retries",
+        "0",
+        "--workers",
+        "1",
+        "--maxfail",
+        "1",
+        "--report",
+        str(report),
     )
     assert done.returncode == 1
     tests = json.loads(report.read_text(encoding="utf-8"))["tests"]

@@ -50,7 +50,8 @@ def test_pass_through_keyword_selection_matches_pytest() -> None:
     args = ["-k", "square or greeting"]
     plain = run_pytest(sys.executable, SUITES / "basic", args)
     engine = run_engine(sys.executable, SUITES / "basic", args)
-    assert plain.outcomes and differences(plain.outcomes, engine.outcomes) == []
+    assert plain.outcomes
+    assert differences(plain.outcomes, engine.outcomes) == []
 
 
 def test_pass_through_node_id_selection_matches_pytest() -> None:

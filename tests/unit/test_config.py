@@ -177,9 +177,9 @@ def test_adaptive_bounds_scale_with_cores(tmp_path: Path) -> None:
 
 
 def test_unknown_category_and_profile_say_what_is_valid(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown category 'units'.*unit"):
+    with pytest.raises(ConfigError, match=r"unknown category 'units'.*unit"):
         resolve(RunRequest(project_root=tmp_path, categories=("units",)), environ={})
-    with pytest.raises(ConfigError, match="unknown optimization profile 'fast'.*ultra_fast"):
+    with pytest.raises(ConfigError, match=r"unknown optimization profile 'fast'.*ultra_fast"):
         resolve(RunRequest(project_root=tmp_path, optimization="fast"), environ={})
 
 

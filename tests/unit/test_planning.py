@@ -16,7 +16,9 @@ from test_framework.planning import (
 )
 
 
-def plan_input(nodeids: list[str], durations: dict[str, float] | None = None, **kw: object) -> PlanInput:
+def plan_input(
+    nodeids: list[str], durations: dict[str, float] | None = None, **kw: object
+) -> PlanInput:
     options: dict[str, object] = {
         "recent_failures": (),
         "slots": 2,
@@ -116,7 +118,10 @@ def test_empty_plan() -> None:
 
 def test_explicit_selection_groups_by_file_in_order() -> None:
     selection = explicit_selection(["b.py::1", "a.py::2", "b.py::3"])
-    assert selection == ({"file": "b.py", "ids": ["b.py::1", "b.py::3"]}, {"file": "a.py", "ids": ["a.py::2"]})
+    assert selection == (
+        {"file": "b.py", "ids": ["b.py::1", "b.py::3"]},
+        {"file": "a.py", "ids": ["a.py::2"]},
+    )
 
 
 @pytest.mark.parametrize("slots", [1, 2, 8, 64])

@@ -88,10 +88,16 @@ async def test_monitor_widens_then_narrows_and_reports_each_change() -> None:
         for _ in range(5):
             tg.start_soon(waiter)
         await anyio.wait_all_tasks_blocked()
-        tg.start_soon(run_monitor, limiter, sampler, POLICY, 0.001, events.append)
+        three_changes = anyio.Event()
+
+        def record(event: Event) -> None:
+            events.append(event)
+            if len(events) >= 3:
+                three_changes.set()
+
+        tg.start_soon(run_monitor, limiter, sampler, POLICY, 0.001, record)
         with anyio.fail_after(10):
-            while len(events) < 3:
-                await anyio.sleep(0.005)
+            await three_changes.wait()
         tg.cancel_scope.cancel()
     changes = [(e.old, e.new, e.reason) for e in events if isinstance(e, CapacityChanged)]
     assert changes[:3] == [

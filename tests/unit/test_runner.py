@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import psutil
 import pytest
 
 from test_framework.execution.runner import ShardSpec, WorkerSetup, run_shard
@@ -56,9 +57,11 @@ async def test_a_whole_file_runs_and_every_result_arrives(suites: Path, tmp_path
         setup_for(suites / "basic", tmp_path),
         recorder,
     )
-    assert outcome.completed and not outcome.crashed
+    assert outcome.completed
+    assert not outcome.crashed
     assert outcome.returncode == 0
-    assert outcome.collected is not None and len(outcome.collected) == 6
+    assert outcome.collected is not None
+    assert len(outcome.collected) == 6
     assert [r.nodeid for r in recorder.results] == list(outcome.collected)
     assert recorder.started == list(outcome.collected)
     assert {r.outcome for r in recorder.results} == {Outcome.PASSED}
@@ -75,7 +78,8 @@ async def test_two_slices_of_a_file_cover_it_exactly_once(suites: Path, tmp_path
             recorder,
         )
         seen.extend(r.nodeid for r in recorder.results)
-    assert len(seen) == 6 and len(set(seen)) == 6
+    assert len(seen) == 6
+    assert len(set(seen)) == 6
 
 
 async def test_explicit_ids_select_just_those(suites: Path, tmp_path: Path) -> None:
@@ -121,7 +125,7 @@ async def test_a_hung_test_times_out_with_its_stacks(suites: Path, tmp_path: Pat
     assert "test_sleeps_forever" in outcome.culprit.nodeid
     assert "stacks of the hung worker" in outcome.culprit.longrepr
     assert "test_hang.py" in outcome.culprit.longrepr  # the frame of the sleeping test
-    assert not any(os.path.exists(f"/proc/{pid}") for pid in recorder.pids)
+    assert not any(psutil.pid_exists(pid) for pid in recorder.pids)
 
 
 class _Item:

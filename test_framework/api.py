@@ -1,0 +1,67 @@
+"""The Python API: run a suite from code, async (`run`) or not (`run_tests_with_optimization`).
+
+Both build the same RunRequest the command line builds, so every layer of configuration applies.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .cli import run_settings
+from .models import FAILING_OUTCOMES, Outcome, RunSummary
+from .request import RunRequest, resolve
+
+
+async def run(
+    project_root: str | Path = ".",
+    categories: Sequence[str] = (),
+    optimization: str | None = None,
+    *,
+    workers: int | None = None,
+    pytest_args: Sequence[str] = (),
+    report: str | Path | None = None,
+    junitxml: str | Path | None = None,
+    maxfail: int | None = None,
+    retries: int | None = None,
+    per_test_timeout: float | None = None,
+    cache_dir: str | Path | None = None,
+    quiet: bool = False,
+) -> RunSummary:
+    request = RunRequest(
+        categories=tuple(categories),
+        optimization=optimization,
+        workers=workers,
+        project_root=Path(project_root),
+        cache_dir=Path(cache_dir) if cache_dir is not None else None,
+        maxfail=maxfail,
+        report=Path(report) if report is not None else None,
+        junitxml=Path(junitxml) if junitxml is not None else None,
+        pytest_args=tuple(pytest_args),
+        retries=retries,
+        timeout=per_test_timeout,
+    )
+    settings = resolve(request)
+    return await run_settings(settings, io.StringIO() if quiet else sys.stdout)
+
+
+def run_tests_with_optimization(**options: Any) -> dict[str, Any]:
+    """Run synchronously and answer with the counts the seed documents use."""
+    summary: RunSummary = anyio.run(lambda: run(**options), backend="asyncio")
+    outcomes = [r.outcome for r in summary.results]
+    return {
+        "total_tests": len(outcomes),
+        "passed": sum(o in (Outcome.PASSED, Outcome.FLAKY) for o in outcomes),
+        "failed": sum(o in FAILING_OUTCOMES for o in outcomes),
+        "skipped": sum(o in (Outcome.SKIPPED, Outcome.XFAILED) for o in outcomes),
+        "cached": sum(o is Outcome.CACHED for o in outcomes),
+        "flaky": sum(o is Outcome.FLAKY for o in outcomes),
+        "execution_time": summary.duration,
+        "exit_code": summary.exit_code,
+        "summary": summary,
+    }
