@@ -25,17 +25,33 @@ _FAIL_TAGS = {
 
 
 def junit_names(nodeid: NodeId) -> tuple[str, str]:
-    parts = nodeid.split("::")
+    """pytest's mangle_test_address: only the part before a parameter id is split on `::`."""
+    base, bracket, params = nodeid.partition("[")
+    parts = base.split("::")
+    parts[-1] += bracket + params
     path = parts[0]
     module = path[:-3] if path.endswith(".py") else path
     module = module.replace("/", ".").replace("\\", ".")
+    if len(parts) == 1:  # a file-level entry: a collection error or a module skip
+        return "", module
     names = [module, *parts[1:-1]]
-    return ".".join(n for n in names if n), parts[-1] if len(parts) > 1 else path
+    return ".".join(names), parts[-1]
+
+
+def _legal(ch: str) -> bool:
+    code = ord(ch)
+    return (
+        ch in "\t\n\r"
+        or 0x20 <= code <= 0xD7FF
+        or 0xE000 <= code <= 0xFFFD
+        or 0x10000 <= code <= 0x10FFFF
+    )
 
 
 def _clean(text: str) -> str:
-    # XML 1.0 forbids most control characters; pytest's junitxml escapes them the same way.
-    return "".join(ch if ch in "\t\n\r" or ord(ch) >= 0x20 else f"#x{ord(ch):02X}" for ch in text)
+    # XML 1.0 forbids control characters, surrogates and U+FFFE/U+FFFF; pytest's junitxml
+    # escapes them the same way.
+    return "".join(ch if _legal(ch) else f"#x{ord(ch):02X}" for ch in text)
 
 
 class JUnitReportBuilder:
@@ -84,7 +100,7 @@ class JUnitReportBuilder:
                 element.text = text
                 for attempt in self.attempts.get(result.nodeid, []):
                     rerun = ET.SubElement(
-                        case, "rerunFailure", message=_first_line(attempt.longrepr)
+                        case, "rerunFailure", message=_clean(_first_line(attempt.longrepr))
                     )
                     rerun.text = _clean(attempt.longrepr)
             elif result.outcome in (Outcome.SKIPPED, Outcome.XFAILED, Outcome.NOT_RUN):

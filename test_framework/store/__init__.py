@@ -69,6 +69,20 @@ async def _migrate(db: aiosqlite.Connection, version: int) -> None:
         raise
 
 
+_DAMAGED = (
+    {sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT} if hasattr(sqlite3, "SQLITE_NOTADB") else set()
+)
+
+
+def _is_damaged(exc: sqlite3.DatabaseError) -> bool:
+    """Only a file that is not a database, or a corrupt one, is moved aside; never a busy one."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and _DAMAGED:
+        return code in _DAMAGED
+    text = str(exc).lower()
+    return "not a database" in text or "malformed" in text
+
+
 def _move_aside(path: Path, why: str) -> Path:
     target = path.with_name(f"{path.name}.{why}-{int(time.time())}")
     for suffix in ("", "-wal", "-shm"):
@@ -90,6 +104,8 @@ async def connect_store(path: Path) -> aiosqlite.Connection:
         moved = _move_aside(path, "newer")
         log.warning("store_moved_aside", path=str(path), moved_to=str(moved), reason=str(exc))
     except sqlite3.DatabaseError as exc:
+        if not _is_damaged(exc):  # busy or locked: another engine is using a healthy store
+            raise StoreError(f"cannot open the store {path}: {exc}") from None
         moved = _move_aside(path, "corrupt")
         log.warning("store_moved_aside", path=str(path), moved_to=str(moved), reason=str(exc))
     except (OSError, sqlite3.Error) as exc:

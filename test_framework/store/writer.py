@@ -88,7 +88,7 @@ class StoreWriter:
             if self.failed is None:
                 try:
                     await self.db.commit()
-                except sqlite3.Error as exc:
+                except (sqlite3.Error, ValueError) as exc:
                     self.failed = f"{type(exc).__name__}: {exc}"
                     log.warning("store_write_failed", error=self.failed)
 
@@ -158,8 +158,8 @@ class StoreWriter:
     async def _write_result(self, event: TestFinished) -> None:
         result = event.result
         await self._write_attempt(result)
-        if result.outcome not in _NO_DURATION:
-            await self._update_stats(result.nodeid, result.duration, result.outcome)
+        if result.outcome is not Outcome.NOT_RUN:
+            await self._update_stats(result)
 
     async def _write_attempt(self, result: TestResult) -> None:
         longrepr = result.longrepr
@@ -179,13 +179,17 @@ class StoreWriter:
         self._pending += 1
         self.written += 1
 
-    async def _update_stats(self, nodeid: str, duration: float, outcome: Outcome) -> None:
+    async def _update_stats(self, result: TestResult) -> None:
+        """Counts and last outcome for every ran test; the duration only when it is a real one
+        (a crashed or timed-out test's time says nothing about its next run)."""
+        outcome = result.outcome
         failed = int(outcome in _FAILING)
         flaky = int(outcome is Outcome.FLAKY)
+        real = outcome not in _NO_DURATION
         params: tuple[Any, ...] = (
             self.meta.project,
-            nodeid,
-            duration,
+            result.nodeid,
+            result.duration,
             failed,
             flaky,
             outcome.value,
@@ -196,9 +200,13 @@ class StoreWriter:
             "INSERT INTO test_stats (project, nodeid, ewma_duration, runs, failures, flakes,"
             " last_outcome, last_run_id, updated_at) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?)"
             " ON CONFLICT (project, nodeid) DO UPDATE SET"
-            f" ewma_duration = {EWMA_ALPHA} * excluded.ewma_duration"
-            f" + {1 - EWMA_ALPHA} * ewma_duration,"
-            " runs = runs + 1, failures = failures + excluded.failures,"
+            + (
+                f" ewma_duration = {EWMA_ALPHA} * excluded.ewma_duration"
+                f" + {1 - EWMA_ALPHA} * ewma_duration,"
+                if real
+                else ""
+            )
+            + " runs = runs + 1, failures = failures + excluded.failures,"
             " flakes = flakes + excluded.flakes, last_outcome = excluded.last_outcome,"
             " last_run_id = excluded.last_run_id, updated_at = excluded.updated_at",
             params,

@@ -397,12 +397,6 @@ def test_junit_names_follow_pytest(nodeid: str, expected: tuple[str, str]) -> No
     assert junit_names(nodeid) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: junit_names splits the whole node id on '::', so a parameter id containing "
-    "'::' (tests/fixtures/suites/weird_ids has 'a::b') is cut apart; pytest's "
-    "mangle_test_address splits only the part before '['",
-)
 def test_junit_names_keep_double_colons_inside_parameter_ids() -> None:
     assert junit_names("tests/test_w.py::test_id[a::b]") == ("tests.test_w", "test_id[a::b]")
 
@@ -520,12 +514,6 @@ def test_junit_escapes_control_characters_so_the_xml_parses(tmp_path: Path) -> N
     assert skip.attrib["message"] == "skip #x1B reason"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the message attribute of <rerunFailure> is not passed through _clean, so a "
-    "retried test whose first failure line holds a control character (an ANSI colour code) "
-    "makes the whole JUnit file unparseable",
-)
 def test_junit_escapes_control_characters_in_rerun_failure_message(tmp_path: Path) -> None:
     first = failed("t.py::bad", longrepr="E   \x1b[31mred\x1b[0m")
     final = failed("t.py::bad", attempt=2)
@@ -538,11 +526,6 @@ def test_junit_escapes_control_characters_in_rerun_failure_message(tmp_path: Pat
     assert rerun.attrib["message"] == "#x1B[31mred#x1B[0m"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _clean escapes only characters below 0x20; U+FFFE/U+FFFF (and lone "
-    "surrogates) are also illegal in XML 1.0 and pytest's bin_xml_escape escapes them",
-)
 def test_junit_escapes_non_characters(tmp_path: Path) -> None:
     result = failed("t.py::bad", longrepr="E   bad byte \uffff here")
     root = render_junit(tmp_path, [RunFinished(summary([result]))])

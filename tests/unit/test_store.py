@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
+import aiosqlite
 import anyio
 import pytest
 import structlog
@@ -91,11 +92,11 @@ def run_finished(run_id: str, results: tuple[TestResult, ...], exit_code: int = 
     return RunFinished(summary=summary)
 
 
-def writer_for(db: object, run_id: str, project: str = PROJECT) -> StoreWriter:
+def writer_for(db: aiosqlite.Connection, run_id: str, project: str = PROJECT) -> StoreWriter:
     meta = RunMetadata(
         run_id=run_id, project=project, profile="fast", categories="unit", argv=("-x", "tests")
     )
-    return StoreWriter(db=db, meta=meta)  # type: ignore[arg-type]
+    return StoreWriter(db=db, meta=meta)
 
 
 async def record(writer: StoreWriter, events: Iterable[Event]) -> None:
@@ -119,6 +120,13 @@ async def record_run(
     return writer
 
 
+async def pragma(db: aiosqlite.Connection, name: str) -> object:
+    cursor = await db.execute(f"PRAGMA {name}")
+    row = await cursor.fetchone()
+    assert row is not None
+    return row[0]
+
+
 def rows(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
     """Read with the plain sqlite3 module: an independent reader that sees only committed rows."""
     con = sqlite3.connect(path)
@@ -133,10 +141,8 @@ def rows(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[ob
 
 async def test_new_store_has_current_schema_version_and_wal_mode(db_path: Path) -> None:
     async with open_store(db_path) as db:
-        cursor = await db.execute("PRAGMA user_version")
-        assert (await cursor.fetchone())[0] == SCHEMA_VERSION
-        cursor = await db.execute("PRAGMA journal_mode")
-        assert (await cursor.fetchone())[0] == "wal"
+        assert await pragma(db, "user_version") == SCHEMA_VERSION
+        assert await pragma(db, "journal_mode") == "wal"
     # WAL is a property of the file, not of the connection: a new reader sees it too.
     assert rows(db_path, "PRAGMA journal_mode") == [("wal",)]
     tables = {r[0] for r in rows(db_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -151,10 +157,9 @@ async def test_opening_twice_is_idempotent_and_keeps_data(db_path: Path) -> None
         await db.commit()
     # A second open must not re-run migrations (CREATE TABLE would fail) nor lose rows.
     async with open_store(db_path) as db:
-        cursor = await db.execute("PRAGMA user_version")
-        assert (await cursor.fetchone())[0] == SCHEMA_VERSION
+        assert await pragma(db, "user_version") == SCHEMA_VERSION
         cursor = await db.execute("SELECT run_id FROM runs")
-        assert await cursor.fetchall() == [("r1",)]
+        assert list(await cursor.fetchall()) == [("r1",)]
     assert not list(db_path.parent.glob("*.corrupt-*"))
     assert not list(db_path.parent.glob("*.newer-*"))
 
@@ -165,8 +170,7 @@ async def test_file_that_is_not_a_database_is_moved_aside(db_path: Path) -> None
     await anyio.Path(db_path).write_bytes(garbage)
     with structlog.testing.capture_logs() as logs:
         async with open_store(db_path) as db:
-            cursor = await db.execute("PRAGMA user_version")
-            assert (await cursor.fetchone())[0] == SCHEMA_VERSION
+            assert await pragma(db, "user_version") == SCHEMA_VERSION
             # The replacement is a working store, not just an open handle.
             await db.execute(
                 "INSERT INTO runs (run_id, project, started_at) VALUES ('r1', ?, 1.0)", (PROJECT,)
@@ -190,8 +194,7 @@ async def test_store_from_newer_engine_is_moved_aside(db_path: Path) -> None:
         con.close()
     with structlog.testing.capture_logs():
         async with open_store(db_path) as db:
-            cursor = await db.execute("PRAGMA user_version")
-            assert (await cursor.fetchone())[0] == SCHEMA_VERSION
+            assert await pragma(db, "user_version") == SCHEMA_VERSION
     moved = list(db_path.parent.glob("results.sqlite.newer-*"))
     assert len(moved) == 1
     # The newer engine's data is untouched in the moved file; the new store does not have it.
@@ -200,12 +203,6 @@ async def test_store_from_newer_engine_is_moved_aside(db_path: Path) -> None:
     assert rows(db_path, "SELECT name FROM sqlite_master WHERE name = 'future'") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: connect_store catches sqlite3.DatabaseError to detect corruption, but "
-    "'database is locked' (OperationalError) is a DatabaseError too, so a healthy store that "
-    "another engine holds locked is renamed to *.corrupt-* under it and its history is lost",
-)
 async def test_locked_store_is_not_mistaken_for_a_corrupt_one(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -296,7 +293,7 @@ async def test_writer_records_every_kind_of_event(db_path: Path) -> None:
         " interrupted, finished_at FROM runs",
     )
     assert run[:7] == (run_id, PROJECT, '["-x", "tests"]', "fast", "unit", 1, 1.25)
-    assert json.loads(run[7]) == {"passed": 1, "failed": 1, "flaky": 1, "skipped": 1}
+    assert json.loads(str(run[7])) == {"passed": 1, "failed": 1, "flaky": 1, "skipped": 1}
     assert run[8] == 0
     assert run[9] is not None
 
@@ -350,23 +347,34 @@ async def test_ewma_duration_blends_new_and_old_across_runs(db_path: Path) -> No
     assert runs == 3
 
 
-@pytest.mark.parametrize("outcome", [Outcome.CRASHED, Outcome.TIMEOUT, Outcome.NOT_RUN])
-async def test_results_without_a_real_duration_leave_stats_alone(
+@pytest.mark.parametrize("outcome", [Outcome.CRASHED, Outcome.TIMEOUT])
+async def test_crash_or_timeout_counts_as_a_failure_but_keeps_the_duration_estimate(
     db_path: Path, outcome: Outcome
 ) -> None:
     # A timeout's "duration" is the limit, a crash's is arbitrary: neither says how long the
-    # test takes, so they must not move the planner's estimate.
+    # test takes, so they must not move the planner's estimate; but they are failures.
     nodeid = "tests/test_a.py::test_x"
     await record_run(db_path, "run-1", [result(nodeid, duration=1.0)])
     await record_run(db_path, "run-2", [result(nodeid, outcome, duration=60.0)])
-    assert rows(db_path, "SELECT ewma_duration, runs FROM test_stats") == [(1.0, 1)]
-    # The attempt itself is still recorded.
+    assert rows(db_path, "SELECT ewma_duration, runs, failures, last_outcome FROM test_stats") == [
+        (1.0, 2, 1, outcome.value)
+    ]
     assert rows(db_path, "SELECT outcome FROM results WHERE run_id = 'run-2'") == [(outcome.value,)]
 
 
-async def test_first_result_without_duration_creates_no_stats_row(db_path: Path) -> None:
+async def test_not_run_leaves_stats_alone(db_path: Path) -> None:
+    nodeid = "tests/test_a.py::test_x"
+    await record_run(db_path, "run-1", [result(nodeid, duration=1.0)])
+    await record_run(db_path, "run-2", [result(nodeid, Outcome.NOT_RUN, duration=0.0)])
+    assert rows(db_path, "SELECT ewma_duration, runs, last_outcome FROM test_stats") == [
+        (1.0, 1, "passed")
+    ]
+    assert rows(db_path, "SELECT outcome FROM results WHERE run_id = 'run-2'") == [("not_run",)]
+
+
+async def test_first_result_of_a_crash_seeds_the_estimate_with_its_time(db_path: Path) -> None:
     await record_run(db_path, "run-1", [result("t.py::t", Outcome.CRASHED, 9.0)])
-    assert rows(db_path, "SELECT * FROM test_stats") == []
+    assert rows(db_path, "SELECT ewma_duration, failures FROM test_stats") == [(9.0, 1)]
 
 
 async def test_writer_on_closed_db_records_failure_and_does_not_raise(db_path: Path) -> None:
@@ -386,12 +394,6 @@ async def test_writer_on_closed_db_records_failure_and_does_not_raise(db_path: P
     assert any(e["event"] == "store_write_failed" for e in logs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: StoreWriter.run()'s final commit catches only sqlite3.Error, but aiosqlite "
-    "raises ValueError('Connection closed') on a closed connection, so a writer that received "
-    "no events raises out of run()",
-)
 async def test_writer_on_closed_db_with_no_events_does_not_raise(db_path: Path) -> None:
     db = await connect_store(db_path)
     await db.close()
@@ -449,12 +451,6 @@ async def test_load_history_of_unknown_project_is_empty(db_path: Path) -> None:
     assert history.recent_failures == frozenset()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the writer skips test_stats entirely for crashed/timeout results, so "
-    "last_outcome keeps the previous 'passed' and load_history (which counts crashed/timeout "
-    "as failing) never reports a test that just timed out or crashed as a recent failure",
-)
 @pytest.mark.parametrize("outcome", [Outcome.CRASHED, Outcome.TIMEOUT])
 async def test_test_that_last_crashed_or_timed_out_is_a_recent_failure(
     db_path: Path, outcome: Outcome
