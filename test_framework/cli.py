@@ -126,6 +126,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="run a failing test again up to N times in a fresh process (default: profile's)",
     )
     add(
+        "--isolation",
+        choices=("fork", "spawn"),
+        help="fork shards from a warm zygote (fast) or spawn a fresh interpreter each "
+        "(default: the profile's; spawn where fork is unavailable)",
+    )
+    add(
         "--list",
         action="store_true",
         dest="list_only",
@@ -179,6 +185,7 @@ def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bo
         collection_cache=False if ns.no_cache else None,
         timeout=ns.timeout,
         retries=ns.retries,
+        isolation=ns.isolation,
         argv=tuple(argv),
     )
     return request, bool(ns.clear_cache)

@@ -55,8 +55,10 @@ class Profile:
     retry_factor: float
     retry_max_delay: float
     collection_cache: bool
+    isolation: str
 
 
+ISOLATIONS = ("fork", "spawn")
 PROFILE_KEYS = tuple(f.name for f in fields(Profile) if f.name != "name")
 CATEGORY_KEYS = ("description", "paths", "marker")
 PROJECT_KEYS = (
@@ -177,6 +179,7 @@ def _validate_profile(source: str, p: Profile) -> None:
         (p.retries >= 0, "retries must be >= 0"),
         (p.retry_base_delay >= 0 and p.retry_max_delay >= 0, "retry delays must be >= 0"),
         (p.retry_factor >= 1, "retry_factor must be >= 1"),
+        (p.isolation in ISOLATIONS, f"isolation must be one of {', '.join(ISOLATIONS)}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -154,13 +154,13 @@ async def collect(
         returncode = worker.process.returncode
     failed = returncode in (ExitCode.USAGE_ERROR, ExitCode.INTERNAL_ERROR)
     if rootdir is None or nodeids is None or failed:
-        raise _collection_failure(returncode, worker.output.text())
+        raise collection_failure(returncode, worker.output.text())
     return Collection(
         rootdir=rootdir, nodeids=nodeids, errors=tuple(errors), positionals=positionals
     )
 
 
-def _collection_failure(returncode: int | None, output: str) -> Exception:
+def collection_failure(returncode: int | None, output: str) -> Exception:
     lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
     if returncode == ExitCode.USAGE_ERROR:
         # pytest prints "ERROR: usage: ..." then "<prog>: error: <the actual reason>".

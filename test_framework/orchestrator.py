@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 import os
 import random
 import signal
@@ -25,16 +26,22 @@ from pathlib import Path
 import aiosqlite
 import anyio
 import structlog
+from anyio.abc import TaskGroup
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
+    from exceptiongroup import BaseExceptionGroup
 
 from .discovery import (
     Collection,
     CollectionQuery,
     collect,
+    collection_failure,
     combine_markers,
     queries_for,
+    query_args,
     split_marker,
 )
-from .errors import NoTestsCollected, StoreError
+from .errors import NoTestsCollected, StoreError, TestFrameworkError
 from .events import (
     Event,
     EventBus,
@@ -49,14 +56,18 @@ from .events import (
     TestStarted,
 )
 from .execution.importable import worker_env
+from .execution.process import Launcher
 from .execution.runner import (
+    WORKER_PLUGIN,
     ShardListener,
     ShardOutcome,
     ShardSpec,
+    SpawnLauncher,
     WorkerSetup,
     run_shard,
     with_output_tail,
 )
+from .execution.zygote import ForkOrSpawn, Zygote
 from .exit_codes import ExitCode
 from .fingerprint import collection_fingerprint
 from .limiter import AdaptiveLimiter
@@ -83,6 +94,8 @@ log = structlog.get_logger("test_framework")
 # Spawning a pytest worker costs about half a second here; a shard shorter than a few of those
 # is cheaper merged into another.
 SPAWN_MIN_SHARD_SECONDS = 1.5
+# A fork costs milliseconds; below this a shard is mostly fixture set-up repeated.
+FORK_MIN_SHARD_SECONDS = 0.2
 _RETRYABLE = frozenset({Outcome.FAILED, Outcome.ERROR, Outcome.CRASHED})
 
 
@@ -134,6 +147,7 @@ class Orchestrator(ShardListener):
         self._retry_buffer: dict[int | None, list[tuple[NodeId, float]]] = {}
         self.store_warnings: list[str] = []
         self._env: dict[str, str] = dict(os.environ)
+        self._launcher: Launcher | None = None
         self.log = log.bind(run_id=self.run_id)
 
     # ---- ShardListener: called by runners while shards run -------------------------------
@@ -211,6 +225,14 @@ class Orchestrator(ShardListener):
 
     # ---- the run ------------------------------------------------------------------------------
     async def run(self) -> RunSummary:
+        try:
+            return await self._run_in_scratch()
+        except BaseExceptionGroup as group:
+            # Task groups wrap; callers (the CLI's exit-code mapping, API users) want the one
+            # error that ended the run.
+            raise _sole_error(group) from None
+
+    async def _run_in_scratch(self) -> RunSummary:
         with tempfile.TemporaryDirectory(prefix="test_framework-") as scratch:
             self._env = worker_env(os.environ, str(self.settings.project_root), Path(scratch))
             db = await self._open_store()
@@ -224,9 +246,28 @@ class Orchestrator(ShardListener):
     async def _run(self, db: aiosqlite.Connection | None, scratch: Path) -> RunSummary:
         settings = self.settings
         started = self.clock()
-        selection = await self._discover(db)
+        async with anyio.create_task_group() as outer:
+            zygote = await self._start_zygote(outer, scratch)
+            try:
+                summary = await self._run_with(db, scratch, outer, zygote, started)
+            finally:
+                if zygote is not None:
+                    zygote.close()
+        del settings
+        return summary
+
+    async def _run_with(
+        self,
+        db: aiosqlite.Connection | None,
+        scratch: Path,
+        outer: TaskGroup,
+        zygote: Zygote | None,
+        started: float,
+    ) -> RunSummary:
+        settings = self.settings
+        selection = await (self._from_zygote(zygote) if zygote else self._discover(db))
         history = await self._history(db)
-        planned = self._plan(selection, history)
+        planned = self._plan(selection, history, forked=zygote is not None)
         plan = Plan(
             shards=tuple(p.shard for p in planned),
             expected_durations={},
@@ -252,6 +293,7 @@ class Orchestrator(ShardListener):
         writer = StoreWriter(db, self._metadata()) if db is not None else None
         if writer is not None:
             self.bus.subscribe(writer.handle)
+            outer.start_soon(writer.run)
         self.state.planned = dict.fromkeys(selection.nodeids)
         for error in selection.collection_errors:
             self.state.planned[error.nodeid] = None
@@ -259,20 +301,78 @@ class Orchestrator(ShardListener):
             self._queue.append(ShardSpec(shard=p.shard, selection=p.selection))
         self._next_shard_id = len(planned)
         setup = self._worker_setup(selection, scratch)
-        async with anyio.create_task_group() as outer:
-            if writer is not None:
-                outer.start_soon(writer.run)
-            self.bus.emit(started_event)
-            for error in selection.collection_errors:
-                self._finish(error)
-            await self._execute(setup)
-            summary = self._summary(started)
-            if writer is not None and writer.failed:
-                summary = _with_warning(summary, f"results store: {writer.failed}")
-            self.bus.emit(RunFinished(summary=summary))
-            if writer is not None:
-                writer.close()
+        self._launcher = ForkOrSpawn(zygote, SpawnLauncher(setup))
+        self.bus.emit(started_event)
+        for error in selection.collection_errors:
+            self._finish(error)
+        await self._execute(setup)
+        summary = self._summary(started)
+        if writer is not None and writer.failed:
+            summary = _with_warning(summary, f"results store: {writer.failed}")
+        self.bus.emit(RunFinished(summary=summary))
+        if writer is not None:
+            writer.close()
         return summary
+
+    async def _start_zygote(self, outer: TaskGroup, scratch: Path) -> Zygote | None:
+        """In fork mode, the zygote is discovery too: it collects the selection once."""
+        settings = self.settings
+        if settings.isolation != "fork":
+            return None
+        queries = queries_for(settings.categories, settings.project_root)
+        if len(queries) != 1:
+            self.log.info("fork_unavailable", reason="several collection queries; spawning")
+            return None
+        argv = [
+            "-m",
+            "pytest",
+            "-p",
+            WORKER_PLUGIN,
+            "--continue-on-collection-errors",
+            *query_args(queries[0], settings.pytest_args),
+        ]
+        zygote = Zygote(
+            argv, cwd=str(settings.project_root), env=self._env, scratch=scratch, grace=2.0
+        )
+        await outer.start(zygote.run)
+        return zygote
+
+    async def _from_zygote(self, zygote: Zygote) -> Selection:
+        await zygote.collected.wait()
+        collection = zygote.collection
+        if not zygote.alive and not collection.rootdir:
+            raise collection_failure(zygote.returncode, zygote.output_tail)
+        if not zygote.alive and not collection.nodeids and zygote.returncode not in (0, 1, 2, 5):
+            raise collection_failure(zygote.returncode, zygote.output_tail)
+        errors = tuple(
+            _collection_result(nodeid, longrepr, skipped)
+            for nodeid, longrepr, skipped in collection.errors
+        )
+        queries = queries_for(self.settings.categories, self.settings.project_root)
+        worker_args, explicit_ids = self._worker_args(queries, collection.positionals)
+        return Selection(
+            rootdir=collection.rootdir,
+            nodeids=collection.nodeids,
+            collection_errors=errors,
+            worker_args=worker_args,
+            explicit_ids=explicit_ids,
+            cached=False,
+        )
+
+    def _worker_args(
+        self, queries: Sequence[CollectionQuery], positionals: Sequence[str]
+    ) -> tuple[tuple[str, ...], bool]:
+        """The pytest args of a spawned worker (user args less their paths, markers merged),
+        and whether shards must name their tests (several queries, or node ids given)."""
+        query_paths = {p for q in queries for p in q.paths}
+        user_positionals = [p for p in positionals if p not in query_paths]
+        args, marker = split_marker(_without(self.settings.pytest_args, user_positionals))
+        single = len(queries) == 1
+        combined = combine_markers(queries[0].marker if single else None, marker)
+        if combined:
+            args = [*args, "-m", combined]
+        explicit = not single or any("::" in p for p in user_positionals)
+        return tuple(args), explicit
 
     async def _execute(self, setup: WorkerSetup) -> None:
         settings = self.settings
@@ -329,7 +429,7 @@ class Orchestrator(ShardListener):
 
     async def _run_one(self, spec: ShardSpec, setup: WorkerSetup, taken: int) -> None:
         try:
-            outcome = await run_shard(spec, setup, self)
+            outcome = await run_shard(spec, setup, self, self._launcher)
             self._after_shard(spec, outcome)
             self._flush_retries(spec)
         finally:
@@ -479,20 +579,14 @@ class Orchestrator(ShardListener):
         for c in collections:
             for e in c.errors:
                 errors.setdefault(e.nodeid, _collection_result(e.nodeid, e.longrepr, e.skipped))
-        query_paths = {p for q in queries for p in q.paths}
-        user_positionals = [p for c in collections for p in c.positionals if p not in query_paths]
-        worker_args, marker = split_marker(_without(settings.pytest_args, user_positionals))
-        single = len(queries) == 1
-        category_marker = queries[0].marker if single else None
-        combined = combine_markers(category_marker, marker)
-        if combined:
-            worker_args = [*worker_args, "-m", combined]
+        positionals = tuple(dict.fromkeys(p for c in collections for p in c.positionals))
+        worker_args, explicit_ids = self._worker_args(queries, positionals)
         return Selection(
             rootdir=rootdir,
             nodeids=nodeids,
             collection_errors=tuple(errors.values()),
-            worker_args=tuple(worker_args),
-            explicit_ids=not single or any("::" in p for p in user_positionals),
+            worker_args=worker_args,
+            explicit_ids=explicit_ids,
             cached=cached_all,
         )
 
@@ -530,7 +624,7 @@ class Orchestrator(ShardListener):
                 self.store_warnings.append(f"results store: cannot save collection: {exc}")
         return collection, False
 
-    def _plan(self, selection: Selection, history: History) -> list[PlannedShard]:
+    def _plan(self, selection: Selection, history: History, *, forked: bool) -> list[PlannedShard]:
         settings = self.settings
         return make_plan(
             PlanInput(
@@ -539,7 +633,7 @@ class Orchestrator(ShardListener):
                 recent_failures=history.recent_failures,
                 slots=settings.max_workers if settings.fixed_workers else settings.initial_workers,
                 shards_per_slot=settings.profile.shards_per_slot,
-                min_shard_seconds=SPAWN_MIN_SHARD_SECONDS,
+                min_shard_seconds=FORK_MIN_SHARD_SECONDS if forked else SPAWN_MIN_SHARD_SECONDS,
                 explicit_ids=selection.explicit_ids,
             )
         )
@@ -553,6 +647,25 @@ class Orchestrator(ShardListener):
             scratch_dir=scratch,
             timeout=self.settings.profile.timeout,
         )
+
+
+def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first engine error or interrupt in a task group's exception tree, else the group."""
+    leaves: list[BaseException] = []
+
+    def walk(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                walk(inner)
+        else:
+            leaves.append(error)
+
+    walk(group)
+    for kind in (KeyboardInterrupt, TestFrameworkError):
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                return leaf
+    return group
 
 
 def _with_warning(summary: RunSummary, warning: str) -> RunSummary:

@@ -7,11 +7,12 @@ the shipped config, the project's pyproject.toml and the environment, and valida
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import Category, EnvOverrides, Profile, load_catalog, read_env
+from .config import ISOLATIONS, Category, EnvOverrides, Profile, load_catalog, read_env
 from .errors import ConfigError, ProjectError, UsageError
 from .resources import cpu_count
 
@@ -35,6 +36,7 @@ class RunRequest:
     collection_cache: bool | None = None
     timeout: float | None = None
     retries: int | None = None
+    isolation: str | None = None
     argv: tuple[str, ...] = ()
 
 
@@ -58,6 +60,7 @@ class RunSettings:
     debug: bool
     resource_monitoring: bool
     argv: tuple[str, ...]
+    isolation: str = "spawn"
 
     @property
     def store_path(self) -> Path:
@@ -118,7 +121,17 @@ def resolve(
         debug=env.debug_mode,
         resource_monitoring=env.resource_monitoring and fixed is None,
         argv=request.argv,
+        isolation=_isolation(request.isolation or profile.isolation),
     )
+
+
+def _isolation(requested: str) -> str:
+    """Fork where the platform has it; spawn everywhere else (same results, slower start)."""
+    if requested not in ISOLATIONS:
+        raise UsageError(f"unknown isolation {requested!r}; valid: {', '.join(ISOLATIONS)}")
+    if requested == "fork" and not (hasattr(os, "fork") and sys.platform != "win32"):
+        return "spawn"
+    return requested
 
 
 def _apply_overrides(profile: Profile, request: RunRequest, env: EnvOverrides) -> Profile:

@@ -13,10 +13,13 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 import anyio
-from anyio.abc import Process, SocketStream
+from anyio.abc import ByteReceiveStream, Process, SocketStream
 
 from .worker_plugin import ENV_CHANNEL, PROTOCOL_ENV_PREFIX
 
@@ -39,8 +42,31 @@ class OutputTail:
         return bytes(self.chunks[-self.limit :]).decode("utf-8", "replace")
 
 
+class WorkerHandle(Protocol):
+    """A running worker, spawned or forked: what a shard's runner needs of it."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def channel(self) -> ByteReceiveStream: ...
+    @property
+    def returncode(self) -> int | None: ...
+    async def wait(self) -> None: ...
+    def output_text(self) -> str: ...
+
+
+class Launcher(Protocol):
+    """Starts one shard's worker: a fresh interpreter (spawn) or a fork of the zygote."""
+
+    def launch(
+        self, shard_id: int, files: Sequence[str], select_path: Path, stacks_path: Path
+    ) -> AbstractAsyncContextManager[WorkerHandle]: ...
+
+
 @dataclass
 class Worker:
+    """A spawned worker: an anyio Process whose merged stdout/stderr is drained into a tail."""
+
     process: Process
     channel: SocketStream
     output: OutputTail
@@ -48,6 +74,16 @@ class Worker:
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    async def wait(self) -> None:
+        await self.process.wait()
+
+    def output_text(self) -> str:
+        return self.output.text()
 
 
 def signal_group(pid: int, signum: int) -> None:
@@ -84,6 +120,7 @@ async def spawn_worker(
     env: Mapping[str, str],
     protocol_env: Mapping[str, str] | None = None,
     grace: float = 2.0,
+    extra_fds: Sequence[int] = (),
 ) -> AsyncIterator[Worker]:
     """Start `python -m pytest`-like argv with the protocol channel; clean up on every exit path.
 
@@ -103,7 +140,7 @@ async def spawn_worker(
             cwd=cwd,
             env=child_env,
             start_new_session=True,
-            pass_fds=(child_sock.fileno(),),
+            pass_fds=(child_sock.fileno(), *extra_fds),
         )
     except BaseException:
         parent_sock.close()

@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import anyio
 
 from ..models import NodeId, Outcome, PhaseReport, Shard, TestResult, final_outcome
-from .process import Worker, signal_group, spawn_worker
+from .process import Launcher, WorkerHandle, signal_group, spawn_worker
 from .protocol import Message, phase_report, read_messages
 from .worker_plugin import ENV_SELECT, ENV_STACKS
 
@@ -95,28 +96,42 @@ class _Progress:
     timed_out: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class SpawnLauncher:
+    """A fresh `python -m pytest` per shard: pays start-up and collection every time, shares
+    nothing with other shards; the conservative choice and the fallback where fork is not."""
+
+    setup: WorkerSetup
+
+    def launch(
+        self, shard_id: int, files: Sequence[str], select_path: Path, stacks_path: Path
+    ) -> AbstractAsyncContextManager[WorkerHandle]:
+        return spawn_worker(
+            self.setup.argv(files),
+            cwd=self.setup.cwd,
+            env=self.setup.env,
+            protocol_env={ENV_SELECT: str(select_path), ENV_STACKS: str(stacks_path)},
+            grace=self.setup.grace,
+        )
+
+
 async def run_shard(
     spec: ShardSpec,
     setup: WorkerSetup,
     listener: ShardListener,
+    launcher: Launcher | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> ShardOutcome:
+    launcher = launcher or SpawnLauncher(setup)
     shard = spec.shard
     outcome = ShardOutcome(shard_id=shard.shard_id)
     select_path = setup.scratch_dir / f"shard-{shard.shard_id}.select.json"
     stacks_path = setup.scratch_dir / f"shard-{shard.shard_id}.stacks.txt"
     select_path.write_text(json.dumps(list(spec.selection)), encoding="utf-8")
-    protocol_env = {ENV_SELECT: str(select_path), ENV_STACKS: str(stacks_path)}
     files = list(dict.fromkeys(entry["file"] for entry in spec.selection))
     progress = _Progress()
     started = clock()
-    async with spawn_worker(
-        setup.argv(files),
-        cwd=setup.cwd,
-        env=setup.env,
-        protocol_env=protocol_env,
-        grace=setup.grace,
-    ) as worker:
+    async with launcher.launch(shard.shard_id, files, select_path, stacks_path) as worker:
         listener.shard_started(shard.shard_id, worker.pid, shard.nodeids)
         async with anyio.create_task_group() as tg:
             if setup.timeout > 0:
@@ -126,10 +141,10 @@ async def run_shard(
             # The channel closed: the worker is gone (or closed it); stop the watchdog.
             tg.cancel_scope.cancel()
         with anyio.move_on_after(setup.grace):
-            await worker.process.wait()
-        outcome.returncode = worker.process.returncode
+            await worker.wait()
+        outcome.returncode = worker.returncode
     outcome.duration = clock() - started
-    outcome.output_tail = worker.output.text()
+    outcome.output_tail = worker.output_text()
     if not outcome.completed:
         _judge_crash(spec, progress, outcome, stacks_path, setup, clock())
     _cleanup(select_path, stacks_path)
@@ -196,7 +211,7 @@ def _handle(
 
 
 async def _watchdog(
-    worker: Worker, progress: _Progress, limit: float, clock: Callable[[], float]
+    worker: WorkerHandle, progress: _Progress, limit: float, clock: Callable[[], float]
 ) -> None:
     while True:
         await anyio.sleep(min(0.2, limit / 4))

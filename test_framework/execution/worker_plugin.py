@@ -22,15 +22,19 @@ item lands in exactly one slice whatever the file holds now) or {"file": relpath
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import io
 import json
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
 import pytest
+
+from .fork_server import ENV_ZYGOTE, become_child, serve
 
 PROTOCOL_VERSION = 1
 PROTOCOL_ENV_PREFIX = "TEST_FRAMEWORK_"
@@ -63,11 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not raw:
         return
     _fd = int(raw)
-    stacks = os.environ.get(ENV_STACKS)
-    if stacks and hasattr(faulthandler, "register"):
-        global _stacks_file
-        _stacks_file = open(stacks, "w")  # noqa: SIM115 - must outlive this function
-        faulthandler.register(signal.SIGUSR1, file=_stacks_file, all_threads=True)
+    _register_stacks(os.environ.get(ENV_STACKS))
     _send(
         "hello",
         v=PROTOCOL_VERSION,
@@ -77,8 +77,19 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def _load_selection() -> list[dict[str, Any]] | None:
-    path = os.environ.get(ENV_SELECT)
+def _register_stacks(path: str | None) -> None:
+    """SIGUSR1 dumps every thread's stack into `path`: how a hung test shows where it hangs."""
+    global _stacks_file
+    if not path or not hasattr(faulthandler, "register"):
+        return
+    if _stacks_file is not None:
+        _stacks_file.close()
+    _stacks_file = open(path, "w")  # noqa: SIM115 - must outlive this function
+    faulthandler.register(signal.SIGUSR1, file=_stacks_file, all_threads=True)
+
+
+def _load_selection(path: str | None = None) -> list[dict[str, Any]] | None:
+    path = path or os.environ.get(ENV_SELECT)
     if not path:
         return None
     with open(path, encoding="utf-8") as handle:
@@ -144,6 +155,33 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     _send("collected", nodeids=[item.nodeid for item in session.items])
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    """In a zygote: serve forks instead of running tests; in each forked child, fall through
+    to pytest's own run loop over the child's share of the items."""
+    global _fd
+    raw = os.environ.get(ENV_ZYGOTE)
+    if _fd is None or not raw:
+        return None
+    control = socket.socket(fileno=int(raw))
+    child = serve(session, control, _send)
+    if child is None:
+        session.items[:] = []
+        return True  # the zygote itself runs nothing
+    global _forked_child
+    _forked_child = True
+    os.close(_fd)
+    _fd = child.channel_fd
+    os.environ.pop(ENV_ZYGOTE, None)  # a test that starts pytest must not see it
+    become_child(session, child)
+    _register_stacks(child.command.get("stacks"))
+    selection = _load_selection(child.command["select"]) or []
+    session.items[:] = _select(session.items, selection)
+    _send("hello", v=PROTOCOL_VERSION, pid=os.getpid(), rootdir=str(session.config.rootpath))
+    _send("collected", nodeids=[item.nodeid for item in session.items])
+    return None
+
+
 def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
     _send("started", nodeid=nodeid)
 
@@ -205,7 +243,29 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _session_config = session.config
 
 
+_forked_child = False
+_exitstatus = 0
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A forked child ends here: atexit handlers run (coverage and the like save their data),
+    then the process leaves without tearing down the zygote's whole heap object by object,
+    which costs a few hundred milliseconds per shard and tells nobody anything."""
+    if not _forked_child:
+        return
+    import atexit
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    atexit._run_exitfuncs()
+    os._exit(_exitstatus)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    global _exitstatus
+    _exitstatus = int(exitstatus)
     if _fd is None:
         return
     _send("deps", files=_project_modules(str(session.config.rootpath)))

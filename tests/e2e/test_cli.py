@@ -200,7 +200,8 @@ def test_maxfail_stops_early_and_reports_the_rest_not_run(tmp_path: Path) -> Non
 
 
 def test_second_run_uses_the_collection_cache_and_known_durations(tmp_path: Path) -> None:
-    args = ["--project-root", str(SUITES / "basic"), *cache(tmp_path), "-vv"]
+    # Spawn mode reads the cached collection; fork mode's zygote collects anyway.
+    args = ["--project-root", str(SUITES / "basic"), *cache(tmp_path), "-vv", "--isolation=spawn"]
     first = engine(*args)
     second = engine(*args)
     assert first.returncode == second.returncode == 0

@@ -23,10 +23,13 @@ EXPECTED: dict[str, dict[str, object]] = json.loads(
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.parametrize("isolation", ["fork", "spawn"])
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_engine_matches_the_expected_table(name: str) -> None:
+def test_engine_matches_the_expected_table(name: str, isolation: str) -> None:
     expected = EXPECTED[name]
-    run = run_engine(sys.executable, SUITES / name)
+    run = run_engine(
+        sys.executable, SUITES / name, engine_args=("--retries", "0", f"--isolation={isolation}")
+    )
     assert differences(expected["outcomes"], run.outcomes) == [], run.output[-4000:]  # type: ignore[arg-type]
     assert run.exit_code == expected["exit_code"], run.output[-4000:]
 

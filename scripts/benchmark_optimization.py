@@ -1,0 +1,263 @@
+#!/usr/bin/env python
+"""Benchmark the engine side by side with plain pytest, pytest-xdist and pytest-fast.
+
+    python scripts/benchmark_optimization.py --category unit [--suite DIR] [--runs N]
+        [--python PY] [--modes pytest,xdist,cold,warm,changed,fast] [--json PATH]
+
+In one run, alternating mode by mode so the machine's drift hits every mode alike, it measures:
+  pytest    plain serial `pytest` on the category's selection
+  xdist     `pytest -n auto` (when pytest-xdist is installed for PY)
+  cold      the engine with its cache folder cleared (no durations, no cached collection)
+  warm      the engine again, nothing changed (durations known; every test runs again)
+  changed   the engine after one source file's mtime and content changed
+  fast      pytest-fast's warm server (when installed for PY), started once before the runs
+For each: median wall time, median user+sys CPU of the process tree, peak RSS of the tree, the
+ratio to plain pytest and to xdist, and the outcome counts, which must equal plain pytest's (the
+table says SAME or DIFF). Timing lives here, never in the unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from test_framework.config import load_catalog  # noqa: E402
+from test_framework.discovery import queries_for, query_args  # noqa: E402
+
+_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|flaky|crashed)")
+ALL_MODES = ("pytest", "xdist", "cold", "warm", "changed", "fast")
+
+
+@dataclass
+class Sample:
+    wall: float
+    cpu: float
+    peak_rss_mb: float
+    counts: dict[str, int]
+    returncode: int
+
+
+@dataclass
+class Row:
+    mode: str
+    samples: list[Sample] = field(default_factory=list)
+
+    def median(self, attribute: str) -> float:
+        return float(statistics.median(getattr(s, attribute) for s in self.samples))
+
+
+def closing_counts(output: str) -> dict[str, int]:
+    lines = [line for line in output.splitlines() if " in " in line and _COUNT.search(line)]
+    if not lines:
+        return {}
+    counts: dict[str, int] = {}
+    for number, word in _COUNT.findall(lines[-1]):
+        word = "error" if word.startswith("error") else word
+        counts[word] = counts.get(word, 0) + int(number)
+    counts["passed"] = counts.get("passed", 0) + counts.pop("flaky", 0)
+    return counts
+
+
+def measure(command: list[str], cwd: Path, env: dict[str, str]) -> Sample:
+    """Wall time, CPU of every descendant, peak RSS of the tree (sampled every 20 ms)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    peak = [0]
+    done = threading.Event()
+
+    def sample_rss() -> None:
+        root = psutil.Process(process.pid)
+        while not done.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+                rss = 0
+                for proc in tree:
+                    with contextlib.suppress(psutil.Error):
+                        rss += proc.memory_info().rss
+                peak[0] = max(peak[0], rss)
+            except psutil.Error:
+                pass
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
+    output, _ = process.communicate()
+    wall = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Sample(wall, cpu, peak[0] / 2**20, closing_counts(output), process.returncode)
+
+
+def selection_args(suite: Path, categories: list[str]) -> list[str]:
+    catalog = load_catalog(suite)
+    chosen = [catalog.categories[name] for name in categories]
+    queries = queries_for(chosen, suite)
+    if len(queries) != 1:
+        raise SystemExit("benchmark: categories that need several collection queries")
+    return query_args(queries[0], [])
+
+
+def has_module(python: str, module: str) -> bool:
+    probe = [
+        python,
+        "-c",
+        f"import importlib.util,sys; sys.exit(not importlib.util.find_spec('{module}'))",
+    ]
+    return subprocess.run(probe, check=False).returncode == 0
+
+
+def touch_one_source(suite: Path) -> None:
+    """Change one source file (content and mtime): an edit the engine must notice."""
+    sources = sorted(
+        p for p in suite.rglob("*.py") if "test" not in p.name and ".test_framework" not in p.parts
+    )
+    target = sources[0] if sources else sorted(suite.rglob("test_*.py"))[0]
+    text = target.read_text(encoding="utf-8")
+    marker = "# benchmark edit\n"
+    target.write_text(
+        text[: -len(marker)] if text.endswith(marker) else text + marker, encoding="utf-8"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--category", action="append", default=[])
+    parser.add_argument("--suite", type=Path, default=REPO)
+    parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--modes", default=",".join(ALL_MODES))
+    parser.add_argument("--optimization", default="ultra_fast")
+    parser.add_argument("--engine-arg", action="append", default=[])
+    parser.add_argument("--json", type=Path)
+    ns = parser.parse_args()
+    suite = ns.suite.resolve()
+    categories = ns.category or ["all"]
+    args = selection_args(suite, categories)
+    modes = [m for m in ns.modes.split(",") if m]
+    if "xdist" in modes and not has_module(ns.python, "xdist"):
+        modes.remove("xdist")
+    if "fast" in modes and not has_module(ns.python, "pytest_fast"):
+        modes.remove("fast")
+    cache = Path(tempfile.mkdtemp(prefix="bench-cache-"))
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", "1")}
+    pytest_cmd = [ns.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+    engine_cmd = [
+        ns.python,
+        "-m",
+        "test_framework",
+        "--project-root",
+        str(suite),
+        "--cache-dir",
+        str(cache),
+        "--optimization",
+        ns.optimization,
+        "--retries",
+        "0",
+        *ns.engine_arg,
+        *(f"--category={c}" for c in categories),
+    ]
+    commands = {
+        "pytest": pytest_cmd,
+        "xdist": [*pytest_cmd, "-n", "auto"],
+        "cold": engine_cmd,
+        "warm": engine_cmd,
+        "changed": engine_cmd,
+    }
+    fast_server: subprocess.Popen[bytes] | None = None
+    if "fast" in modes:
+        sock = cache / "fast.sock"
+        fast_server = subprocess.Popen(
+            [ns.python, "-m", "pytest_fast", "--serve", "--address", str(sock), "--workers", "2"],
+            cwd=suite,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        commands["fast"] = [ns.python, "-m", "pytest_fast", "--address", str(sock), "-q", *args]
+        measure(commands["fast"], suite, env)  # warm it: the peer's advantage, given fairly
+    rows = {mode: Row(mode) for mode in modes}
+    try:
+        if "warm" in modes or "changed" in modes:
+            measure(engine_cmd, suite, env)  # the warm modes need a warm store
+        for _ in range(ns.runs):
+            for mode in modes:
+                if mode == "cold":
+                    shutil.rmtree(cache / "results.sqlite", ignore_errors=True)
+                    for leftover in cache.glob("results.sqlite*"):
+                        leftover.unlink()
+                if mode == "changed":
+                    touch_one_source(suite)
+                rows[mode].samples.append(measure(commands[mode], suite, env))
+    finally:
+        if fast_server is not None:
+            fast_server.terminate()
+            fast_server.wait()
+        shutil.rmtree(cache, ignore_errors=True)
+    report(rows, suite, categories, ns)
+    return 0
+
+
+def report(
+    rows: dict[str, Row], suite: Path, categories: list[str], ns: argparse.Namespace
+) -> None:
+    base = rows.get("pytest")
+    xdist = rows.get("xdist")
+    reference = base.samples[0].counts if base and base.samples else {}
+    print(f"suite {suite} (categories {', '.join(categories)}), {ns.runs} runs each, medians")
+    header = (
+        f"{'mode':<9} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} {'/pytest':>8} {'/xdist':>8}"
+        "  outcomes"
+    )
+    print(header)
+    print("-" * len(header))
+    modes_doc: dict[str, object] = {}
+    document = {"suite": str(suite), "categories": categories, "runs": ns.runs, "modes": modes_doc}
+    for mode, row in rows.items():
+        wall = row.median("wall")
+        counts = row.samples[-1].counts
+        same = all(s.counts == reference for s in row.samples)
+        peak = max(s.peak_rss_mb for s in row.samples)
+        vs_pytest = wall / base.median("wall") if base else float("nan")
+        vs_xdist = wall / xdist.median("wall") if xdist else float("nan")
+        print(
+            f"{mode:<9} {wall:>8.2f} {row.median('cpu'):>8.2f} {peak:>8.0f}"
+            f" {vs_pytest:>8.2f} {vs_xdist:>8.2f}  {'SAME' if same else 'DIFF'} {counts}"
+        )
+        modes_doc[mode] = {
+            "wall_median": wall,
+            "cpu_median": row.median("cpu"),
+            "peak_rss_mb": max(s.peak_rss_mb for s in row.samples),
+            "ratio_vs_pytest": vs_pytest,
+            "ratio_vs_xdist": vs_xdist,
+            "same_outcomes_as_pytest": same,
+            "samples": [asdict(s) for s in row.samples],
+        }
+    if ns.json:
+        ns.json.write_text(json.dumps(document, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The fork server inside the zygote: collect once, then fork one child per shard.
+
+Runs inside a pytest process started with `TEST_FRAMEWORK_ZYGOTE_FD` (a SOCK_SEQPACKET socket
+from the engine). Standard library and pytest only, like the worker plugin that calls it. After
+collection the zygote stops pytest's global capture (so no child inherits a capture file it
+would share with its siblings) and waits for commands; it starts no thread and no event loop,
+so `fork()` copies a quiet, single-threaded process.
+
+Each command is one datagram of JSON, `{"shard", "select", "output", "stacks"}`, carrying the
+child's end of its protocol socket as an SCM_RIGHTS descriptor. The child becomes a session
+leader, points fds 1 and 2 (and pytest's faulthandler) at its own output file, starts a fresh
+capture, narrows `session.items` to its selection and returns into pytest's own run loop, so the
+rest of its life is an ordinary pytest session. The zygote reaps its children and reports
+`forked {shard, pid}` and `exited {pid, returncode}` on its protocol channel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+ENV_ZYGOTE = "TEST_FRAMEWORK_ZYGOTE_FD"
+MAX_COMMAND = 1 << 16
+
+
+class ChildSetup:
+    """What a forked child needs to become a shard's worker."""
+
+    def __init__(self, command: dict[str, Any], channel_fd: int) -> None:
+        self.command = command
+        self.channel_fd = channel_fd
+
+
+def serve(
+    session: pytest.Session,
+    control: socket.socket,
+    send: Callable[..., None],
+    reap_interval: float = 0.05,
+) -> ChildSetup | None:
+    """The zygote's loop. Returns in a forked child (with its setup) or when the engine is gone."""
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.stop_global_capturing()
+    while True:
+        ready, _, _ = select.select([control], [], [], reap_interval)
+        _reap(send)
+        if not ready:
+            continue
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(control, MAX_COMMAND, 4)
+        except OSError:
+            return None
+        if not data:
+            return None  # the engine closed its end: the run is over
+        command = json.loads(data)
+        if not fds:
+            continue
+        pid = os.fork()
+        if pid == 0:
+            for extra in fds[1:]:
+                os.close(extra)
+            control.close()
+            return ChildSetup(command, fds[0])
+        for fd in fds:
+            os.close(fd)
+        send("forked", shard=command["shard"], pid=pid)
+
+
+def _reap(send: Callable[..., None]) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        send("exited", pid=pid, returncode=os.waitstatus_to_exitcode(status))
+
+
+def become_child(session: pytest.Session, setup: ChildSetup) -> None:
+    """Turn a freshly forked zygote into one shard's worker, before pytest's run loop."""
+    os.setsid()
+    output = os.open(setup.command["output"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    _redirect_pytest_faulthandler(session.config, output)
+    os.close(output)
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.start_global_capturing()
+    # Nobody reads a child's terminal; its closing summary (and the lazy imports plugins make
+    # there, ~1 s for hypothesis without bytecode caches) would be paid once per shard.
+    terminal = session.config.pluginmanager.getplugin("terminalreporter")
+    if terminal is not None:
+        session.config.pluginmanager.unregister(terminal)
+    # Collection errors were the zygote's to report; this child only runs its tests.
+    session.testsfailed = 0
+
+
+def _redirect_pytest_faulthandler(config: pytest.Config, output: int) -> None:
+    with contextlib.suppress(Exception):
+        from _pytest.faulthandler import fault_handler_stderr_fd_key
+
+        if fault_handler_stderr_fd_key in config.stash:
+            os.dup2(output, config.stash[fault_handler_stderr_fd_key])

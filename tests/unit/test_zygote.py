@@ -1,0 +1,177 @@
+"""The zygote: collects once, forks a worker per shard, reports exits, survives its children."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+
+from test_framework.execution.protocol import read_messages
+from test_framework.execution.runner import WORKER_PLUGIN, ShardSpec, WorkerSetup, run_shard
+from test_framework.execution.zygote import ForkOrSpawn, Zygote, ZygoteGone
+from test_framework.models import Outcome, Shard
+
+from .test_runner import Recorder
+
+pytestmark = pytest.mark.anyio
+
+
+def zygote_for(root: Path, scratch: Path, *args: str) -> Zygote:
+    argv = ["-m", "pytest", "-p", WORKER_PLUGIN, "--continue-on-collection-errors", *args]
+    return Zygote(argv, cwd=str(root), env=dict(os.environ), scratch=scratch, grace=1.0)
+
+
+def setup_for(root: Path, scratch: Path, timeout: float = 0.0) -> WorkerSetup:
+    return WorkerSetup(
+        rootdir=str(root),
+        cwd=str(root),
+        pytest_args=(),
+        env=dict(os.environ),
+        scratch_dir=scratch,
+        timeout=timeout,
+        grace=1.0,
+    )
+
+
+def spec(shard_id: int, file: str, part: tuple[int, int] = (0, 1)) -> ShardSpec:
+    return ShardSpec(
+        shard=Shard(shard_id=shard_id, nodeids=(), expected_duration=0.0),
+        selection=({"file": file, "part": list(part)},),
+    )
+
+
+async def test_collects_once_and_forks_children_that_run_their_slice(
+    suites: Path, tmp_path: Path
+) -> None:
+    zygote = zygote_for(suites / "basic", tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(zygote.run)
+        await zygote.collected.wait()
+        assert len(zygote.collection.nodeids) == 12
+        assert Path(zygote.collection.rootdir) == suites / "basic"
+        seen: list[str] = []
+        pids: set[int] = set()
+        for k in range(2):
+            recorder = Recorder()
+            outcome = await run_shard(
+                spec(k + 1, "test_math.py", (k, 2)),
+                setup_for(suites / "basic", tmp_path),
+                recorder,
+                zygote,
+            )
+            assert outcome.completed
+            assert outcome.returncode == 0
+            seen.extend(r.nodeid for r in recorder.results)
+            pids.update(recorder.pids)
+        zygote.close()
+    assert sorted(seen) == sorted(n for n in zygote.collection.nodeids if "test_math" in n)
+    assert len(pids) == 2
+    assert not any(psutil.pid_exists(pid) for pid in pids)
+
+
+async def test_forked_crash_reports_exit_status_and_the_rest(suites: Path, tmp_path: Path) -> None:
+    zygote = zygote_for(suites / "crash", tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(zygote.run)
+        await zygote.collected.wait()
+        recorder = Recorder()
+        outcome = await run_shard(
+            spec(1, "test_crash.py"), setup_for(suites / "crash", tmp_path), recorder, zygote
+        )
+        assert zygote.alive  # a child's crash is not the zygote's
+        zygote.close()
+    assert outcome.culprit is not None
+    assert outcome.culprit.outcome is Outcome.CRASHED
+    assert "exited with status 3" in outcome.culprit.message
+    assert outcome.unstarted
+
+
+async def test_forked_hang_times_out_with_stacks(suites: Path, tmp_path: Path) -> None:
+    zygote = zygote_for(suites / "hang", tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(zygote.run)
+        await zygote.collected.wait()
+        outcome = await run_shard(
+            spec(1, "test_hang.py"),
+            setup_for(suites / "hang", tmp_path, timeout=1.0),
+            Recorder(),
+            zygote,
+        )
+        zygote.close()
+    assert outcome.culprit is not None
+    assert outcome.culprit.outcome is Outcome.TIMEOUT
+    assert "test_hang.py" in outcome.culprit.longrepr
+
+
+async def test_a_forked_child_writes_captured_output_of_its_own(
+    suites: Path, tmp_path: Path
+) -> None:
+    """Each child starts a fresh capture: one child's output never lands in another's report."""
+    zygote = zygote_for(suites / "outcomes", tmp_path)
+    async with anyio.create_task_group() as tg:
+        await tg.start(zygote.run)
+        await zygote.collected.wait()
+        recorder = Recorder()
+        await run_shard(
+            spec(1, "test_outcomes.py"), setup_for(suites / "outcomes", tmp_path), recorder, zygote
+        )
+        zygote.close()
+    failed = next(r for r in recorder.results if r.nodeid.endswith("::test_failed"))
+    assert dict(failed.sections)["Captured stdout call"].strip() == (
+        "this line goes to stdout before the failure"
+    )
+
+
+async def test_zygote_that_cannot_start_raises_zygote_gone_and_spawn_takes_over(
+    suites: Path, tmp_path: Path
+) -> None:
+    zygote = zygote_for(suites / "basic", tmp_path, "--no-such-option")
+    async with anyio.create_task_group() as tg:
+        await tg.start(zygote.run)
+        await zygote.collected.wait()
+        assert not zygote.alive
+        assert zygote.returncode == 4
+        select = tmp_path / "select.json"
+        select.write_text(json.dumps([{"file": "test_misc.py", "part": [0, 1]}]))
+        with pytest.raises(ZygoteGone):
+            async with zygote.launch(1, [], select, tmp_path / "stacks"):
+                pass  # pragma: no cover - never entered
+        recorder = Recorder()
+        both = ForkOrSpawn(zygote, _SpawnOnly(setup_for(suites / "basic", tmp_path)))
+        outcome = await run_shard(
+            spec(1, "test_misc.py"), setup_for(suites / "basic", tmp_path), recorder, both
+        )
+    assert outcome.completed
+    assert len(recorder.results) == 3
+
+
+class _SpawnOnly:
+    def __init__(self, setup: WorkerSetup) -> None:
+        from test_framework.execution.runner import SpawnLauncher
+
+        self.inner = SpawnLauncher(setup)
+
+    def launch(self, *args: object) -> object:
+        return self.inner.launch(*args)  # type: ignore[arg-type]
+
+
+async def test_protocol_messages_of_a_forked_child_start_with_hello(
+    suites: Path, tmp_path: Path
+) -> None:
+    zygote = zygote_for(suites / "basic", tmp_path)
+    select = tmp_path / "select.json"
+    select.write_text(json.dumps([{"file": "test_misc.py", "part": [0, 1]}]))
+    async with anyio.create_task_group() as tg:
+        await tg.start(zygote.run)
+        await zygote.collected.wait()
+        async with zygote.launch(7, [], select, tmp_path / "stacks") as worker:
+            events = [m.event async for m in read_messages(worker.channel)]
+            await worker.wait()
+            assert worker.returncode == 0
+        zygote.close()
+    assert events[:2] == ["hello", "collected"]
+    assert events[-1] == "done"
