@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import sys
 import os
 import random
 import signal
+import sys
 import tempfile
 import time
 import uuid
