@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ PROJECT_KEYS = (
     "default_categories",
     "cache_dir",
     "max_workers",
+    "resources",
 )
 
 
@@ -81,6 +82,7 @@ class Catalog:
     default_categories: tuple[str, ...] = ("all",)
     cache_dir: str | None = None
     max_workers: int | None = None
+    resource_limits: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +270,13 @@ def _merge_project(catalog: Catalog, pyproject: Path) -> Catalog:
     max_workers = section.get("max_workers")
     if max_workers is not None and (_typed(source, "max_workers", max_workers, int) < 1):
         raise ConfigError(f"{source}: max_workers must be >= 1, got {max_workers}")
+    limits = _table(source, section, "resources")
+    for name, limit in limits.items():
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError(
+                f"{source}: resources.{name} must be a whole number >= 1 (how many tests may "
+                f"hold it at once), got {limit!r}"
+            )
     return Catalog(
         categories=categories,
         profiles=profiles,
@@ -275,6 +284,7 @@ def _merge_project(catalog: Catalog, pyproject: Path) -> Catalog:
         default_categories=tuple(default_categories),
         cache_dir=cache_dir,
         max_workers=max_workers,
+        resource_limits=dict(limits),
     )
 
 

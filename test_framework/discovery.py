@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Category
@@ -45,6 +45,8 @@ class Collection:
     nodeids: tuple[str, ...]
     errors: tuple[CollectedError, ...]
     positionals: tuple[str, ...]
+    serial: tuple[str, ...] = ()
+    resources: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def queries_for(categories: Sequence[Category], project_root: Path) -> list[CollectionQuery]:
@@ -133,6 +135,8 @@ async def collect(
     rootdir: str | None = None
     positionals: tuple[str, ...] = ()
     nodeids: tuple[str, ...] | None = None
+    serial: tuple[str, ...] = ()
+    resources: dict[str, tuple[str, ...]] = {}
     errors: list[CollectedError] = []
     async with spawn_worker(argv, cwd=str(project_root), env=env) as worker:
         async for message in read_messages(worker.channel):
@@ -142,6 +146,7 @@ async def collect(
                 positionals = tuple(data.get("args") or ())
             elif message.event == "collected":
                 nodeids = tuple(data["nodeids"])
+                serial, resources = constraints_of(data)
             elif message.event in ("collect_error", "collect_skip"):
                 errors.append(
                     CollectedError(
@@ -156,8 +161,26 @@ async def collect(
     if rootdir is None or nodeids is None or failed:
         raise collection_failure(returncode, worker.output.text())
     return Collection(
-        rootdir=rootdir, nodeids=nodeids, errors=tuple(errors), positionals=positionals
+        rootdir=rootdir,
+        nodeids=nodeids,
+        errors=tuple(errors),
+        positionals=positionals,
+        serial=serial,
+        resources=resources,
     )
+
+
+def constraints_of(
+    data: Mapping[str, object],
+) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """The `serial` and `resources` fields of a `collected` message, typed."""
+    serial = data.get("serial") or []
+    resources = data.get("resources") or {}
+    assert isinstance(serial, list)
+    assert isinstance(resources, dict)
+    return tuple(str(n) for n in serial), {
+        str(n): tuple(str(r) for r in names) for n, names in resources.items()
+    }
 
 
 def collection_failure(returncode: int | None, output: str) -> Exception:

@@ -124,6 +124,8 @@ class TestResult:
     reports: tuple[PhaseReport, ...] = ()
     message: str = ""
     shard_id: int | None = None
+    cpu_time: float | None = None
+    max_rss: int | None = None
 
     @property
     def longrepr(self) -> str:

@@ -23,12 +23,16 @@ async def run_monitor(
     interval: float,
     emit: Callable[[Event], None],
     clock: Callable[[], float] = time.time,
+    backlog: Callable[[], int] | None = None,
 ) -> None:
+    """`backlog` counts shards not yet admitted (the dispatcher's queue and the one waiting at
+    the limiter); without it the limiter's own waiters are counted."""
     while True:
         await anyio.sleep(interval)
         sample = await anyio.to_thread.run_sync(sampler.sample)
         stats = limiter.statistics()
-        decision = compute_capacity(sample, stats.capacity, stats.waiting, policy)
+        waiting = backlog() if backlog is not None else stats.waiting
+        decision = compute_capacity(sample, stats.capacity, waiting, policy, running=stats.in_use)
         if decision.capacity != stats.capacity:
             limiter.set_capacity(decision.capacity)
             emit(
@@ -38,7 +42,7 @@ async def run_monitor(
                     reason=decision.reason,
                     cpu_percent=sample.cpu_percent,
                     memory_available=sample.memory_available,
-                    waiting=stats.waiting,
+                    waiting=waiting,
                     timestamp=clock(),
                 )
             )

@@ -19,7 +19,7 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +109,8 @@ class Selection:
     worker_args: tuple[str, ...]
     explicit_ids: bool
     cached: bool
+    serial: tuple[NodeId, ...] = ()
+    resources: Mapping[NodeId, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -201,6 +203,9 @@ class Orchestrator(ShardListener):
             self.bus.emit(RunStopping(reason=reason))
         if self._stop_scope is not None:
             self._stop_scope.cancel()
+
+    def _backlog(self) -> int:
+        return len(self._queue) + self.limiter.statistics().waiting
 
     def _new_shard_id(self) -> int:
         self._next_shard_id += 1
@@ -357,6 +362,8 @@ class Orchestrator(ShardListener):
             worker_args=worker_args,
             explicit_ids=explicit_ids,
             cached=False,
+            serial=collection.serial,
+            resources=collection.resources,
         )
 
     def _worker_args(
@@ -393,6 +400,8 @@ class Orchestrator(ShardListener):
                     policy,
                     settings.profile.monitor_interval,
                     self.bus.emit,
+                    time.time,
+                    self._backlog,
                 )
             services.start_soon(self._watch_signals)
             with anyio.CancelScope() as self._stop_scope:
@@ -588,6 +597,8 @@ class Orchestrator(ShardListener):
             worker_args=worker_args,
             explicit_ids=explicit_ids,
             cached=cached_all,
+            serial=tuple(dict.fromkeys(n for c in collections for n in c.serial)),
+            resources={n: r for c in collections for n, r in c.resources.items()},
         )
 
     async def _collect_one(
@@ -607,7 +618,12 @@ class Orchestrator(ShardListener):
                 self.store_warnings.append(f"results store: cannot read collection cache: {exc}")
             if hit is not None:
                 self.log.debug("collection_cache_hit", tests=len(hit.nodeids))
-                return Collection(hit.rootdir, hit.nodeids, (), hit.positionals), True
+                return (
+                    Collection(
+                        hit.rootdir, hit.nodeids, (), hit.positionals, hit.serial, hit.resources
+                    ),
+                    True,
+                )
         collection = await collect(
             query, settings.pytest_args, project_root=settings.project_root, env=env
         )
@@ -617,7 +633,11 @@ class Orchestrator(ShardListener):
                     db,
                     fingerprint,
                     CachedCollection(
-                        collection.rootdir, collection.nodeids, collection.positionals
+                        collection.rootdir,
+                        collection.nodeids,
+                        collection.positionals,
+                        collection.serial,
+                        dict(collection.resources),
                     ),
                 )
             except Exception as exc:
@@ -631,10 +651,16 @@ class Orchestrator(ShardListener):
                 nodeids=selection.nodeids,
                 durations=history.durations,
                 recent_failures=history.recent_failures,
-                slots=settings.max_workers if settings.fixed_workers else settings.initial_workers,
+                # Forks are cheap: cut for the ceiling the monitor may widen to. Spawns are not.
+                slots=settings.max_workers
+                if forked or settings.fixed_workers
+                else settings.initial_workers,
                 shards_per_slot=settings.profile.shards_per_slot,
                 min_shard_seconds=FORK_MIN_SHARD_SECONDS if forked else SPAWN_MIN_SHARD_SECONDS,
                 explicit_ids=selection.explicit_ids,
+                serial=selection.serial,
+                resources=selection.resources,
+                resource_limits=settings.resource_limits,
             )
         )
 

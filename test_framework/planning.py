@@ -12,12 +12,15 @@ from __future__ import annotations
 import heapq
 import statistics
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .models import NodeId, Shard, file_of
 
 DEFAULT_TEST_ESTIMATE = 0.05
+# A serial shard asks for more slots than any limiter has: it is admitted only into an empty
+# limiter, and nothing else is admitted while it runs.
+SERIAL_WEIGHT = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,9 @@ class PlanInput:
     shards_per_slot: int
     min_shard_seconds: float
     explicit_ids: bool = False
+    serial: Collection[NodeId] = ()
+    resources: Mapping[NodeId, Sequence[str]] = field(default_factory=dict)
+    resource_limits: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +77,100 @@ def shard_count(total: float, units: int, plan: PlanInput) -> int:
 
 
 def make_plan(plan: PlanInput) -> list[PlannedShard]:
+    """Serial tests first (one shard, alone), then each resource group's shards, then the rest
+    packed longest first. A file holding a constrained test names its tests explicitly, so no
+    slice of it can pick up a test that belongs to a constrained shard."""
     if not plan.nodeids:
         return []
     expected = estimate_durations(plan.nodeids, plan.durations)
+    serial = [n for n in plan.nodeids if n in set(plan.serial)]
+    constrained = set(serial) | {n for n in plan.nodeids if plan.resources.get(n)}
+    special: list[PlannedShard] = []
+    if serial:
+        special.append(_explicit_shard(serial, expected, SERIAL_WEIGHT))
+    for group in _resource_groups(plan, set(serial)):
+        special.extend(_explicit_shard(ids, expected, 1) for ids in group)
+    rest = [n for n in plan.nodeids if n not in constrained]
+    touched = {file_of(n) for n in constrained}
+    packed = _pack(rest, expected, plan, touched) if rest else []
+    packed.sort(key=lambda p: (not p.has_recent_failure, -p.shard.expected_duration))
+    failures = set(plan.recent_failures)
+    ordered = [
+        PlannedShard(p.shard, p.selection, any(n in failures for n in p.shard.nodeids))
+        for p in special
+    ] + packed
+    return [
+        PlannedShard(
+            shard=Shard(
+                shard_id=index,
+                nodeids=p.shard.nodeids,
+                expected_duration=p.shard.expected_duration,
+                weight=p.shard.weight,
+            ),
+            selection=p.selection,
+            has_recent_failure=p.has_recent_failure,
+        )
+        for index, p in enumerate(ordered, start=1)
+    ]
+
+
+def _explicit_shard(
+    nodeids: Sequence[NodeId], expected: Mapping[NodeId, float], weight: int
+) -> PlannedShard:
+    return PlannedShard(
+        shard=Shard(
+            shard_id=0,
+            nodeids=tuple(nodeids),
+            expected_duration=sum(expected[n] for n in nodeids),
+            weight=weight,
+        ),
+        selection=explicit_selection(nodeids),
+    )
+
+
+def _resource_groups(plan: PlanInput, serial: set[NodeId]) -> list[list[list[NodeId]]]:
+    """Tests sharing a resource (transitively) form a group; a group is cut into as many shards
+    as its tightest resource allows at once (1 unless the config says more)."""
+    parent: dict[str, str] = {}
+
+    def find(name: str) -> str:
+        while parent.setdefault(name, name) != name:
+            name = parent[name]
+        return name
+
+    holders = [(n, list(plan.resources[n])) for n in plan.nodeids if plan.resources.get(n)]
+    for _, names in holders:
+        for other in names[1:]:
+            parent[find(other)] = find(names[0])
+    groups: dict[str, list[NodeId]] = {}
+    limits: dict[str, int] = {}
+    for nodeid, names in holders:
+        if nodeid in serial:
+            continue
+        root = find(names[0])
+        groups.setdefault(root, []).append(nodeid)
+        limit = min(max(1, plan.resource_limits.get(n, 1)) for n in names)
+        limits[root] = min(limits.get(root, limit), limit)
+    result = []
+    for root, ids in groups.items():
+        parts = min(limits[root], len(ids))
+        result.append(
+            [ids[k * len(ids) // parts : (k + 1) * len(ids) // parts] for k in range(parts)]
+        )
+    return result
+
+
+def _pack(
+    nodeids: Sequence[NodeId],
+    expected: Mapping[NodeId, float],
+    plan: PlanInput,
+    explicit_files: set[str],
+) -> list[PlannedShard]:
     files: dict[str, list[NodeId]] = {}
-    for nodeid in plan.nodeids:
+    for nodeid in nodeids:
         files.setdefault(file_of(nodeid), []).append(nodeid)
-    total = sum(expected.values())
-    target_count = shard_count(total, len(plan.nodeids), plan)
+    total = sum(expected[n] for n in nodeids)
+    target_count = shard_count(total, len(nodeids), plan)
     target = total / target_count
     units: list[_Unit] = []
     for order, (file, ids) in enumerate(files.items()):
@@ -105,32 +197,22 @@ def make_plan(plan: PlanInput) -> list[PlannedShard]:
     planned: list[PlannedShard] = []
     for members in (b for b in bins if b):
         members.sort(key=lambda u: (u.order, u.part))
-        nodeids = tuple(n for u in members for n in u.nodeids)
-        selection = tuple(_selection(u, plan.explicit_ids) for u in members)
+        shard_ids = tuple(n for u in members for n in u.nodeids)
+        selection = tuple(
+            _selection(u, plan.explicit_ids or u.file in explicit_files) for u in members
+        )
         planned.append(
             PlannedShard(
                 shard=Shard(
                     shard_id=0,
-                    nodeids=nodeids,
+                    nodeids=shard_ids,
                     expected_duration=sum(u.expected for u in members),
                 ),
                 selection=selection,
-                has_recent_failure=any(n in failures for n in nodeids),
+                has_recent_failure=any(n in failures for n in shard_ids),
             )
         )
-    planned.sort(key=lambda p: (not p.has_recent_failure, -p.shard.expected_duration))
-    return [
-        PlannedShard(
-            shard=Shard(
-                shard_id=index,
-                nodeids=p.shard.nodeids,
-                expected_duration=p.shard.expected_duration,
-            ),
-            selection=p.selection,
-            has_recent_failure=p.has_recent_failure,
-        )
-        for index, p in enumerate(planned, start=1)
-    ]
+    return planned
 
 
 def _selection(unit: _Unit, explicit_ids: bool) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .config import ISOLATIONS, Category, EnvOverrides, Profile, load_catalog, read_env
@@ -61,6 +61,7 @@ class RunSettings:
     resource_monitoring: bool
     argv: tuple[str, ...]
     isolation: str = "spawn"
+    resource_limits: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def store_path(self) -> Path:
@@ -122,6 +123,7 @@ def resolve(
         resource_monitoring=env.resource_monitoring and fixed is None,
         argv=request.argv,
         isolation=_isolation(request.isolation or profile.isolation),
+        resource_limits=catalog.resource_limits,
     )
 
 

@@ -44,22 +44,35 @@ class CapacityDecision:
 
 
 def compute_capacity(
-    sample: ResourceSample, current: int, waiting: int, policy: CapacityPolicy
+    sample: ResourceSample,
+    current: int,
+    waiting: int,
+    policy: CapacityPolicy,
+    running: int = 0,
 ) -> CapacityDecision:
     """One step of the adaptive policy.
 
-    Memory pressure narrows first (halving, a machine that swaps helps nobody); CPU saturation
-    narrows one slot at a time; an idle CPU with work waiting widens one slot at a time. Always
-    within [minimum, maximum], and never below 1.
+    Memory pressure narrows first (halving: a machine that swaps helps nobody); CPU saturation
+    narrows one slot at a time; an idle CPU with shards waiting widens by half again (tests that
+    sleep or wait on sockets want many slots quickly), but never past what the memory left
+    above the reserve holds at the RSS the running workers show. Always within
+    [minimum, maximum], never below 1.
     """
     floor = max(1, policy.minimum)
     ceiling = max(floor, policy.maximum)
-    if sample.memory_available < policy.memory_reserve:
+    spare = sample.memory_available - policy.memory_reserve
+    if spare < 0:
         return CapacityDecision(max(floor, current // 2), "memory pressure")
     if sample.cpu_percent >= policy.cpu_high and current > floor:
         return CapacityDecision(max(floor, current - 1), "cpu saturated")
     if sample.cpu_percent <= policy.cpu_low and waiting > 0 and current < ceiling:
-        return CapacityDecision(min(ceiling, current + 1), "cpu idle, tests waiting")
+        if running > 0 and sample.children_rss > 0:
+            per_worker = sample.children_rss / running
+            ceiling = min(ceiling, max(current, running + int(spare / per_worker)))
+        wider = min(ceiling, current + max(1, current // 2), current + waiting)
+        if wider > current:
+            return CapacityDecision(wider, "cpu idle, tests waiting")
+        return CapacityDecision(current, "memory bounds widening")
     return CapacityDecision(min(ceiling, max(floor, current)), "steady")
 
 

@@ -179,6 +179,8 @@ def _handle(
                 attempt=spec.attempt,
                 reports=reports,
                 shard_id=shard_id,
+                cpu_time=_number(data.get("cpu")),
+                max_rss=int(data["maxrss"]) if data.get("maxrss") else None,
             )
             progress.finished.add(report.nodeid)
             progress.running = None
@@ -222,6 +224,10 @@ async def _watchdog(
             await anyio.sleep(0.3)
             signal_group(worker.pid, signal.SIGKILL)
             return
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _describe_exit(returncode: int | None) -> str:

@@ -27,6 +27,7 @@ import faulthandler
 import io
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -152,7 +153,20 @@ def _skip_reason(report: Any) -> str:
 def pytest_collection_finish(session: pytest.Session) -> None:
     if _fd is None:
         return
-    _send("collected", nodeids=[item.nodeid for item in session.items])
+    _send("collected", nodeids=[item.nodeid for item in session.items], **_constraints(session))
+
+
+def _constraints(session: pytest.Session) -> dict[str, Any]:
+    """Which tests must run alone (`serial`) or hold named resources (`resource(...)`)."""
+    serial: list[str] = []
+    resources: dict[str, list[str]] = {}
+    for item in session.items:
+        if item.get_closest_marker("serial") or item.get_closest_marker("parallel_unsafe"):
+            serial.append(item.nodeid)
+        names = [str(n) for mark in item.iter_markers("resource") for n in mark.args]
+        if names:
+            resources[item.nodeid] = sorted(set(names))
+    return {"serial": serial, "resources": resources}
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -182,7 +196,17 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     return None
 
 
+_cpu_at_start = 0.0
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    global _cpu_at_start
+    _cpu_at_start = _cpu_seconds()
     _send("started", nodeid=nodeid)
 
 
@@ -213,6 +237,16 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         sections=[list(s) for s in report.sections] if report.outcome == "failed" else [],
         location=list(report.location) if report.location else None,
         wasxfail=getattr(report, "wasxfail", None),
+        # What the test cost, on its last phase: CPU seconds of this process since it started
+        # (threads included, children not) and the process's peak RSS so far, in bytes.
+        **(
+            {
+                "cpu": _cpu_seconds() - _cpu_at_start,
+                "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            }
+            if report.when == "teardown"
+            else {}
+        ),
     )
 
 

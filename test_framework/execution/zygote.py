@@ -48,6 +48,8 @@ class ZygoteCollection:
     nodeids: tuple[str, ...] = ()
     errors: list[tuple[str, str, bool]] = field(default_factory=list)
     positionals: tuple[str, ...] = ()
+    serial: tuple[str, ...] = ()
+    resources: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class ForkedWorker:
@@ -171,6 +173,11 @@ class Zygote:
             )
         elif message.event == "collected":
             self.collection.nodeids = tuple(data["nodeids"])
+            self.collection.serial = tuple(str(n) for n in data.get("serial") or ())
+            self.collection.resources = {
+                str(n): tuple(str(r) for r in names)
+                for n, names in (data.get("resources") or {}).items()
+            }
             self.collected.set()
         elif message.event == "forked":
             child = self._by_shard.get(int(data["shard"]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiosqlite
 
@@ -36,18 +36,25 @@ class CachedCollection:
     rootdir: str
     nodeids: tuple[str, ...]
     positionals: tuple[str, ...]
+    serial: tuple[str, ...] = ()
+    resources: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 async def load_collection(db: aiosqlite.Connection, fingerprint: str) -> CachedCollection | None:
     cursor = await db.execute(
-        "SELECT rootdir, nodeids, positionals FROM collections WHERE fingerprint = ?",
+        "SELECT rootdir, nodeids, positionals, constraints FROM collections WHERE fingerprint = ?",
         (fingerprint,),
     )
     row = await cursor.fetchone()
     if row is None:
         return None
+    constraints = json.loads(row[3] or "{}")
     return CachedCollection(
-        rootdir=row[0], nodeids=tuple(json.loads(row[1])), positionals=tuple(json.loads(row[2]))
+        rootdir=row[0],
+        nodeids=tuple(json.loads(row[1])),
+        positionals=tuple(json.loads(row[2])),
+        serial=tuple(constraints.get("serial", ())),
+        resources={n: tuple(r) for n, r in constraints.get("resources", {}).items()},
     )
 
 
@@ -55,13 +62,16 @@ async def save_collection(
     db: aiosqlite.Connection, fingerprint: str, cached: CachedCollection, keep: int = 20
 ) -> None:
     await db.execute(
-        "INSERT OR REPLACE INTO collections VALUES (?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO collections"
+        " (fingerprint, rootdir, nodeids, positionals, created_at, constraints)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
         (
             fingerprint,
             cached.rootdir,
             json.dumps(list(cached.nodeids)),
             json.dumps(list(cached.positionals)),
             time.time(),
+            json.dumps({"serial": list(cached.serial), "resources": cached.resources}),
         ),
     )
     # Old fingerprints are never read again; keep the table small.

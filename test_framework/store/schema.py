@@ -70,6 +70,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (project, test_file, dep_file)
         )""",
     ),
+    # 2: what each test costs (CPU seconds, peak RSS) and collection constraints (serial,
+    # resources), so the planner and the monitor can use them.
+    (
+        "ALTER TABLE results ADD COLUMN cpu_time REAL",
+        "ALTER TABLE results ADD COLUMN max_rss INTEGER",
+        "ALTER TABLE test_stats ADD COLUMN ewma_cpu REAL",
+        "ALTER TABLE test_stats ADD COLUMN max_rss INTEGER",
+        "ALTER TABLE collections ADD COLUMN constraints TEXT NOT NULL DEFAULT '{}'",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

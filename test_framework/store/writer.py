@@ -164,7 +164,8 @@ class StoreWriter:
     async def _write_attempt(self, result: TestResult) -> None:
         longrepr = result.longrepr
         await self.db.execute(
-            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO results (run_id, nodeid, attempt, outcome, duration,"
+            " shard_id, message, longrepr, cpu_time, max_rss) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 self.meta.run_id,
                 result.nodeid,
@@ -174,6 +175,8 @@ class StoreWriter:
                 result.shard_id,
                 result.message,
                 longrepr[:20000] if longrepr else None,
+                result.cpu_time,
+                result.max_rss,
             ),
         )
         self._pending += 1
@@ -190,6 +193,8 @@ class StoreWriter:
             self.meta.project,
             result.nodeid,
             result.duration,
+            result.cpu_time,
+            result.max_rss,
             failed,
             flaky,
             outcome.value,
@@ -197,12 +202,16 @@ class StoreWriter:
             time.time(),
         )
         await self.db.execute(
-            "INSERT INTO test_stats (project, nodeid, ewma_duration, runs, failures, flakes,"
-            " last_outcome, last_run_id, updated_at) VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?)"
+            "INSERT INTO test_stats (project, nodeid, ewma_duration, ewma_cpu, max_rss, runs,"
+            " failures, flakes, last_outcome, last_run_id, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)"
             " ON CONFLICT (project, nodeid) DO UPDATE SET"
             + (
                 f" ewma_duration = {EWMA_ALPHA} * excluded.ewma_duration"
                 f" + {1 - EWMA_ALPHA} * ewma_duration,"
+                f" ewma_cpu = coalesce({EWMA_ALPHA} * excluded.ewma_cpu"
+                f" + {1 - EWMA_ALPHA} * ewma_cpu, excluded.ewma_cpu, ewma_cpu),"
+                " max_rss = max(coalesce(max_rss, 0), coalesce(excluded.max_rss, 0)),"
                 if real
                 else ""
             )

@@ -66,6 +66,12 @@ async def test_a_whole_file_runs_and_every_result_arrives(suites: Path, tmp_path
     assert recorder.started == list(outcome.collected)
     assert {r.outcome for r in recorder.results} == {Outcome.PASSED}
     assert "test_math.py" in outcome.deps
+    # What each test cost is measured in the worker and travels with its result.
+    for result in recorder.results:
+        assert result.cpu_time is not None
+        assert result.cpu_time >= 0.0
+        assert result.max_rss is not None
+        assert result.max_rss > 1024 * 1024
 
 
 async def test_two_slices_of_a_file_cover_it_exactly_once(suites: Path, tmp_path: Path) -> None:
