@@ -17,6 +17,7 @@ rest of its life is an ordinary pytest session. The zygote reaps its children an
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import select
@@ -26,7 +27,6 @@ from typing import Any
 
 import pytest
 
-ENV_ZYGOTE = "TEST_FRAMEWORK_ZYGOTE_FD"
 MAX_COMMAND = 1 << 16
 
 
@@ -48,6 +48,10 @@ def serve(
     capture = session.config.pluginmanager.getplugin("capturemanager")
     if capture is not None:
         capture.stop_global_capturing()
+    # Everything alive now is shared with every child. Frozen, the cyclic GC never walks it in
+    # a child, so the child does not copy the zygote's whole heap page by page (copy-on-write).
+    gc.collect()
+    gc.freeze()
     while True:
         ready, _, _ = select.select([control], [], [], reap_interval)
         _reap(send)

@@ -21,7 +21,7 @@ from typing import Protocol
 import anyio
 from anyio.abc import ByteReceiveStream, Process, SocketStream
 
-from .worker_plugin import ENV_CHANNEL, PROTOCOL_ENV_PREFIX
+from .constants import ENV_CHANNEL, PROTOCOL_ENV_PREFIX
 
 OUTPUT_TAIL_BYTES = 64 * 1024
 

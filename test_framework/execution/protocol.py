@@ -11,7 +11,7 @@ import anyio
 from anyio.abc import ByteReceiveStream
 
 from ..models import PhaseReport
-from .worker_plugin import PROTOCOL_VERSION
+from .constants import PROTOCOL_VERSION
 
 MAX_LINE = 64 * 1024 * 1024
 

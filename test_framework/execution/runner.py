@@ -20,9 +20,9 @@ from typing import Any
 import anyio
 
 from ..models import NodeId, Outcome, PhaseReport, Shard, TestResult, final_outcome
+from .constants import ENV_SELECT, ENV_STACKS
 from .process import Launcher, WorkerHandle, signal_group, spawn_worker
 from .protocol import Message, phase_report, read_messages
-from .worker_plugin import ENV_SELECT, ENV_STACKS
 
 WORKER_PLUGIN = "test_framework.execution.worker_plugin"
 

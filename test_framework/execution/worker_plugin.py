@@ -35,13 +35,14 @@ from typing import Any
 
 import pytest
 
-from .fork_server import ENV_ZYGOTE, become_child, serve
-
-PROTOCOL_VERSION = 1
-PROTOCOL_ENV_PREFIX = "TEST_FRAMEWORK_"
-ENV_CHANNEL = "TEST_FRAMEWORK_CHANNEL_FD"
-ENV_SELECT = "TEST_FRAMEWORK_SELECT"
-ENV_STACKS = "TEST_FRAMEWORK_STACKS"  # file that SIGUSR1 dumps every thread's stack into
+from .constants import (
+    ENV_CHANNEL,
+    ENV_SELECT,
+    ENV_STACKS,
+    ENV_ZYGOTE,
+    PROTOCOL_VERSION,
+)
+from .fork_server import become_child, serve
 
 _fd: int | None = None
 _stacks_file: Any = None

@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 from anyio.abc import ByteReceiveStream, SocketStream, TaskStatus
 
-from .fork_server import ENV_ZYGOTE
+from .constants import ENV_ZYGOTE
 from .process import OUTPUT_TAIL_BYTES, Launcher, WorkerHandle, signal_group, spawn_worker
 from .protocol import Message, read_messages
 

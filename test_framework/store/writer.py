@@ -165,7 +165,8 @@ class StoreWriter:
         longrepr = result.longrepr
         await self.db.execute(
             "INSERT OR REPLACE INTO results (run_id, nodeid, attempt, outcome, duration,"
-            " shard_id, message, longrepr, cpu_time, max_rss) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " shard_id, message, longrepr, cpu_time, max_rss)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 self.meta.run_id,
                 result.nodeid,

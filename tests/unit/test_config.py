@@ -172,7 +172,7 @@ def test_adaptive_bounds_scale_with_cores(tmp_path: Path) -> None:
         RunRequest(project_root=tmp_path, optimization="ultra_fast"), environ={}, cores=64
     )
     assert settings.initial_workers == 64
-    assert settings.max_workers == 256
+    assert settings.max_workers == 64 * 16  # ultra_fast: up to 16 slots per core
     assert settings.fixed_workers is None
 
 

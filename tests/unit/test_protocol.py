@@ -7,8 +7,8 @@ import json
 import anyio
 import pytest
 
+from test_framework.execution.constants import PROTOCOL_VERSION
 from test_framework.execution.protocol import parse_line, phase_report, read_messages
-from test_framework.execution.worker_plugin import PROTOCOL_VERSION
 
 
 def line(event: str, **data: object) -> bytes:
