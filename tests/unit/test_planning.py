@@ -9,6 +9,7 @@ import pytest
 from test_framework.models import file_of
 from test_framework.planning import (
     DEFAULT_TEST_ESTIMATE,
+    SERIAL_WEIGHT,
     PlanInput,
     estimate_durations,
     explicit_selection,
@@ -131,3 +132,55 @@ def test_plans_scale_to_many_slots(slots: int) -> None:
     shards = make_plan(plan_input(nodeids, durations, slots=slots, shards_per_slot=2))
     assert len(shards) == min(200, slots * 2)
     assert sum(len(s.shard.nodeids) for s in shards) == len(nodeids)
+
+
+def test_serial_tests_get_one_shard_that_must_run_alone() -> None:
+    nodeids = suite(3, 3)
+    serial = {"tests/test_1.py::test_0", "tests/test_2.py::test_2"}
+    shards = make_plan(plan_input(nodeids, serial=serial))
+    first = shards[0]
+    assert set(first.shard.nodeids) == serial
+    assert first.shard.weight == SERIAL_WEIGHT
+    assert all(s.shard.weight == 1 for s in shards[1:])
+    counted = Counter(n for s in shards for n in s.shard.nodeids)
+    assert set(counted) == set(nodeids)
+    assert set(counted.values()) == {1}
+
+
+def test_files_with_constrained_tests_name_their_other_tests() -> None:
+    """A slice of a file would pick up its serial test again; explicit ids cannot."""
+    nodeids = suite(2, 3)
+    shards = make_plan(plan_input(nodeids, serial={"tests/test_0.py::test_1"}))
+    for planned in shards[1:]:
+        for entry in planned.selection:
+            if entry["file"] == "tests/test_0.py":
+                assert "ids" in entry
+                assert "tests/test_0.py::test_1" not in entry["ids"]
+
+
+def test_tests_sharing_a_resource_share_a_shard_transitively() -> None:
+    nodeids = suite(4, 2)
+    resources = {
+        "tests/test_0.py::test_0": ["db"],
+        "tests/test_1.py::test_0": ["db", "port"],
+        "tests/test_2.py::test_1": ["port"],
+        "tests/test_3.py::test_1": ["gpu"],
+    }
+    shards = make_plan(plan_input(nodeids, resources=resources))
+
+    def shard_of(nodeid: str) -> int:
+        return next(s.shard.shard_id for s in shards if nodeid in s.shard.nodeids)
+
+    db_port = {shard_of(n) for n in list(resources)[:3]}
+    assert len(db_port) == 1
+    assert shard_of("tests/test_3.py::test_1") not in db_port
+    others = [n for n in nodeids if n not in resources]
+    assert all(shard_of(n) not in db_port for n in others)
+
+
+def test_a_resource_limit_allows_that_many_shards() -> None:
+    nodeids = suite(1, 6)
+    resources = {n: ["db"] for n in nodeids}
+    shards = make_plan(plan_input(nodeids, resources=resources, resource_limits={"db": 3}))
+    assert len(shards) == 3
+    assert sorted(len(s.shard.nodeids) for s in shards) == [2, 2, 2]

@@ -34,6 +34,8 @@ def sample(cpu: float = 50.0, available: int = 8 * GIB) -> ResourceSample:
     ("cpu", "available", "current", "waiting", "expected", "reason"),
     [
         (20.0, 8 * GIB, 2, 5, 3, "cpu idle, tests waiting"),
+        (20.0, 8 * GIB, 4, 5, 6, "cpu idle, tests waiting"),  # by half again
+        (20.0, 8 * GIB, 4, 1, 5, "cpu idle, tests waiting"),  # no more than what waits
         (20.0, 8 * GIB, 2, 0, 2, "steady"),  # idle but nothing waits: no point widening
         (20.0, 8 * GIB, 8, 5, 8, "steady"),  # at the ceiling
         (95.0, 8 * GIB, 4, 5, 3, "cpu saturated"),
@@ -48,6 +50,29 @@ def test_compute_capacity(
 ) -> None:
     decision = compute_capacity(sample(cpu, available), current, waiting, POLICY)
     assert (decision.capacity, decision.reason) == (expected, reason)
+
+
+def test_widening_stops_where_memory_would_run_out() -> None:
+    """Four workers use 1 GiB each; 2.5 GiB above the reserve holds two more, not four."""
+    reading = ResourceSample(
+        cpu_percent=10.0,
+        memory_available=GIB + 5 * GIB // 2,
+        memory_total=16 * GIB,
+        children_rss=4 * GIB,
+        load_per_core=0.1,
+    )
+    decision = compute_capacity(reading, 4, 10, POLICY, running=4)
+    assert decision.capacity == 6
+    # Six workers of 1 GiB and half a GiB to spare: not one more fits.
+    full = ResourceSample(
+        cpu_percent=10.0,
+        memory_available=GIB + GIB // 2,
+        memory_total=16 * GIB,
+        children_rss=6 * GIB,
+        load_per_core=0.1,
+    )
+    crowded = compute_capacity(full, 6, 10, POLICY, running=6)
+    assert (crowded.capacity, crowded.reason) == (6, "memory bounds widening")
 
 
 def test_capacity_is_clamped_into_the_policy_bounds() -> None:
