@@ -243,8 +243,8 @@ class Zygote:
                 await self._stop(child)
                 await channel.aclose()
                 self._by_shard.pop(shard_id, None)
-                with contextlib.suppress(OSError):
-                    output.unlink()
+                # The output file stays (in the run's scratch folder, removed with it): the runner
+                # reads its tail after this block when the worker crashed.
 
     async def _stop(self, child: _Child) -> None:
         """TERM the child's group, wait `grace`, KILL the group (leaked processes included)."""
