@@ -39,6 +39,30 @@ _NO_DURATION = {Outcome.CRASHED, Outcome.TIMEOUT, Outcome.NOT_RUN, Outcome.CACHE
 _FAILING = {Outcome.FAILED, Outcome.ERROR, Outcome.CRASHED, Outcome.TIMEOUT}
 
 
+_INSERT_RESULT = (
+    "INSERT OR REPLACE INTO results (run_id, nodeid, attempt, outcome, duration,"
+    " shard_id, message, longrepr, cpu_time, max_rss) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_STATS = (
+    "INSERT INTO test_stats (project, nodeid, ewma_duration, ewma_cpu, max_rss, runs,"
+    " failures, flakes, last_outcome, last_run_id, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (project, nodeid) DO UPDATE SET{durations}"
+    " runs = runs + 1, failures = failures + excluded.failures,"
+    " flakes = flakes + excluded.flakes, last_outcome = excluded.last_outcome,"
+    " last_run_id = excluded.last_run_id, updated_at = excluded.updated_at"
+)
+_UPSERT_STATS_REAL = _UPSERT_STATS.format(
+    durations=f" ewma_duration = {EWMA_ALPHA} * excluded.ewma_duration"
+    f" + {1 - EWMA_ALPHA} * ewma_duration,"
+    f" ewma_cpu = coalesce({EWMA_ALPHA} * excluded.ewma_cpu + {1 - EWMA_ALPHA} * ewma_cpu,"
+    " excluded.ewma_cpu, ewma_cpu),"
+    " max_rss = max(coalesce(max_rss, 0), coalesce(excluded.max_rss, 0)),"
+)
+# Crashed and timed-out tests count as failures but leave the duration estimates alone.
+_UPSERT_STATS_COUNTS = _UPSERT_STATS.format(durations="")
+
+
 @dataclass
 class RunMetadata:
     run_id: str
@@ -58,6 +82,10 @@ class StoreWriter:
     _send: MemoryObjectSendStream[Event] = field(init=False)
     _receive: MemoryObjectReceiveStream[Event] = field(init=False)
     _pending: int = 0
+    _attempt_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    _stats_rows: dict[bool, list[tuple[Any, ...]]] = field(
+        default_factory=lambda: {True: [], False: []}
+    )
 
     def __post_init__(self) -> None:
         self._send, self._receive = anyio.create_memory_object_stream[Event](math.inf)
@@ -87,15 +115,28 @@ class StoreWriter:
                     self.dropped += 1
             if self.failed is None:
                 try:
+                    await self._flush()
                     await self.db.commit()
                 except (sqlite3.Error, ValueError) as exc:
                     self.failed = f"{type(exc).__name__}: {exc}"
                     log.warning("store_write_failed", error=self.failed)
 
     async def _commit_if(self, force: bool) -> None:
+        """Rows wait in memory and go in one executemany each: a thread hop per batch, not
+        per test (50,000 tests are 50,000 rows)."""
         if force or self._pending >= BATCH_ROWS:
+            await self._flush()
             await self.db.commit()
             self._pending = 0
+
+    async def _flush(self) -> None:
+        if self._attempt_rows:
+            rows, self._attempt_rows = self._attempt_rows, []
+            await self.db.executemany(_INSERT_RESULT, rows)
+        for real, sql in ((True, _UPSERT_STATS_REAL), (False, _UPSERT_STATS_COUNTS)):
+            if self._stats_rows[real]:
+                rows, self._stats_rows[real] = self._stats_rows[real], []
+                await self.db.executemany(sql, rows)
 
     async def _write(self, event: Event) -> None:
         if isinstance(event, RunStarted):
@@ -163,10 +204,7 @@ class StoreWriter:
 
     async def _write_attempt(self, result: TestResult) -> None:
         longrepr = result.longrepr
-        await self.db.execute(
-            "INSERT OR REPLACE INTO results (run_id, nodeid, attempt, outcome, duration,"
-            " shard_id, message, longrepr, cpu_time, max_rss)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._attempt_rows.append(
             (
                 self.meta.run_id,
                 result.nodeid,
@@ -178,7 +216,7 @@ class StoreWriter:
                 longrepr[:20000] if longrepr else None,
                 result.cpu_time,
                 result.max_rss,
-            ),
+            )
         )
         self._pending += 1
         self.written += 1
@@ -187,39 +225,19 @@ class StoreWriter:
         """Counts and last outcome for every ran test; the duration only when it is a real one
         (a crashed or timed-out test's time says nothing about its next run)."""
         outcome = result.outcome
-        failed = int(outcome in _FAILING)
-        flaky = int(outcome is Outcome.FLAKY)
-        real = outcome not in _NO_DURATION
-        params: tuple[Any, ...] = (
-            self.meta.project,
-            result.nodeid,
-            result.duration,
-            result.cpu_time,
-            result.max_rss,
-            failed,
-            flaky,
-            outcome.value,
-            self.meta.run_id,
-            time.time(),
-        )
-        await self.db.execute(
-            "INSERT INTO test_stats (project, nodeid, ewma_duration, ewma_cpu, max_rss, runs,"
-            " failures, flakes, last_outcome, last_run_id, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (project, nodeid) DO UPDATE SET"
-            + (
-                f" ewma_duration = {EWMA_ALPHA} * excluded.ewma_duration"
-                f" + {1 - EWMA_ALPHA} * ewma_duration,"
-                f" ewma_cpu = coalesce({EWMA_ALPHA} * excluded.ewma_cpu"
-                f" + {1 - EWMA_ALPHA} * ewma_cpu, excluded.ewma_cpu, ewma_cpu),"
-                " max_rss = max(coalesce(max_rss, 0), coalesce(excluded.max_rss, 0)),"
-                if real
-                else ""
+        self._stats_rows[outcome not in _NO_DURATION].append(
+            (
+                self.meta.project,
+                result.nodeid,
+                result.duration,
+                result.cpu_time,
+                result.max_rss,
+                int(outcome in _FAILING),
+                int(outcome is Outcome.FLAKY),
+                outcome.value,
+                self.meta.run_id,
+                time.time(),
             )
-            + " runs = runs + 1, failures = failures + excluded.failures,"
-            " flakes = flakes + excluded.flakes, last_outcome = excluded.last_outcome,"
-            " last_run_id = excluded.last_run_id, updated_at = excluded.updated_at",
-            params,
         )
 
     async def _write_deps(self, event: ShardFinished) -> None:
