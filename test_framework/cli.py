@@ -8,6 +8,7 @@ A mistake of the user's is one line on stderr and exit 4; never a traceback.
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 import anyio
+import structlog
 
 from .config import CATEGORY_NAMES, PROFILE_NAMES
 from .errors import TestFrameworkError, UsageError
@@ -210,6 +212,16 @@ async def run_settings(settings: RunSettings, out: TextIO) -> RunSummary:
     return await run_events(settings, subscribers)
 
 
+def _log_own_cost() -> None:
+    """The engine's own work (planning, store, reporting; not the tests): one line at -v."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    structlog.get_logger("test_framework").info(
+        "engine_cost",
+        cpu_seconds=round(usage.ru_utime + usage.ru_stime, 3),
+        peak_rss_mb=round(usage.ru_maxrss / 1024, 1),
+    )
+
+
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     out = sys.stdout
@@ -222,6 +234,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         if clear_cache and settings.cache_dir.exists():
             shutil.rmtree(settings.cache_dir)
         summary = anyio.run(run_settings, settings, out, backend="asyncio")
+        _log_own_cost()
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)

@@ -43,6 +43,7 @@ from .discovery import (
 )
 from .errors import NoTestsCollected, StoreError, TestFrameworkError
 from .events import (
+    CapacityChanged,
     Event,
     EventBus,
     RunFinished,
@@ -204,6 +205,34 @@ class Orchestrator(ShardListener):
         if self._stop_scope is not None:
             self._stop_scope.cancel()
 
+    def _learned_capacity(
+        self, selection: Selection, history: History, *, forked: bool
+    ) -> CapacityChanged | None:
+        """Start where the last run ended up: tests known to keep a core busy a fraction f of
+        their time can run about cores / f at once. Only for cheap (forked) workers; the
+        monitor still narrows it if the machine disagrees."""
+        settings = self.settings
+        if not forked or settings.fixed_workers or not settings.resource_monitoring:
+            return None
+        fraction = history.cpu_fraction(selection.nodeids)
+        if fraction is None:
+            return None
+        wanted = round(settings.cores / max(fraction, 1.0 / settings.max_workers))
+        start = max(self.limiter.capacity, min(settings.max_workers, wanted))
+        if start == self.limiter.capacity:
+            return None
+        event = CapacityChanged(
+            old=self.limiter.capacity,
+            new=start,
+            reason=f"learned: these tests keep a core {fraction:.0%} busy",
+            cpu_percent=0.0,
+            memory_available=0,
+            waiting=0,
+            timestamp=time.time(),
+        )
+        self.limiter.set_capacity(start)
+        return event
+
     def _backlog(self) -> int:
         return len(self._queue) + self.limiter.statistics().waiting
 
@@ -240,25 +269,26 @@ class Orchestrator(ShardListener):
     async def _run_in_scratch(self) -> RunSummary:
         with tempfile.TemporaryDirectory(prefix="test_framework-") as scratch:
             self._env = worker_env(os.environ, str(self.settings.project_root), Path(scratch))
-            db = await self._open_store()
-            try:
-                return await self._run(db, Path(scratch))
-            finally:
-                if db is not None:
-                    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                        await db.close()
+            return await self._run(Path(scratch))
 
-    async def _run(self, db: aiosqlite.Connection | None, scratch: Path) -> RunSummary:
-        settings = self.settings
+    async def _run(self, scratch: Path) -> RunSummary:
         started = self.clock()
-        async with anyio.create_task_group() as outer:
-            zygote = await self._start_zygote(outer, scratch)
-            try:
-                summary = await self._run_with(db, scratch, outer, zygote, started)
-            finally:
-                if zygote is not None:
-                    zygote.close()
-        del settings
+        db: aiosqlite.Connection | None = None
+        try:
+            async with anyio.create_task_group() as outer:
+                # The zygote first: it imports and collects while the store opens.
+                zygote = await self._start_zygote(outer, scratch)
+                try:
+                    db = await self._open_store()
+                    summary = await self._run_with(db, scratch, outer, zygote, started)
+                finally:
+                    if zygote is not None:
+                        zygote.close()
+            # Only now: the writer task in `outer` has drained its queue.
+        finally:
+            if db is not None:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await db.close()
         return summary
 
     async def _run_with(
@@ -289,6 +319,7 @@ class Orchestrator(ShardListener):
                 f"no tests collected: categories {', '.join(c.name for c in settings.categories)}"
                 f"{extra} select no test under {settings.project_root}"
             )
+        learned = self._learned_capacity(selection, history, forked=zygote is not None)
         started_event = RunStarted(
             self.run_id, plan, self.limiter.capacity, str(settings.project_root), settings.argv
         )
@@ -308,6 +339,8 @@ class Orchestrator(ShardListener):
         setup = self._worker_setup(selection, scratch)
         self._launcher = ForkOrSpawn(zygote, SpawnLauncher(setup))
         self.bus.emit(started_event)
+        if learned is not None:
+            self.bus.emit(learned)
         for error in selection.collection_errors:
             self._finish(error)
         await self._execute(setup)
@@ -391,6 +424,7 @@ class Orchestrator(ShardListener):
                     cpu_high=settings.profile.cpu_high,
                     cpu_low=settings.profile.cpu_low,
                     memory_reserve=settings.profile.memory_reserve_mb * 1024 * 1024,
+                    saturation_floor=settings.initial_workers,
                 )
                 sampler = self.sampler or PsutilSampler()
                 services.start_soon(
@@ -646,15 +680,24 @@ class Orchestrator(ShardListener):
 
     def _plan(self, selection: Selection, history: History, *, forked: bool) -> list[PlannedShard]:
         settings = self.settings
+        if settings.fixed_workers:
+            slots = settings.fixed_workers
+        elif not forked:
+            slots = settings.initial_workers  # a spawn costs half a second: few shards
+        elif sum(1 for n in selection.nodeids if n in history.durations) * 2 >= len(
+            selection.nodeids
+        ):
+            slots = settings.max_workers  # known costs: cut for the ceiling the monitor allows
+        else:
+            # Unknown costs: a few shards per core. Thousands of millisecond tests cut for the
+            # ceiling would pay a fork and a session per handful of tests.
+            slots = min(settings.max_workers, 2 * settings.initial_workers)
         return make_plan(
             PlanInput(
                 nodeids=selection.nodeids,
                 durations=history.durations,
                 recent_failures=history.recent_failures,
-                # Forks are cheap: cut for the ceiling the monitor may widen to. Spawns are not.
-                slots=settings.max_workers
-                if forked or settings.fixed_workers
-                else settings.initial_workers,
+                slots=slots,
                 shards_per_slot=settings.profile.shards_per_slot,
                 min_shard_seconds=FORK_MIN_SHARD_SECONDS if forked else SPAWN_MIN_SHARD_SECONDS,
                 explicit_ids=selection.explicit_ids,

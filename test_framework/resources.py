@@ -35,6 +35,9 @@ class CapacityPolicy:
     cpu_high: float
     cpu_low: float
     memory_reserve: int  # bytes
+    # CPU saturation narrows no further than this (the core count): a busy CPU at one worker per
+    # core is the goal, not a problem. Only memory pressure goes below it.
+    saturation_floor: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +66,9 @@ def compute_capacity(
     spare = sample.memory_available - policy.memory_reserve
     if spare < 0:
         return CapacityDecision(max(floor, current // 2), "memory pressure")
-    if sample.cpu_percent >= policy.cpu_high and current > floor:
-        return CapacityDecision(max(floor, current - 1), "cpu saturated")
+    saturation_floor = max(floor, min(ceiling, policy.saturation_floor))
+    if sample.cpu_percent >= policy.cpu_high and current > saturation_floor:
+        return CapacityDecision(max(saturation_floor, current - 1), "cpu saturated")
     if sample.cpu_percent <= policy.cpu_low and waiting > 0 and current < ceiling:
         if running > 0 and sample.children_rss > 0:
             per_worker = sample.children_rss / running

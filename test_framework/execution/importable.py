@@ -20,6 +20,16 @@ _PACKAGE_DIR = Path(test_framework.__file__).resolve().parent
 
 
 def importable_by_default(cwd: str) -> bool:
+    """Installed (a wheel or an editable install) means importable in a fresh interpreter; only a
+    bare checkout needs the probe (a subprocess, ~50 ms)."""
+    try:
+        from importlib.metadata import distribution
+
+        files = distribution("test_framework").files or ()
+    except Exception:
+        files = ()
+    if any(str(f).endswith((".pth", "__init__.py")) for f in files):
+        return True
     probe = subprocess.run(
         [
             sys.executable,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiosqlite
@@ -15,20 +16,33 @@ from ..models import Outcome
 class History:
     durations: dict[str, float]
     recent_failures: frozenset[str]
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def cpu_fraction(self, nodeids: Sequence[str]) -> float | None:
+        """The share of wall time these tests kept a core busy, when most of them are known."""
+        known = [n for n in nodeids if n in self.cpu and n in self.durations]
+        if not nodeids or len(known) * 2 < len(nodeids):
+            return None
+        wall = sum(self.durations[n] for n in known)
+        return min(1.0, sum(self.cpu[n] for n in known) / wall) if wall > 0 else None
 
 
 async def load_history(db: aiosqlite.Connection, project: str) -> History:
     cursor = await db.execute(
-        "SELECT nodeid, ewma_duration, last_outcome FROM test_stats WHERE project = ?", (project,)
+        "SELECT nodeid, ewma_duration, last_outcome, ewma_cpu FROM test_stats WHERE project = ?",
+        (project,),
     )
     durations: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     failures: set[str] = set()
     failing = {o.value for o in (Outcome.FAILED, Outcome.ERROR, Outcome.CRASHED, Outcome.TIMEOUT)}
-    for nodeid, duration, last in await cursor.fetchall():
+    for nodeid, duration, last, cpu_seconds in await cursor.fetchall():
         durations[nodeid] = float(duration)
+        if cpu_seconds is not None:
+            cpu[nodeid] = float(cpu_seconds)
         if last in failing:
             failures.add(nodeid)
-    return History(durations=durations, recent_failures=frozenset(failures))
+    return History(durations=durations, recent_failures=frozenset(failures), cpu=cpu)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-SUITE = Path(__file__).resolve().parent.parent / "fixtures" / "suites" / "constraints"
+from .helpers import run_suite
 
 pytestmark = pytest.mark.e2e
 
@@ -27,44 +23,24 @@ def overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
 
 
-def run_engine(
-    isolation: str, tmp_path: Path, log: Path, report: Path
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "test_framework",
-            "--project-root",
-            str(SUITE),
-            "--cache-dir",
-            str(tmp_path / "cache"),
+@pytest.mark.parametrize("isolation", ["fork", "spawn"])
+def test_serial_and_resource_tests_never_overlap(isolation: str, tmp_path: Path) -> None:
+    log = tmp_path / "intervals.tsv"
+    # Twice: the second run knows the durations, so the free tests are spread over shards.
+    for _ in range(2):
+        log.unlink(missing_ok=True)
+        done, document = run_suite(
+            "constraints",
+            tmp_path,
             "--workers",
             "4",
             "--retries",
             "0",
             f"--isolation={isolation}",
-            "--report",
-            str(report),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        env={**os.environ, "CONSTRAINTS_LOG": str(log)},
-    )
-
-
-@pytest.mark.parametrize("isolation", ["fork", "spawn"])
-def test_serial_and_resource_tests_never_overlap(isolation: str, tmp_path: Path) -> None:
-    log = tmp_path / "intervals.tsv"
-    report = tmp_path / "report.json"
-    # Twice: the second run knows the durations, so the free tests are spread over shards.
-    for _ in range(2):
-        log.unlink(missing_ok=True)
-        done = run_engine(isolation, tmp_path, log, report)
+            env={"CONSTRAINTS_LOG": str(log)},
+        )
         assert done.returncode == 0, done.stdout + done.stderr
-    tests = json.loads(report.read_text(encoding="utf-8"))["tests"]
+    tests = document["tests"]
 
     assert len(tests) == 14
     assert {t["outcome"] for t in tests} == {"passed"}

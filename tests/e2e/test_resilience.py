@@ -8,7 +8,6 @@ and that no process is left behind.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -20,36 +19,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-SUITES = Path(__file__).resolve().parent.parent / "fixtures" / "suites"
+from .helpers import SUITES, run_suite
 
 pytestmark = pytest.mark.e2e
-
-
-def engine(
-    suite: str, tmp_path: Path, *args: str, env: dict[str, str] | None = None
-) -> tuple[subprocess.CompletedProcess[str], dict[str, object]]:
-    report = tmp_path / "report.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "test_framework",
-            "--project-root",
-            str(SUITES / suite),
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--report",
-            str(report),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
-    document = json.loads(report.read_text(encoding="utf-8")) if report.exists() else {}
-    return done, document
 
 
 def outcomes(document: dict[str, object]) -> dict[str, str]:
@@ -60,7 +32,7 @@ def outcomes(document: dict[str, object]) -> dict[str, str]:
 
 @pytest.mark.parametrize("isolation", ["fork", "spawn"])
 def test_crashing_tests_are_reported_and_the_rest_still_run(isolation: str, tmp_path: Path) -> None:
-    done, document = engine("crash", tmp_path, "--retries", "0", f"--isolation={isolation}")
+    done, document = run_suite("crash", tmp_path, "--retries", "0", f"--isolation={isolation}")
     assert done.returncode == 1, done.stdout + done.stderr
     result = outcomes(document)
     assert result["test_crash.py::test_os_exit"] == "crashed"
@@ -77,7 +49,7 @@ def test_crashing_tests_are_reported_and_the_rest_still_run(isolation: str, tmp_
 def test_a_hung_test_times_out_and_the_rest_of_its_shard_runs(
     isolation: str, tmp_path: Path
 ) -> None:
-    done, document = engine(
+    done, document = run_suite(
         "hang", tmp_path, "--retries", "0", "--timeout", "1", f"--isolation={isolation}"
     )
     assert done.returncode == 1
@@ -89,7 +61,7 @@ def test_a_hung_test_times_out_and_the_rest_of_its_shard_runs(
 
 def test_a_leaked_process_is_killed_with_its_worker(tmp_path: Path) -> None:
     pid_file = tmp_path / "leaked.pid"
-    done, _document = engine(
+    done, _document = run_suite(
         "leak", tmp_path, "--retries", "0", env={"LEAK_PID_FILE": str(pid_file)}
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -101,7 +73,7 @@ def test_a_leaked_process_is_killed_with_its_worker(tmp_path: Path) -> None:
 
 def test_a_flaky_test_passes_on_retry_and_is_reported_flaky(tmp_path: Path) -> None:
     junit = tmp_path / "junit.xml"
-    done, document = engine(
+    done, document = run_suite(
         "flaky",
         tmp_path,
         "--retries",
@@ -129,7 +101,7 @@ def test_a_flaky_test_passes_on_retry_and_is_reported_flaky(tmp_path: Path) -> N
 
 
 def test_without_retries_the_flaky_test_fails(tmp_path: Path) -> None:
-    done, document = engine(
+    done, document = run_suite(
         "flaky", tmp_path, "--retries", "0", env={"FLAKY_STATE_DIR": str(tmp_path)}
     )
     assert done.returncode == 1

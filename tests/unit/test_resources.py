@@ -75,6 +75,16 @@ def test_widening_stops_where_memory_would_run_out() -> None:
     assert (crowded.capacity, crowded.reason) == (6, "memory bounds widening")
 
 
+def test_cpu_saturation_does_not_narrow_below_the_core_count() -> None:
+    per_core = CapacityPolicy(
+        minimum=1, maximum=8, cpu_high=90.0, cpu_low=60.0, memory_reserve=GIB, saturation_floor=2
+    )
+    assert compute_capacity(sample(99.0), 2, 5, per_core).capacity == 2
+    assert compute_capacity(sample(99.0), 5, 5, per_core).capacity == 4
+    # Memory pressure is another matter: it may go below the cores.
+    assert compute_capacity(sample(20.0, GIB // 2), 2, 5, per_core).capacity == 1
+
+
 def test_capacity_is_clamped_into_the_policy_bounds() -> None:
     decision = compute_capacity(sample(75.0), 20, 0, POLICY)
     assert decision.capacity == 8

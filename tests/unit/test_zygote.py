@@ -15,7 +15,7 @@ from test_framework.execution.runner import WORKER_PLUGIN, ShardSpec, WorkerSetu
 from test_framework.execution.zygote import ForkOrSpawn, Zygote, ZygoteGone
 from test_framework.models import Outcome, Shard
 
-from .test_runner import Recorder
+from .test_runner import Recorder, setup_for
 
 pytestmark = pytest.mark.anyio
 
@@ -23,18 +23,6 @@ pytestmark = pytest.mark.anyio
 def zygote_for(root: Path, scratch: Path, *args: str) -> Zygote:
     argv = ["-m", "pytest", "-p", WORKER_PLUGIN, "--continue-on-collection-errors", *args]
     return Zygote(argv, cwd=str(root), env=dict(os.environ), scratch=scratch, grace=1.0)
-
-
-def setup_for(root: Path, scratch: Path, timeout: float = 0.0) -> WorkerSetup:
-    return WorkerSetup(
-        rootdir=str(root),
-        cwd=str(root),
-        pytest_args=(),
-        env=dict(os.environ),
-        scratch_dir=scratch,
-        timeout=timeout,
-        grace=1.0,
-    )
 
 
 def spec(shard_id: int, file: str, part: tuple[int, int] = (0, 1)) -> ShardSpec:
