@@ -44,6 +44,7 @@ from test_framework.discovery import queries_for, query_args  # noqa: E402
 
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|flaky|crashed)")
 ALL_MODES = ("pytest", "xdist", "cold", "warm", "changed", "fast")
+MEASURE_TIMEOUT = 600
 
 
 @dataclass
@@ -102,7 +103,12 @@ def measure(command: list[str], cwd: Path, env: dict[str, str]) -> Sample:
 
     sampler = threading.Thread(target=sample_rss, daemon=True)
     sampler.start()
-    output, _ = process.communicate()
+    try:
+        output, _ = process.communicate(timeout=MEASURE_TIMEOUT)
+    except subprocess.TimeoutExpired:  # a hung peer (pytest-fast on filterwarnings=error suites)
+        process.kill()
+        output, _ = process.communicate()
+        output += f"\nbenchmark: killed after {MEASURE_TIMEOUT}s"
     wall = time.perf_counter() - started
     done.set()
     sampler.join()

@@ -687,7 +687,13 @@ class Orchestrator(ShardListener):
         elif sum(1 for n in selection.nodeids if n in history.durations) * 2 >= len(
             selection.nodeids
         ):
-            slots = settings.max_workers  # known costs: cut for the ceiling the monitor allows
+            # Known costs: cut for as many workers as these tests can keep busy (cores / CPU
+            # share), not for the ceiling: CPU-bound tests gain nothing from more shards.
+            fraction = history.cpu_fraction(selection.nodeids)
+            wanted = settings.max_workers
+            if fraction is not None:
+                wanted = round(settings.cores / max(fraction, 1.0 / settings.max_workers))
+            slots = max(settings.initial_workers, min(settings.max_workers, wanted))
         else:
             # Unknown costs: a few shards per core. Thousands of millisecond tests cut for the
             # ceiling would pay a fork and a session per handful of tests.

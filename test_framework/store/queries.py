@@ -12,6 +12,11 @@ import aiosqlite
 from ..models import Outcome
 
 
+# Under contention a CPU-bound test's wall time stretches and its measured CPU share drops; a
+# share above this says "CPU-bound" and no more, so a contended run never learns to overcommit.
+CPU_BOUND_SHARE = 0.5
+
+
 @dataclass(frozen=True, slots=True)
 class History:
     durations: dict[str, float]
@@ -24,7 +29,10 @@ class History:
         if not nodeids or len(known) * 2 < len(nodeids):
             return None
         wall = sum(self.durations[n] for n in known)
-        return min(1.0, sum(self.cpu[n] for n in known) / wall) if wall > 0 else None
+        if wall <= 0:
+            return None
+        share = sum(self.cpu[n] for n in known) / wall
+        return 1.0 if share > CPU_BOUND_SHARE else share
 
 
 async def load_history(db: aiosqlite.Connection, project: str) -> History:

@@ -21,6 +21,13 @@ def test_cpu_fraction_is_capped_at_one_core() -> None:
     assert threaded.cpu_fraction(["a"]) == 1.0
 
 
+def test_a_mostly_busy_test_counts_as_cpu_bound() -> None:
+    """Measured while contended, a CPU-bound test looks 60 % busy; it must not read as 'room
+    for more workers'."""
+    contended = history({"a": 1.0}, {"a": 0.6})
+    assert contended.cpu_fraction(["a"]) == 1.0
+
+
 def test_cpu_fraction_needs_most_tests_known() -> None:
     partial = history({"a": 1.0}, {"a": 0.1})
     assert partial.cpu_fraction(["a", "b", "c"]) is None
