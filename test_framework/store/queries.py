@@ -11,7 +11,6 @@ import aiosqlite
 
 from ..models import Outcome
 
-
 # Under contention a CPU-bound test's wall time stretches and its measured CPU share drops; a
 # share above this says "CPU-bound" and no more, so a contended run never learns to overcommit.
 CPU_BOUND_SHARE = 0.5
