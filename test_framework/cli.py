@@ -128,6 +128,13 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="run a failing test again up to N times in a fresh process (default: profile's)",
     )
     add(
+        "--flaky-result",
+        choices=("pass", "fail"),
+        default="pass",
+        help="what a test that failed and then passed on a retry means for the exit code "
+        "(default: pass; it is reported as flaky either way)",
+    )
+    add(
         "--isolation",
         choices=("fork", "spawn"),
         help="fork shards from a warm zygote (fast) or spawn a fresh interpreter each "
@@ -188,6 +195,7 @@ def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bo
         timeout=ns.timeout,
         retries=ns.retries,
         isolation=ns.isolation,
+        flaky_result=ns.flaky_result,
         argv=tuple(argv),
     )
     return request, bool(ns.clear_cache)

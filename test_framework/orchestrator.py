@@ -570,7 +570,11 @@ class Orchestrator(ShardListener):
         results = tuple(
             sorted(self.state.final.values(), key=lambda r: order.get(r.nodeid, len(order)))
         )
-        code = exit_code_for(results, interrupted=self.state.interrupted)
+        code = exit_code_for(
+            results,
+            interrupted=self.state.interrupted,
+            flaky_fails=self.settings.flaky_result == "fail",
+        )
         return RunSummary(
             run_id=self.run_id,
             results=results,

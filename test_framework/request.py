@@ -36,6 +36,7 @@ class RunRequest:
     collection_cache: bool | None = None
     timeout: float | None = None
     retries: int | None = None
+    flaky_result: str = "pass"
     isolation: str | None = None
     argv: tuple[str, ...] = ()
 
@@ -61,6 +62,7 @@ class RunSettings:
     resource_monitoring: bool
     argv: tuple[str, ...]
     isolation: str = "spawn"
+    flaky_result: str = "pass"
     resource_limits: Mapping[str, int] = field(default_factory=dict)
 
     @property
@@ -124,6 +126,7 @@ def resolve(
         argv=request.argv,
         isolation=_isolation(request.isolation or profile.isolation),
         resource_limits=catalog.resource_limits,
+        flaky_result=request.flaky_result,
     )
 
 

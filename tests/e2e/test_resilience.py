@@ -100,6 +100,20 @@ def test_a_flaky_test_passes_on_retry_and_is_reported_flaky(tmp_path: Path) -> N
     assert attempts == [(1, "failed"), (2, "flaky")]
 
 
+def test_flaky_result_fail_makes_a_flaky_run_exit_1(tmp_path: Path) -> None:
+    done, document = run_suite(
+        "flaky",
+        tmp_path,
+        "--retries",
+        "1",
+        "--flaky-result",
+        "fail",
+        env={"FLAKY_STATE_DIR": str(tmp_path)},
+    )
+    assert outcomes(document)["test_flaky.py::test_flaky_first_attempt"] == "flaky"
+    assert done.returncode == 1
+
+
 def test_without_retries_the_flaky_test_fails(tmp_path: Path) -> None:
     done, document = run_suite(
         "flaky", tmp_path, "--retries", "0", env={"FLAKY_STATE_DIR": str(tmp_path)}
