@@ -158,7 +158,6 @@ def file_of(nodeid: NodeId) -> str:
 @dataclass(frozen=True, slots=True)
 class Plan:
     shards: tuple[Shard, ...]
-    expected_durations: Mapping[NodeId, float]
     known_durations: int
     collection_errors: tuple[TestResult, ...] = ()
 

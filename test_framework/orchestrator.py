@@ -109,7 +109,6 @@ class Selection:
     collection_errors: tuple[TestResult, ...]
     worker_args: tuple[str, ...]
     explicit_ids: bool
-    cached: bool
     serial: tuple[NodeId, ...] = ()
     resources: Mapping[NodeId, tuple[str, ...]] = field(default_factory=dict)
 
@@ -205,20 +204,24 @@ class Orchestrator(ShardListener):
         if self._stop_scope is not None:
             self._stop_scope.cancel()
 
-    def _learned_capacity(
-        self, selection: Selection, history: History, *, forked: bool
-    ) -> CapacityChanged | None:
-        """Start where the last run ended up: tests known to keep a core busy a fraction f of
-        their time can run about cores / f at once. Only for cheap (forked) workers; the
-        monitor still narrows it if the machine disagrees."""
-        settings = self.settings
-        if not forked or settings.fixed_workers or not settings.resource_monitoring:
-            return None
-        fraction = history.cpu_fraction(selection.nodeids)
+    def _busy_workers(self, fraction: float | None) -> int | None:
+        """How many workers tests known to keep a core busy a fraction f of their time can
+        use: about cores / f, within the profile's bounds. None when the share is unknown."""
         if fraction is None:
             return None
+        settings = self.settings
         wanted = round(settings.cores / max(fraction, 1.0 / settings.max_workers))
-        start = max(self.limiter.capacity, min(settings.max_workers, wanted))
+        return max(settings.initial_workers, min(settings.max_workers, wanted))
+
+    def _learned_capacity(self, busy: int | None, fraction: float | None) -> CapacityChanged | None:
+        """Start where the last run ended up (forked runs only, where `busy` is known); the
+        monitor still narrows it if the machine disagrees."""
+        settings = self.settings
+        if busy is None or fraction is None or settings.fixed_workers:
+            return None
+        if not settings.resource_monitoring:
+            return None
+        start = max(self.limiter.capacity, busy)
         if start == self.limiter.capacity:
             return None
         event = CapacityChanged(
@@ -302,11 +305,13 @@ class Orchestrator(ShardListener):
         settings = self.settings
         selection = await (self._from_zygote(zygote) if zygote else self._discover(db))
         history = await self._history(db)
-        planned = self._plan(selection, history, forked=zygote is not None)
+        forked = zygote is not None
+        known = sum(1 for n in selection.nodeids if n in history.durations)
+        busy = self._busy_workers(history.cpu_fraction(selection.nodeids)) if forked else None
+        planned = self._plan(selection, history, forked=forked, known=known, busy=busy)
         plan = Plan(
             shards=tuple(p.shard for p in planned),
-            expected_durations={},
-            known_durations=sum(1 for n in selection.nodeids if n in history.durations),
+            known_durations=known,
             collection_errors=selection.collection_errors,
         )
         if not selection.nodeids and not selection.collection_errors:
@@ -319,7 +324,7 @@ class Orchestrator(ShardListener):
                 f"no tests collected: categories {', '.join(c.name for c in settings.categories)}"
                 f"{extra} select no test under {settings.project_root}"
             )
-        learned = self._learned_capacity(selection, history, forked=zygote is not None)
+        learned = self._learned_capacity(busy, history.cpu_fraction(selection.nodeids))
         started_event = RunStarted(
             self.run_id, plan, self.limiter.capacity, str(settings.project_root), settings.argv
         )
@@ -394,7 +399,6 @@ class Orchestrator(ShardListener):
             collection_errors=errors,
             worker_args=worker_args,
             explicit_ids=explicit_ids,
-            cached=False,
             serial=collection.serial,
             resources=collection.resources,
         )
@@ -614,12 +618,7 @@ class Orchestrator(ShardListener):
     async def _discover(self, db: aiosqlite.Connection | None) -> Selection:
         settings = self.settings
         queries = queries_for(settings.categories, settings.project_root)
-        collections: list[Collection] = []
-        cached_all = True
-        for query in queries:
-            collection, cached = await self._collect_one(db, query)
-            collections.append(collection)
-            cached_all = cached_all and cached
+        collections = [await self._collect_one(db, query) for query in queries]
         rootdir = collections[0].rootdir
         nodeids = tuple(dict.fromkeys(n for c in collections for n in c.nodeids))
         errors: dict[NodeId, TestResult] = {}
@@ -634,14 +633,13 @@ class Orchestrator(ShardListener):
             collection_errors=tuple(errors.values()),
             worker_args=worker_args,
             explicit_ids=explicit_ids,
-            cached=cached_all,
             serial=tuple(dict.fromkeys(n for c in collections for n in c.serial)),
             resources={n: r for c in collections for n, r in c.resources.items()},
         )
 
     async def _collect_one(
         self, db: aiosqlite.Connection | None, query: CollectionQuery
-    ) -> tuple[Collection, bool]:
+    ) -> Collection:
         settings = self.settings
         env = self._env
         fingerprint = collection_fingerprint(
@@ -656,11 +654,8 @@ class Orchestrator(ShardListener):
                 self.store_warnings.append(f"results store: cannot read collection cache: {exc}")
             if hit is not None:
                 self.log.debug("collection_cache_hit", tests=len(hit.nodeids))
-                return (
-                    Collection(
-                        hit.rootdir, hit.nodeids, (), hit.positionals, hit.serial, hit.resources
-                    ),
-                    True,
+                return Collection(
+                    hit.rootdir, hit.nodeids, (), hit.positionals, hit.serial, hit.resources
                 )
         collection = await collect(
             query, settings.pytest_args, project_root=settings.project_root, env=env
@@ -680,24 +675,26 @@ class Orchestrator(ShardListener):
                 )
             except Exception as exc:
                 self.store_warnings.append(f"results store: cannot save collection: {exc}")
-        return collection, False
+        return collection
 
-    def _plan(self, selection: Selection, history: History, *, forked: bool) -> list[PlannedShard]:
+    def _plan(
+        self,
+        selection: Selection,
+        history: History,
+        *,
+        forked: bool,
+        known: int,
+        busy: int | None,
+    ) -> list[PlannedShard]:
         settings = self.settings
         if settings.fixed_workers:
             slots = settings.fixed_workers
         elif not forked:
             slots = settings.initial_workers  # a spawn costs half a second: few shards
-        elif sum(1 for n in selection.nodeids if n in history.durations) * 2 >= len(
-            selection.nodeids
-        ):
+        elif known * 2 >= len(selection.nodeids):
             # Known costs: cut for as many workers as these tests can keep busy (cores / CPU
             # share), not for the ceiling: CPU-bound tests gain nothing from more shards.
-            fraction = history.cpu_fraction(selection.nodeids)
-            wanted = settings.max_workers
-            if fraction is not None:
-                wanted = round(settings.cores / max(fraction, 1.0 / settings.max_workers))
-            slots = max(settings.initial_workers, min(settings.max_workers, wanted))
+            slots = busy if busy is not None else settings.max_workers
         else:
             # Unknown costs: a few shards per core. Thousands of millisecond tests cut for the
             # ceiling would pay a fork and a session per handful of tests.

@@ -111,7 +111,7 @@ def summary(results: Iterable[TestResult], *, duration: float = 0.12, **kw: Any)
 
 
 def run_started(plan: Plan | None = None) -> RunStarted:
-    plan = plan or Plan(shards=(), expected_durations={}, known_durations=0)
+    plan = plan or Plan(shards=(), known_durations=0)
     return RunStarted(run_id="run-1", plan=plan, capacity=2, project_root=ROOT)
 
 
@@ -297,9 +297,7 @@ def test_console_short_summary_prefers_the_engine_message_and_lists_flaky() -> N
 
 
 def test_console_plain_lines_for_retries_and_shards_when_not_a_tty() -> None:
-    plan = Plan(
-        shards=(Shard(0, ("t.py::a", "t.py::b"), 1.0),), expected_durations={}, known_durations=0
-    )
+    plan = Plan(shards=(Shard(0, ("t.py::a", "t.py::b"), 1.0),), known_durations=0)
     events: list[Event] = [
         run_started(plan),
         TestRetrying(result=failed("t.py::a"), next_attempt=2, delay=0.5),
@@ -543,7 +541,6 @@ def test_plan_printer_lists_each_shard_and_its_node_ids() -> None:
             Shard(0, ("tests/test_a.py::test_slow",), 2.5),
             Shard(1, ("tests/test_b.py::test_1", "tests/test_b.py::test_2[x]"), 0.75),
         ),
-        expected_durations={},
         known_durations=2,
         collection_errors=(bare("tests/test_broken.py", Outcome.ERROR),),
     )

@@ -78,7 +78,7 @@ def result(
 
 
 def run_started(run_id: str) -> RunStarted:
-    plan = Plan(shards=(), expected_durations={}, known_durations=0)
+    plan = Plan(shards=(), known_durations=0)
     return RunStarted(run_id=run_id, plan=plan, capacity=2, project_root=PROJECT)
 
 
