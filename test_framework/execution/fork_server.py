@@ -100,12 +100,27 @@ def become_child(session: pytest.Session, setup: ChildSetup) -> None:
     if capture is not None:
         capture.start_global_capturing()
     # Nobody reads a child's terminal; its closing summary (and the lazy imports plugins make
-    # there, ~1 s for hypothesis without bytecode caches) would be paid once per shard.
-    terminal = session.config.pluginmanager.getplugin("terminalreporter")
+    # there, ~1 s for hypothesis without bytecode caches) would be paid once per shard. Its hooks
+    # go; the object stays findable, since pytest itself (assertion rewriting's highlighter) and
+    # plugins look it up by name.
+    manager = session.config.pluginmanager
+    terminal = manager.getplugin("terminalreporter")
     if terminal is not None:
-        session.config.pluginmanager.unregister(terminal)
+        manager.unregister(terminal)
+        manager.register(_WithoutHooks(terminal), "terminalreporter")
     # Collection errors were the zygote's to report; this child only runs its tests.
     session.testsfailed = 0
+
+
+class _WithoutHooks:
+    """Forwards attribute access to a plugin object but shows pluggy no `pytest_*` methods
+    (pluggy finds hooks through dir(), which lists only this class's own names)."""
+
+    def __init__(self, plugin: object) -> None:
+        self._plugin = plugin
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._plugin, name)
 
 
 def _redirect_pytest_faulthandler(config: pytest.Config, output: int) -> None:

@@ -64,3 +64,22 @@ def test_pass_through_node_id_selection_matches_pytest() -> None:
     engine = run_engine(sys.executable, SUITES / "weird_ids", args)
     assert list(plain.outcomes) == ["test_weird_ids.py::test_string_param[a::b]"]
     assert differences(plain.outcomes, engine.outcomes) == []
+
+
+def test_failure_reports_read_the_same_in_fork_and_spawn(tmp_path: Path) -> None:
+    """A forked worker renders failures as a fresh pytest does: pytest's assertion rewriting
+    looks the terminal reporter up to highlight source, so the child must still have one."""
+    from .helpers import run_suite
+
+    texts = {}
+    for isolation in ("fork", "spawn"):
+        (tmp_path / isolation).mkdir()
+        _done, document = run_suite(
+            "outcomes", tmp_path / isolation, "--retries", "0", f"--isolation={isolation}"
+        )
+        texts[isolation] = {
+            t["nodeid"]: t["longrepr"] for t in document["tests"] if t["outcome"] == "failed"
+        }
+    assert texts["fork"] == texts["spawn"]
+    assert any("assert" in text and "AssertionError" in text for text in texts["fork"].values())
+    assert not any("terminalreporter" in text for text in texts["fork"].values())
