@@ -1,6 +1,7 @@
 """Command line: argv -> RunRequest, and the one place that maps exceptions to exit codes.
 
-`python -m test_framework [run] [options] [-- pytest args]` and
+`python -m test_framework [run] [options] [-- pytest args]` (or `flaky [options]`: flake rates
+from the results store) and
 `python scripts/test_backend_optimized.py [options] [-- pytest args]` take the same options.
 A mistake of the user's is one line on stderr and exit 4; never a traceback.
 """
@@ -22,6 +23,7 @@ from .config import CATEGORY_NAMES, PROFILE_NAMES
 from .errors import TestFrameworkError, UsageError
 from .events import Subscriber
 from .exit_codes import ExitCode
+from .flaky_command import main as flaky_main
 from .logging import configure_logging
 from .models import RunSummary
 from .orchestrator import run_events
@@ -74,7 +76,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         prog=prog,
         description="Run a project's pytest suite in parallel worker processes, "
         "longest tests first, with results kept in SQLite.",
-        epilog="Arguments after `--` go to pytest unchanged (-k, -m, -x, paths, ...).",
+        epilog="Arguments after `--` go to pytest unchanged (-k, -m, -x, paths, ...). "
+        "`%(prog)s flaky --help`: flake rates of the project's tests from the results store.",
     )
     add = parser.add_argument
     add(
@@ -120,6 +123,27 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         type=_seconds,
         metavar="SECONDS",
         help="per-test timeout: a test running longer is killed and reported (0: never)",
+    )
+    add(
+        "--session-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="end the whole run after this long: running tests are reported as timed out, "
+        "the rest as not run, every report is still written (0: never)",
+    )
+    add(
+        "--memory-limit",
+        type=_non_negative_int,
+        metavar="MB",
+        help="kill a worker whose RSS (with its children) passes MB and report the test "
+        "that was running as the culprit (0: no limit; default: the profile's)",
+    )
+    add(
+        "--breaker-threshold",
+        type=_non_negative_int,
+        metavar="N",
+        help="after N failures with one error signature and a probe that fails the same way, "
+        "skip the rest of the affected files with that reason (0: off; default: the profile's)",
     )
     add(
         "--retries",
@@ -196,6 +220,9 @@ def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bo
         retries=ns.retries,
         isolation=ns.isolation,
         flaky_result=ns.flaky_result,
+        session_timeout=ns.session_timeout,
+        memory_limit_mb=ns.memory_limit,
+        breaker_threshold=ns.breaker_threshold,
         argv=tuple(argv),
     )
     return request, bool(ns.clear_cache)
@@ -232,6 +259,12 @@ def _log_own_cost() -> None:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "flaky":
+        try:
+            return flaky_main(args[1:], prog)
+        except TestFrameworkError as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return int(exc.exit_code)
     out = sys.stdout
     try:
         request, clear_cache = parse_request(args, prog)

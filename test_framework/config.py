@@ -56,9 +56,18 @@ class Profile:
     retry_max_delay: float
     collection_cache: bool
     isolation: str
+    session_timeout: float = 0.0
+    memory_limit_mb: int = 0
+    breaker_threshold: int = 0
 
 
 ISOLATIONS = ("fork", "spawn")
+# Keys added after the first release: a project profile written before them stays valid.
+OPTIONAL_PROFILE_KEYS: dict[str, Any] = {
+    "session_timeout": 0.0,
+    "memory_limit_mb": 0,
+    "breaker_threshold": 0,
+}
 PROFILE_KEYS = tuple(f.name for f in fields(Profile) if f.name != "name")
 CATEGORY_KEYS = ("description", "paths", "marker")
 PROJECT_KEYS = (
@@ -153,6 +162,8 @@ def _profile(source: str, name: str, table: Mapping[str, Any], base: Profile | N
     for key, raw in table.items():
         if key != "extends":
             values[key] = _typed(f"{source} [profiles.{name}]", key, raw, _PROFILE_TYPES[key])
+    for key, default in OPTIONAL_PROFILE_KEYS.items():
+        values.setdefault(key, default)
     missing = [k for k in PROFILE_KEYS if k not in values]
     if missing:
         raise ConfigError(
@@ -178,6 +189,9 @@ def _validate_profile(source: str, p: Profile) -> None:
         (p.monitor_interval > 0, "monitor_interval must be > 0"),
         (p.fail_fast_threshold >= 0, "fail_fast_threshold must be >= 0 (0: never)"),
         (p.timeout >= 0, "timeout must be >= 0 (0: never)"),
+        (p.session_timeout >= 0, "session_timeout must be >= 0 (0: never)"),
+        (p.memory_limit_mb >= 0, "memory_limit_mb must be >= 0 (0: no limit)"),
+        (p.breaker_threshold >= 0, "breaker_threshold must be >= 0 (0: off)"),
         (p.retries >= 0, "retries must be >= 0"),
         (p.retry_base_delay >= 0 and p.retry_max_delay >= 0, "retry delays must be >= 0"),
         (p.retry_factor >= 1, "retry_factor must be >= 1"),

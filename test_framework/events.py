@@ -79,6 +79,26 @@ class ShardCrashed:
 
 
 @dataclass(frozen=True, slots=True)
+class CircuitOpened:
+    """Several failures shared one error signature and a probe confirmed it: the rest of the
+    affected files is skipped with `reason`."""
+
+    signature: str
+    files: tuple[str, ...]
+    failures: tuple[NodeId, ...]
+    probe: NodeId
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessesLeaked:
+    """Processes still alive in a shard's session after its worker ended; they were killed."""
+
+    shard_id: int
+    processes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CapacityChanged:
     old: int
     new: int
@@ -104,6 +124,8 @@ Event = (
     | RunStopping
     | ShardFinished
     | ShardCrashed
+    | ProcessesLeaked
+    | CircuitOpened
     | CapacityChanged
     | RunFinished
 )

@@ -181,3 +181,6 @@ class RunSummary:
     exit_code: int
     interrupted: bool = False
     errors: tuple[str, ...] = field(default_factory=tuple)
+    # What the engine decided on its own that changed what ran: an open circuit breaker, a
+    # session timeout, processes the tests leaked. Shown before the closing line.
+    notes: tuple[str, ...] = field(default_factory=tuple)

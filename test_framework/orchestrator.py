@@ -31,6 +31,7 @@ from anyio.abc import TaskGroup
 if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
     from exceptiongroup import BaseExceptionGroup
 
+from .breaker import BreakerOpened, FailureBreaker
 from .discovery import (
     Collection,
     CollectionQuery,
@@ -44,8 +45,10 @@ from .discovery import (
 from .errors import NoTestsCollected, StoreError, TestFrameworkError
 from .events import (
     CapacityChanged,
+    CircuitOpened,
     Event,
     EventBus,
+    ProcessesLeaked,
     RunFinished,
     RunStarted,
     RunStopping,
@@ -57,13 +60,14 @@ from .events import (
     TestStarted,
 )
 from .execution.importable import worker_env
-from .execution.process import Launcher
+from .execution.process import Launcher, signal_group
 from .execution.runner import (
     WORKER_PLUGIN,
     ShardListener,
     ShardOutcome,
     ShardSpec,
     SpawnLauncher,
+    WorkerControl,
     WorkerSetup,
     run_shard,
     with_output_tail,
@@ -80,6 +84,7 @@ from .models import (
     RunSummary,
     Shard,
     TestResult,
+    file_of,
 )
 from .monitor import run_monitor
 from .outcomes import count_outcomes, exit_code_for
@@ -150,17 +155,40 @@ class Orchestrator(ShardListener):
         self.store_warnings: list[str] = []
         self._env: dict[str, str] = dict(os.environ)
         self._launcher: Launcher | None = None
+        self.breaker = FailureBreaker(settings.profile.breaker_threshold)
+        self._notes: list[str] = []
+        # Live workers, for the breaker's commands, the session timeout's report and a second
+        # interrupt's kill: shard id -> control / pid / the test it is running.
+        self._controls: dict[int, WorkerControl] = {}
+        self._worker_pids: dict[int, int] = {}
+        self._running: dict[int, NodeId] = {}
+        self._zygote: Zygote | None = None
         self.log = log.bind(run_id=self.run_id)
 
     # ---- ShardListener: called by runners while shards run -------------------------------
     def shard_started(self, shard_id: int, pid: int, nodeids: tuple[NodeId, ...]) -> None:
+        self._worker_pids[shard_id] = pid
         self.bus.emit(ShardStarted(shard_id=shard_id, pid=pid, nodeids=nodeids))
 
+    def worker_ready(self, shard_id: int, control: WorkerControl) -> None:
+        self._controls[shard_id] = control
+        skips = self.breaker.open_files()
+        if skips:
+            _send_skips(control, skips)
+
+    def worker_gone(self, shard_id: int) -> None:
+        self._controls.pop(shard_id, None)
+        self._worker_pids.pop(shard_id, None)
+        self._running.pop(shard_id, None)
+
     def test_started(self, shard_id: int, nodeid: NodeId) -> None:
+        self._running[shard_id] = nodeid
         self.bus.emit(TestStarted(shard_id=shard_id, nodeid=nodeid))
 
     def test_result(self, result: TestResult) -> None:
         """Every finished attempt: final, or queued for a retry after backoff."""
+        if result.shard_id is not None and self._running.get(result.shard_id) == result.nodeid:
+            del self._running[result.shard_id]
         profile = self.settings.profile
         retryable = result.outcome in _RETRYABLE and "::" in result.nodeid
         if retryable and result.attempt <= profile.retries and self.state.stop_reason is None:
@@ -195,6 +223,48 @@ class Orchestrator(ShardListener):
             maxfail = self.settings.maxfail
             if maxfail and self.state.failures >= maxfail:
                 self.stop(f"stopping after {self.state.failures} failures (maxfail={maxfail})")
+        opened = self.breaker.record(result)
+        if opened is not None:
+            self._open_circuit(opened)
+
+    def _open_circuit(self, opened: BreakerOpened) -> None:
+        """Skip the rest of the affected files: queued tests here, running workers by command."""
+        self.bus.emit(
+            CircuitOpened(
+                signature=opened.signature,
+                files=opened.files,
+                failures=opened.failures,
+                probe=opened.probe,
+                reason=opened.reason,
+            )
+        )
+        self._notes.append(
+            f"circuit breaker opened for `{opened.signature}` after {len(opened.failures)} "
+            f"failures (probe {opened.probe}); the rest of {', '.join(opened.files)} was skipped"
+        )
+        skips = self.breaker.open_files()
+        queued = list(self._queue)
+        self._queue.clear()
+        for spec in queued:
+            kept = self._without_skipped(spec)
+            if kept is not None:
+                self._queue.append(kept)
+        for control in list(self._controls.values()):
+            _send_skips(control, skips)
+
+    def _without_skipped(self, spec: ShardSpec) -> ShardSpec | None:
+        """The spec minus the tests of files an open circuit skips (reported skipped here)."""
+        skips = self.breaker.open_files()
+        if not skips or not any(file_of(n) in skips for n in spec.shard.nodeids):
+            return spec
+        rest = [n for n in spec.shard.nodeids if file_of(n) not in skips]
+        for nodeid in spec.shard.nodeids:
+            if file_of(nodeid) in skips:
+                self._finish(_skipped(nodeid, skips[file_of(nodeid)], spec))
+        if not rest:
+            return None
+        shard = dataclasses.replace(spec.shard, nodeids=tuple(rest))
+        return ShardSpec(shard=shard, selection=explicit_selection(rest), attempt=spec.attempt)
 
     def stop(self, reason: str, *, interrupted: bool = False) -> None:
         if self.state.stop_reason is None:
@@ -348,7 +418,7 @@ class Orchestrator(ShardListener):
             self.bus.emit(learned)
         for error in selection.collection_errors:
             self._finish(error)
-        await self._execute(setup)
+        await self._execute(setup, started)
         summary = self._summary(started)
         if writer is not None and writer.failed:
             summary = _with_warning(summary, f"results store: {writer.failed}")
@@ -378,6 +448,7 @@ class Orchestrator(ShardListener):
             argv, cwd=str(settings.project_root), env=self._env, scratch=scratch, grace=2.0
         )
         await outer.start(zygote.run)
+        self._zygote = zygote
         return zygote
 
     async def _from_zygote(self, zygote: Zygote) -> Selection:
@@ -418,9 +489,11 @@ class Orchestrator(ShardListener):
         explicit = not single or any("::" in p for p in user_positionals)
         return tuple(args), explicit
 
-    async def _execute(self, setup: WorkerSetup) -> None:
+    async def _execute(self, setup: WorkerSetup, started: float) -> None:
         settings = self.settings
         async with anyio.create_task_group() as services:
+            if settings.profile.session_timeout > 0:
+                services.start_soon(self._session_clock, settings.profile.session_timeout, started)
             if settings.resource_monitoring:
                 policy = CapacityPolicy(
                     minimum=settings.profile.min_workers,
@@ -476,9 +549,12 @@ class Orchestrator(ShardListener):
 
     async def _run_one(self, spec: ShardSpec, setup: WorkerSetup, taken: int) -> None:
         try:
-            outcome = await run_shard(spec, setup, self, self._launcher)
-            self._after_shard(spec, outcome)
-            self._flush_retries(spec)
+            current = self._without_skipped(spec)
+            if current is None:
+                return
+            outcome = await run_shard(current, setup, self, self._launcher)
+            self._after_shard(current, outcome)
+            self._flush_retries(current)
         finally:
             self.limiter.release(taken)
             self._busy -= 1
@@ -494,6 +570,9 @@ class Orchestrator(ShardListener):
             seconds=round(outcome.duration, 3),
             crashed=outcome.crashed,
         )
+        if outcome.leaked:
+            self.bus.emit(ProcessesLeaked(shard_id=spec.shard.shard_id, processes=outcome.leaked))
+            self._notes.extend(f"leaked process (killed): {process}" for process in outcome.leaked)
         if not outcome.crashed:
             self.bus.emit(
                 ShardFinished(
@@ -549,11 +628,46 @@ class Orchestrator(ShardListener):
             shard_id=spec.shard.shard_id,
         )
 
+    async def _session_clock(self, limit: float, started: float) -> None:
+        """End the run at its session timeout: the running tests are reported as timed out,
+        by name; the stop reports the rest as not run."""
+        await anyio.sleep(max(0.0, limit - (self.clock() - started)))
+        running = list(dict.fromkeys(self._running.values()))
+        message = f"timeout: the run reached its {limit:g}s session timeout while this test ran"
+        for shard_id, nodeid in list(self._running.items()):
+            report = PhaseReport(
+                nodeid=nodeid,
+                when="call",
+                outcome="failed",
+                category="timeout",
+                duration=0.0,
+                longrepr=message,
+            )
+            self._finish(
+                TestResult(
+                    nodeid=nodeid,
+                    outcome=Outcome.TIMEOUT,
+                    duration=0.0,
+                    reports=(report,),
+                    message=message,
+                    shard_id=shard_id,
+                )
+            )
+        names = ", ".join(running) if running else "none"
+        self._notes.append(
+            f"session timeout: the run stopped at its {limit:g}s limit; tests running then: {names}"
+        )
+        self.stop(f"session timeout ({limit:g}s) reached")
+
     async def _watch_signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 if self.state.interrupted:
-                    # Second interrupt: end at once; the worker groups die with their session.
+                    # Second interrupt: end at once, but take every worker group along.
+                    zygote_pid = self._zygote.pid if self._zygote else None
+                    for pid in (*self._worker_pids.values(), zygote_pid):
+                        if pid is not None:
+                            signal_group(pid, signal.SIGKILL)
                     os._exit(int(ExitCode.INTERRUPTED))
                 name = signal.Signals(signum).name
                 self.stop(f"interrupted by {name}", interrupted=True)
@@ -587,6 +701,7 @@ class Orchestrator(ShardListener):
             exit_code=int(code),
             interrupted=self.state.interrupted,
             errors=tuple(self.store_warnings + self.bus.failures),
+            notes=tuple(self._notes),
         )
 
     # ---- before the run: store, discovery, history, plan --------------------------------------
@@ -722,6 +837,7 @@ class Orchestrator(ShardListener):
             env=self._env,
             scratch_dir=scratch,
             timeout=self.settings.profile.timeout,
+            memory_limit=self.settings.profile.memory_limit_mb * 1024 * 1024,
         )
 
 
@@ -742,6 +858,34 @@ def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
             if isinstance(leaf, kind):
                 return leaf
     return group
+
+
+def _send_skips(control: WorkerControl, skips: Mapping[str, str]) -> None:
+    by_reason: dict[str, list[str]] = {}
+    for file, reason in skips.items():
+        by_reason.setdefault(reason, []).append(file)
+    for reason, files in by_reason.items():
+        control({"event": "skip", "files": files, "reason": reason})
+
+
+def _skipped(nodeid: NodeId, reason: str, spec: ShardSpec) -> TestResult:
+    report = PhaseReport(
+        nodeid=nodeid,
+        when="setup",
+        outcome="skipped",
+        category="skipped",
+        duration=0.0,
+        longrepr=reason,
+    )
+    return TestResult(
+        nodeid=nodeid,
+        outcome=Outcome.SKIPPED,
+        duration=0.0,
+        attempt=spec.attempt,
+        reports=(report,),
+        message=reason,
+        shard_id=spec.shard.shard_id,
+    )
 
 
 def _with_warning(summary: RunSummary, warning: str) -> RunSummary:

@@ -50,7 +50,8 @@ def exit_code_for(
     results = list(results)
     if not results:
         return ExitCode.NO_TESTS_COLLECTED
-    failing = set(FAILING_OUTCOMES) | ({Outcome.FLAKY} if flaky_fails else set())
+    # A test not run leaves the answer incomplete: never "all passed".
+    failing = {*FAILING_OUTCOMES, Outcome.NOT_RUN, *((Outcome.FLAKY,) if flaky_fails else ())}
     if any(r.outcome in failing for r in results):
         return ExitCode.TESTS_FAILED
     return ExitCode.OK

@@ -38,6 +38,9 @@ class RunRequest:
     retries: int | None = None
     flaky_result: str = "pass"
     isolation: str | None = None
+    session_timeout: float | None = None
+    memory_limit_mb: int | None = None
+    breaker_threshold: int | None = None
     argv: tuple[str, ...] = ()
 
 
@@ -154,6 +157,19 @@ def _apply_overrides(profile: Profile, request: RunRequest, env: EnvOverrides) -
         profile = replace(profile, retries=request.retries)
     if request.collection_cache is not None:
         profile = replace(profile, collection_cache=request.collection_cache)
+    for option, value in (
+        ("--session-timeout", request.session_timeout),
+        ("--memory-limit", request.memory_limit_mb),
+        ("--breaker-threshold", request.breaker_threshold),
+    ):
+        if value is not None and value < 0:
+            raise UsageError(f"{option} must be >= 0 (0: off), got {value}")
+    if request.session_timeout is not None:
+        profile = replace(profile, session_timeout=request.session_timeout)
+    if request.memory_limit_mb is not None:
+        profile = replace(profile, memory_limit_mb=request.memory_limit_mb)
+    if request.breaker_threshold is not None:
+        profile = replace(profile, breaker_threshold=request.breaker_threshold)
     return profile
 
 

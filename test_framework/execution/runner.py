@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psutil
+from anyio.abc import SocketAttribute
 
 from ..models import NodeId, Outcome, PhaseReport, Shard, TestResult, final_outcome
 from .constants import ENV_SELECT, ENV_STACKS
+from .leaks import describe, find_session_members, kill_processes
 from .process import Launcher, WorkerHandle, signal_group, spawn_worker
 from .protocol import Message, phase_report, read_messages
 
@@ -38,6 +41,8 @@ class WorkerSetup:
     scratch_dir: Path
     timeout: float = 0.0
     grace: float = 2.0
+    memory_limit: int = 0  # bytes of RSS, the worker and its children together; 0: none
+    watch_interval: float = 0.2
 
     def argv(self, files: Sequence[str]) -> list[str]:
         return [
@@ -71,16 +76,22 @@ class ShardOutcome:
     output_tail: str = ""
     deps: tuple[str, ...] = ()
     duration: float = 0.0
+    leaked: tuple[str, ...] = ()
 
     @property
     def crashed(self) -> bool:
         return not self.completed
 
 
+WorkerControl = Callable[[Mapping[str, Any]], None]
+
+
 class ShardListener:
     """What the runner tells the orchestrator while a shard runs."""
 
     def shard_started(self, shard_id: int, pid: int, nodeids: tuple[NodeId, ...]) -> None: ...
+    def worker_ready(self, shard_id: int, control: WorkerControl) -> None: ...
+    def worker_gone(self, shard_id: int) -> None: ...
     def test_started(self, shard_id: int, nodeid: NodeId) -> None: ...
     def test_result(self, result: TestResult) -> None: ...
 
@@ -92,8 +103,12 @@ class _Progress:
     reports: dict[NodeId, list[PhaseReport]] = field(default_factory=dict)
     running: NodeId | None = None
     running_since: float = 0.0
+    running_limit: float | None = None  # the test's own timeout marker, if it has one
     finished: set[NodeId] = field(default_factory=set)
-    timed_out: bool = False
+    timed_out: float | None = None  # the limit the running test passed
+    memory_exceeded: int | None = None  # the RSS that passed the memory limit
+    started_at: list[tuple[float, NodeId]] = field(default_factory=list)  # worker's proc.now()
+    spawned_by: dict[int, NodeId] = field(default_factory=dict)  # child pid -> its test
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,24 +146,51 @@ async def run_shard(
     files = list(dict.fromkeys(entry["file"] for entry in spec.selection))
     progress = _Progress()
     started = clock()
-    async with launcher.launch(shard.shard_id, files, select_path, stacks_path) as worker:
-        listener.shard_started(shard.shard_id, worker.pid, shard.nodeids)
-        async with anyio.create_task_group() as tg:
-            if setup.timeout > 0:
-                tg.start_soon(_watchdog, worker, progress, setup.timeout, clock)
-            async for message in read_messages(worker.channel):
-                _handle(message, spec, progress, outcome, listener, clock)
-            # The channel closed: the worker is gone (or closed it); stop the watchdog.
-            tg.cancel_scope.cancel()
-        with anyio.move_on_after(setup.grace):
-            await worker.wait()
-        outcome.returncode = worker.returncode
+    session_id: int | None = None
+    try:
+        async with launcher.launch(shard.shard_id, files, select_path, stacks_path) as worker:
+            session_id = worker.pid
+            listener.shard_started(shard.shard_id, worker.pid, shard.nodeids)
+            listener.worker_ready(shard.shard_id, _control_of(worker))
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_watchdog, worker, progress, setup, clock)
+                    async for message in read_messages(worker.channel):
+                        _handle(message, spec, progress, outcome, listener, clock)
+                    # The channel closed: the worker is gone (or closed it); stop the watchdog.
+                    tg.cancel_scope.cancel()
+                with anyio.move_on_after(setup.grace):
+                    await worker.wait()
+            finally:
+                listener.worker_gone(shard.shard_id)
+            outcome.returncode = worker.returncode
+            outcome.leaked = _reap_leaks(worker.pid, progress)
+    except BaseException:
+        # Stopped from outside (an interrupt, fail-fast): the launcher killed the worker's group;
+        # a leak that moved to a group of its own is still in the session.
+        if session_id is not None:
+            kill_processes(find_session_members(session_id))
+        raise
     outcome.duration = clock() - started
     outcome.output_tail = worker.output_text()
     if not outcome.completed:
         _judge_crash(spec, progress, outcome, stacks_path, setup, clock())
     _cleanup(select_path, stacks_path)
     return outcome
+
+
+def _control_of(worker: WorkerHandle) -> WorkerControl:
+    """Commands to a running worker (the protocol socket is two-way); the worker reads them
+    before each test. Small and rare, so a plain non-blocking send; a gone worker is ignored."""
+    raw = worker.channel.extra(SocketAttribute.raw_socket, None)
+
+    def send(command: Mapping[str, Any]) -> None:
+        if raw is None:
+            return
+        with contextlib.suppress(OSError):  # the socket is non-blocking: never waits
+            os.write(raw.fileno(), (json.dumps(command) + "\n").encode())
+
+    return send
 
 
 def _handle(
@@ -166,6 +208,9 @@ def _handle(
     elif message.event == "started":
         progress.running = data["nodeid"]
         progress.running_since = clock()
+        progress.running_limit = _number(data.get("timeout"))
+        if isinstance(data.get("t"), (int, float)):
+            progress.started_at.append((float(data["t"]), data["nodeid"]))
         listener.test_started(shard_id, data["nodeid"])
     elif message.event == "report":
         report = phase_report(data)
@@ -184,6 +229,8 @@ def _handle(
             )
             progress.finished.add(report.nodeid)
             progress.running = None
+            for pid in data.get("spawned") or ():
+                progress.spawned_by[int(pid)] = report.nodeid
             outcome.results.append(result)
             listener.test_result(result)
     elif message.event in ("collect_error", "collect_skip"):
@@ -213,17 +260,63 @@ def _handle(
 
 
 async def _watchdog(
-    worker: WorkerHandle, progress: _Progress, limit: float, clock: Callable[[], float]
+    worker: WorkerHandle, progress: _Progress, setup: WorkerSetup, clock: Callable[[], float]
 ) -> None:
+    """Kill the worker when its running test passes its timeout (the test's marker, else the
+    run's), or when the worker's memory passes the limit; the crash judge names the test."""
     while True:
-        await anyio.sleep(min(0.2, limit / 4))
-        if progress.running is not None and clock() - progress.running_since > limit:
-            progress.timed_out = True
+        await anyio.sleep(setup.watch_interval)
+        if progress.running is None:
+            continue
+        limit = progress.running_limit if progress.running_limit is not None else setup.timeout
+        if limit > 0 and clock() - progress.running_since > limit:
+            progress.timed_out = limit
             # faulthandler in the worker dumps every thread's stack on SIGUSR1.
             signal_group(worker.pid, signal.SIGUSR1)
             await anyio.sleep(0.3)
             signal_group(worker.pid, signal.SIGKILL)
             return
+        if setup.memory_limit > 0:
+            rss = _tree_rss(worker.pid)
+            if rss > setup.memory_limit:
+                progress.memory_exceeded = rss
+                signal_group(worker.pid, signal.SIGKILL)
+                return
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident memory of a process and its descendants, in bytes (0 once it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        total = root.memory_info().rss
+        for child in root.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += child.memory_info().rss
+        return total
+    except psutil.Error:
+        return 0
+
+
+def _reap_leaks(session_id: int, progress: _Progress) -> tuple[str, ...]:
+    """Kill what the shard's tests left running in the worker's session; describe each."""
+    leaked = find_session_members(session_id)
+    if not leaked:
+        return ()
+    kill_processes(leaked)
+    return tuple(
+        describe(p, progress.spawned_by.get(p.pid) or _running_at(progress, p.started_at))
+        for p in leaked
+    )
+
+
+def _running_at(progress: _Progress, when: float) -> NodeId | None:
+    """The last test that had started by `when` (on the worker's clock)."""
+    found = None
+    for started, nodeid in progress.started_at:
+        if started > when:
+            break
+        found = nodeid
+    return found
 
 
 def _number(value: object) -> float | None:
@@ -255,11 +348,22 @@ def _judge_crash(
     culprit = progress.running
     reports = tuple(progress.reports.pop(culprit, ())) if culprit else ()
     if culprit is not None:
-        if progress.timed_out:
+        if progress.timed_out is not None:
             stacks = _read(stacks_path)
-            message = f"timeout: the test ran longer than {setup.timeout:g}s; its worker was killed"
+            message = (
+                f"timeout: the test ran longer than {progress.timed_out:g}s; its worker was killed"
+            )
             detail = f"{message}\n\n--- stacks of the hung worker ---\n{stacks}"
             kind = Outcome.TIMEOUT
+        elif progress.memory_exceeded is not None:
+            message = (
+                f"crashed: memory limit: the worker's RSS reached "
+                f"{progress.memory_exceeded / 2**20:.0f} MB, above the "
+                f"{setup.memory_limit / 2**20:.0f} MB limit, while this test ran; "
+                "its worker was killed"
+            )
+            detail = message
+            kind = Outcome.CRASHED
         else:
             message = f"crashed: {_describe_exit(outcome.returncode)} while this test ran"
             detail = message

@@ -10,10 +10,15 @@ Events, protocol version 1:
   hello      {v, pid, rootdir, args}              once, at configure
   collected  {nodeids, errors}                    the items this process will run, in order
   collect_error {nodeid, longrepr}                a file that failed to collect
-  started    {nodeid}                             before each test: who was running if we die
+  started    {nodeid, t, timeout?}                before each test: who was running if we die,
+                                                  when (clock.now()), its @pytest.mark.timeout
   report     {nodeid, when, outcome, category, duration, longrepr, sections, location}
+             on teardown also {cpu, maxrss, spawned}: what the test cost, children it left running
   deps       {files}                              project files imported (for the skip cache)
   done       {exitstatus}
+
+The engine may write commands back on the same socket, one JSON object per line, read before each
+test: skip {files, reason} (the circuit breaker: tests of these files are skipped with reason).
 
 `TEST_FRAMEWORK_SELECT` names a JSON file that narrows collection: a list of entries, each
 {"file": relpath, "part": [k, n]} (the k-th of n contiguous slices of that file's items, so every
@@ -43,6 +48,7 @@ from .constants import (
     PROTOCOL_VERSION,
 )
 from .fork_server import become_child, serve
+from .proc import now, own_children
 
 _fd: int | None = None
 _stacks_file: Any = None
@@ -183,10 +189,11 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     if child is None:
         session.items[:] = []
         return True  # the zygote itself runs nothing
-    global _forked_child
+    global _forked_child, _control_socket
     _forked_child = True
     os.close(_fd)
     _fd = child.channel_fd
+    _control_socket = None
     os.environ.pop(ENV_ZYGOTE, None)  # a test that starts pytest must not see it
     become_child(session, child)
     _register_stacks(child.command.get("stacks"))
@@ -205,10 +212,80 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+_control_socket: socket.socket | None = None
+_control_pending = b""
+_skip_files: dict[str, str] = {}
+
+
+def _read_commands() -> None:
+    """Commands the engine wrote to the protocol socket since the last test, without waiting.
+    One so far: `{"event": "skip", "files": [...], "reason": ...}` from the circuit breaker."""
+    global _control_socket, _control_pending
+    if _fd is None:
+        return
+    if _control_socket is None:
+        try:
+            _control_socket = socket.socket(fileno=os.dup(_fd))
+        except OSError:
+            return
+    while True:
+        try:
+            chunk = _control_socket.recv(65536, socket.MSG_DONTWAIT)
+        except OSError:  # nothing waiting (EAGAIN), or the engine is gone
+            break
+        if not chunk:
+            break
+        _control_pending += chunk
+    *lines, _control_pending = _control_pending.split(b"\n")
+    for line in lines:
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            command = json.loads(line)
+            if command["event"] == "skip":
+                for file in command["files"]:
+                    _skip_files[str(file)] = str(command["reason"])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    reason = _skip_files.get(_file_of(item.nodeid))
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     global _cpu_at_start
+    _read_commands()
     _cpu_at_start = _cpu_seconds()
-    _send("started", nodeid=nodeid)
+    timeout = _marker_timeout(item)
+    extra = {} if timeout is None else {"timeout": timeout}
+    _send("started", nodeid=item.nodeid, t=now(), **extra)
+    global _children_before
+    _children_before = own_children()
+
+
+_children_before: set[int] | None = None
+
+
+def _spawned() -> list[int]:
+    """Children that appeared during this test and are still running at its end."""
+    if _children_before is None:
+        return []
+    after = own_children()
+    return sorted(after - _children_before) if after else []
+
+
+def _marker_timeout(item: pytest.Item) -> float | None:
+    """`@pytest.mark.timeout(seconds)` (pytest-timeout's spelling): this test's own limit."""
+    mark = item.get_closest_marker("timeout")
+    if mark is None:
+        return None
+    raw = mark.args[0] if mark.args else mark.kwargs.get("timeout")
+    try:
+        seconds = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds >= 0 else None
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -244,6 +321,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             {
                 "cpu": _cpu_seconds() - _cpu_at_start,
                 "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                "spawned": _spawned(),
             }
             if report.when == "teardown"
             else {}

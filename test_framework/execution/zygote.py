@@ -126,6 +126,7 @@ class Zygote:
         self.alive = False
         self.output_tail = ""
         self.returncode: int | None = None
+        self.pid: int | None = None
         self._control: socket.socket | None = None
         self._by_shard: dict[int, _Child] = {}
         self._by_pid: dict[int, _Child] = {}
@@ -144,6 +145,7 @@ class Zygote:
             ) as worker:
                 zygote_end.close()
                 self._control = engine_end
+                self.pid = worker.pid
                 self.alive = True
                 task_status.started()
                 try:

@@ -15,7 +15,9 @@ from typing import TextIO
 
 from ..events import (
     CapacityChanged,
+    CircuitOpened,
     Event,
+    ProcessesLeaked,
     RunFinished,
     RunStarted,
     RunStopping,
@@ -82,10 +84,18 @@ class ConsoleReporter:
                 )
         elif isinstance(event, ShardCrashed):
             self._line(f"worker of shard {event.shard_id} ended abnormally: {event.reason}")
+        elif isinstance(event, ProcessesLeaked):
+            for process in event.processes:
+                self._line(f"shard {event.shard_id} left a process running: {process}; killed")
         elif isinstance(event, CapacityChanged):
             self.capacity = event.new
             if self.verbose:
                 self._line(f"capacity {event.old} -> {event.new} ({event.reason})")
+        elif isinstance(event, CircuitOpened):
+            self._line(
+                f"!!! circuit breaker opened: {len(event.failures)} failures with "
+                f"`{event.signature}`; skipping the rest of {', '.join(event.files)} !!!"
+            )
         elif isinstance(event, RunStopping):
             self._line(f"!!! {event.reason} !!!")
         elif isinstance(event, RunFinished):
@@ -160,6 +170,8 @@ class ConsoleReporter:
                 self._write(f"{_WORDS[result.outcome]} {result.nodeid}{_reason(result)}\n")
         for error in summary.errors:
             self._write(f"warning: {error}\n")
+        for note in summary.notes:
+            self._write(f"{note}\n")
         words = ", ".join(summary_words(summary.counts)) or "no tests ran"
         closing = f"{words} in {summary.duration:.2f}s"
         if summary.interrupted:

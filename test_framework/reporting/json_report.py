@@ -3,7 +3,8 @@
 Schema (version 1): {"schema": 1, "run_id", "created", "duration", "exit_code", "interrupted",
 "project_root", "profile", "categories", "summary": {word: count}, "tests": [{"nodeid",
 "outcome", "duration", "attempts", "shard", "message", "longrepr"}], "capacity": [...],
-"warnings": [...]}.
+"warnings": [...], "notes": [...]}: notes are what the engine decided on its own (an open
+circuit breaker, a session timeout, leaked processes).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class JsonReportBuilder:
             ],
             "capacity": self.capacity,
             "warnings": list(summary.errors),
+            "notes": list(summary.notes),
         }
 
 

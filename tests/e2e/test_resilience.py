@@ -68,7 +68,11 @@ def test_a_leaked_process_is_killed_with_its_worker(tmp_path: Path) -> None:
     leaked = [int(p) for p in pid_file.read_text(encoding="utf-8").split()]
     assert leaked
     for pid in leaked:
-        assert not _alive(pid)
+        assert _dies(pid)
+    # ... and reported: live, and in the summary and the JSON report's notes.
+    assert f"left a process running: pid {leaked[0]} `sleep 600`" in done.stdout
+    assert "test_leak.py::test_leaks_child" in done.stdout
+    assert any("sleep 600" in note for note in _document["notes"])
 
 
 def test_a_flaky_test_passes_on_retry_and_is_reported_flaky(tmp_path: Path) -> None:
@@ -182,6 +186,226 @@ def test_sigint_mid_run_keeps_every_result_and_leaves_nothing_behind(
     assert run == [(2, 1)]
     time.sleep(0.5)
     assert not [p for p in descendants if _alive(p.pid)]
+
+
+@pytest.mark.parametrize("isolation", ["fork", "spawn"])
+def test_a_failure_storm_opens_the_breaker_after_a_probe(isolation: str, tmp_path: Path) -> None:
+    done, document = run_suite(
+        "breaker",
+        tmp_path,
+        "--retries",
+        "0",
+        "--breaker-threshold",
+        "3",
+        f"--isolation={isolation}",
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    tests = {t["nodeid"]: t for t in document["tests"]}
+    service = {n: t for n, t in tests.items() if n.startswith("test_service.py")}
+    other = {n: t["outcome"] for n, t in tests.items() if n.startswith("test_other.py")}
+    assert len(service) == 30
+    # The assertion failure is no signature: every independent test ran and kept its outcome.
+    assert list(other.values()).count("passed") == 5
+    assert other["test_other.py::test_wrong_arithmetic"] == "failed"
+    errors = [t for t in service.values() if t["outcome"] == "error"]
+    skipped = [t for t in service.values() if t["outcome"] == "skipped"]
+    assert len(errors) + len(skipped) == 30
+    assert len(errors) >= 4  # three to reach the threshold, one probe to confirm
+    assert skipped
+    for test in errors:
+        assert "ConnectionRefusedError" in test["longrepr"]
+    for test in skipped:
+        assert "circuit breaker: " in test["longrepr"]
+        assert "ConnectionRefusedError: [Errno 111] Connection refused" in test["longrepr"]
+    assert "circuit breaker opened for `ConnectionRefusedError" in done.stdout
+    assert f"{len(skipped)} skipped" in done.stdout
+    assert any("circuit breaker opened" in note for note in document["notes"])
+
+
+def test_with_the_breaker_off_every_test_of_the_storm_runs(tmp_path: Path) -> None:
+    done, document = run_suite("breaker", tmp_path, "--retries", "0", "--breaker-threshold", "0")
+    assert done.returncode == 1
+    result = outcomes(document)
+    assert list(result.values()).count("error") == 30
+    assert "skipped" not in result.values()
+    assert "circuit breaker" not in done.stdout
+
+
+def test_maxfail_stops_a_running_shard_and_reports_it_not_run(tmp_path: Path) -> None:
+    suite = SUITES / "fail_fast"
+    done, document = run_suite(
+        "fail_fast", tmp_path, "--retries", "0", "--maxfail", "1", "--workers", "2"
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = outcomes(document)
+    assert result == {
+        "test_fails.py::test_fails_at_once": "failed",
+        "test_slow.py::test_sleeps": "not_run",
+    }
+    tests = {t["nodeid"]: t for t in document["tests"]}
+    assert "maxfail=1" in tests["test_slow.py::test_sleeps"]["message"]
+    # The 600 s test was stopped, not waited for: had it run, it would have passed (and the run
+    # would have outlived run_suite's own timeout).
+    assert not _processes_in(suite)
+
+
+def test_the_session_timeout_ends_the_run_names_what_ran_and_writes_reports(
+    tmp_path: Path,
+) -> None:
+    junit = tmp_path / "junit.xml"
+    done, document = run_suite(
+        "hang",
+        tmp_path,
+        "--retries",
+        "0",
+        "--timeout",
+        "0",
+        "--session-timeout",
+        "4",
+        "--junitxml",
+        str(junit),
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = outcomes(document)
+    assert result["test_hang.py::test_sleeps_forever"] == "timeout"
+    assert list(result.values()).count("passed") == 2
+    assert list(result.values()).count("not_run") == 2
+    tests = {t["nodeid"]: t for t in document["tests"]}
+    assert "4s session timeout" in tests["test_hang.py::test_sleeps_forever"]["message"]
+    assert (
+        "session timeout: the run stopped at its 4s limit; tests running then: "
+        "test_hang.py::test_sleeps_forever" in done.stdout
+    )
+    assert ET.parse(junit).getroot().find(".//testcase[@name='test_sleeps_forever']") is not None
+    stored = sqlite3.connect(tmp_path / "cache" / "results.sqlite")
+    try:
+        assert stored.execute("SELECT exit_code FROM runs").fetchall() == [(1,)]
+    finally:
+        stored.close()
+    assert not _processes_in(SUITES / "hang")
+
+
+@pytest.mark.parametrize("isolation", ["fork", "spawn"])
+def test_a_worker_over_the_memory_limit_is_killed_and_its_test_named(
+    isolation: str, tmp_path: Path
+) -> None:
+    done, document = run_suite(
+        "memory_hog",
+        tmp_path,
+        "--retries",
+        "0",
+        "--memory-limit",
+        "200",
+        f"--isolation={isolation}",
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    result = outcomes(document)
+    assert result["test_memory_hog.py::test_allocates_300mb"] == "crashed"
+    assert list(result.values()).count("passed") == 2
+    tests = {t["nodeid"]: t for t in document["tests"]}
+    assert "above the 200 MB limit" in tests["test_memory_hog.py::test_allocates_300mb"]["message"]
+
+
+def test_timeout_markers_override_the_command_line_timeout(tmp_path: Path) -> None:
+    done, document = run_suite("timeout_marker", tmp_path, "--retries", "0", "--timeout", "1")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert outcomes(document) == {
+        "test_marked.py::test_marked_hang": "timeout",
+        "test_marked.py::test_marked_patient": "passed",  # timeout(30) beats --timeout 1
+        "test_marked.py::test_unmarked": "passed",
+    }
+
+
+def test_a_second_ctrl_c_ends_at_once_and_leaves_no_process(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "test_framework",
+            "--project-root",
+            str(SUITES / "hang"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--retries",
+            "0",
+            "-v",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    engine_process = psutil.Process(process.pid)
+    assert process.stdout is not None
+    passed = 0
+    while passed < 2:
+        line = process.stdout.readline()
+        assert line, "the engine ended before the hanging test started"
+        passed += "PASSED" in line
+    time.sleep(0.5)
+    descendants = engine_process.children(recursive=True)
+    assert descendants
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    assert process.returncode == 2
+    for child in descendants:
+        assert _dies(child.pid)
+
+
+def test_two_runs_at_once_on_one_store_both_finish(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    command = [
+        sys.executable,
+        "-m",
+        "test_framework",
+        "--project-root",
+        str(SUITES / "many_files"),
+        "--cache-dir",
+        str(cache),
+        "--retries",
+        "0",
+    ]
+    runs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    for run, output in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, output
+        assert "100 passed" in output
+        assert "locked" not in output
+        assert "warning" not in output
+    stored = sqlite3.connect(cache / "results.sqlite")
+    try:
+        assert stored.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        per_run = stored.execute("SELECT run_id, count(*) FROM results GROUP BY run_id").fetchall()
+        finished = stored.execute("SELECT count(*) FROM runs WHERE exit_code = 0").fetchone()
+    finally:
+        stored.close()
+    assert [count for _, count in per_run] == [100, 100]
+    assert finished == (2,)
+
+
+def _processes_in(folder: Path) -> list[psutil.Process]:
+    """Live processes working in `folder`: workers or zygotes a run should have ended."""
+    found = []
+    for process in psutil.process_iter(["cwd", "status"]):
+        if process.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if process.info["cwd"] == str(folder):
+            found.append(process)
+    return found
+
+
+def _dies(pid: int) -> bool:
+    """SIGKILL is delivered asynchronously: give the process a moment to be gone."""
+    try:
+        psutil.Process(pid).wait(timeout=10)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        return not _alive(pid)
+    return True
 
 
 def _alive(pid: int) -> bool:

@@ -203,3 +203,56 @@ def test_maxfail_defaults_to_the_profile_threshold_from_the_environment(tmp_path
     )
     assert settings.maxfail == 3
     assert resolve(RunRequest(project_root=tmp_path, maxfail=1), environ={}).maxfail == 1
+
+
+def test_a_complete_profile_written_before_the_resilience_keys_stays_valid(
+    tmp_path: Path,
+) -> None:
+    shipped = load_catalog(tmp_path / "none").profiles["balanced"]
+    newer = ("session_timeout", "memory_limit_mb", "breaker_threshold")
+    keys = [
+        f"{name} = {str(value).lower() if isinstance(value, bool) else repr(value)}"
+        for name, value in (
+            (n, getattr(shipped, n))
+            for n in shipped.__dataclass_fields__
+            if n not in ("name", *newer)
+        )
+    ]
+    keys = [k.replace("'", '"') for k in keys]
+    write_pyproject(tmp_path, "[tool.test_framework.profiles.old]\n" + "\n".join(keys) + "\n")
+    old = load_catalog(tmp_path).profiles["old"]
+    assert (old.session_timeout, old.memory_limit_mb, old.breaker_threshold) == (0.0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("session_timeout", "-1.0", "session_timeout must be >= 0"),
+        ("memory_limit_mb", "-5", "memory_limit_mb must be >= 0"),
+        ("breaker_threshold", "-1", "breaker_threshold must be >= 0"),
+    ],
+)
+def test_resilience_keys_are_validated(tmp_path: Path, key: str, value: str, message: str) -> None:
+    write_pyproject(tmp_path, f"[tool.test_framework.profiles.balanced]\n{key} = {value}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_catalog(tmp_path)
+
+
+def test_resilience_options_override_the_profile(tmp_path: Path) -> None:
+    settings = resolve(
+        RunRequest(
+            project_root=tmp_path,
+            optimization="ultra_fast",
+            session_timeout=60.0,
+            memory_limit_mb=512,
+            breaker_threshold=0,
+        ),
+        environ={},
+    )
+    assert settings.profile.session_timeout == 60.0
+    assert settings.profile.memory_limit_mb == 512
+    assert settings.profile.breaker_threshold == 0
+    shipped = resolve(RunRequest(project_root=tmp_path, optimization="ultra_fast"), environ={})
+    assert shipped.profile.breaker_threshold == 5
+    with pytest.raises(UsageError, match="--memory-limit must be >= 0"):
+        resolve(RunRequest(project_root=tmp_path, memory_limit_mb=-1), environ={})

@@ -8,14 +8,20 @@ from pathlib import Path
 import psutil
 import pytest
 
-from test_framework.execution.runner import ShardSpec, WorkerSetup, run_shard
+from test_framework.execution.runner import (
+    ShardListener,
+    ShardSpec,
+    WorkerControl,
+    WorkerSetup,
+    run_shard,
+)
 from test_framework.execution.worker_plugin import _select
 from test_framework.models import NodeId, Outcome, Shard, TestResult
 
 pytestmark = pytest.mark.anyio
 
 
-class Recorder:
+class Recorder(ShardListener):
     def __init__(self) -> None:
         self.started: list[NodeId] = []
         self.results: list[TestResult] = []
@@ -31,7 +37,9 @@ class Recorder:
         self.results.append(result)
 
 
-def setup_for(root: Path, scratch: Path, timeout: float = 0.0) -> WorkerSetup:
+def setup_for(
+    root: Path, scratch: Path, timeout: float = 0.0, memory_limit: int = 0
+) -> WorkerSetup:
     return WorkerSetup(
         rootdir=str(root),
         cwd=str(root),
@@ -40,6 +48,7 @@ def setup_for(root: Path, scratch: Path, timeout: float = 0.0) -> WorkerSetup:
         scratch_dir=scratch,
         timeout=timeout,
         grace=1.0,
+        memory_limit=memory_limit,
     )
 
 
@@ -132,6 +141,115 @@ async def test_a_hung_test_times_out_with_its_stacks(suites: Path, tmp_path: Pat
     assert "stacks of the hung worker" in outcome.culprit.longrepr
     assert "test_hang.py" in outcome.culprit.longrepr  # the frame of the sleeping test
     assert not any(psutil.pid_exists(pid) for pid in recorder.pids)
+
+
+async def test_a_timeout_marker_wins_over_the_run_timeout(suites: Path, tmp_path: Path) -> None:
+    recorder = Recorder()
+    outcome = await run_shard(
+        spec([{"file": "test_marked.py", "part": [0, 1]}]),
+        # No run timeout at all: only the marker can stop test_marked_hang.
+        setup_for(suites / "timeout_marker", tmp_path, timeout=0.0),
+        recorder,
+    )
+    assert outcome.culprit is not None
+    assert outcome.culprit.nodeid == "test_marked.py::test_marked_hang"
+    assert outcome.culprit.outcome is Outcome.TIMEOUT
+    assert "longer than 1s" in outcome.culprit.message
+
+
+async def test_a_marker_longer_than_the_run_timeout_lets_the_test_finish(
+    suites: Path, tmp_path: Path
+) -> None:
+    recorder = Recorder()
+    await run_shard(
+        spec(
+            [{"file": "test_marked.py", "ids": ["test_marked.py::test_marked_patient"]}],
+            ("test_marked.py::test_marked_patient",),
+        ),
+        setup_for(suites / "timeout_marker", tmp_path, timeout=0.5),
+        recorder,
+    )
+    assert [(r.nodeid, r.outcome) for r in recorder.results] == [
+        ("test_marked.py::test_marked_patient", Outcome.PASSED)
+    ]
+
+
+async def test_a_worker_over_its_memory_limit_is_killed_and_the_test_named(
+    suites: Path, tmp_path: Path
+) -> None:
+    recorder = Recorder()
+    outcome = await run_shard(
+        spec([{"file": "test_memory_hog.py", "part": [0, 1]}]),
+        setup_for(suites / "memory_hog", tmp_path, memory_limit=200 * 2**20),
+        recorder,
+    )
+    assert outcome.culprit is not None
+    assert outcome.culprit.nodeid == "test_memory_hog.py::test_allocates_300mb"
+    assert outcome.culprit.outcome is Outcome.CRASHED
+    assert "memory limit" in outcome.culprit.message
+    assert "200 MB limit" in outcome.culprit.message
+    assert outcome.unstarted == ("test_memory_hog.py::test_small_after",)
+    assert not any(psutil.pid_exists(pid) for pid in recorder.pids)
+
+
+async def test_leaked_processes_are_found_killed_and_attributed(
+    suites: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid_file = tmp_path / "leaked.pid"
+    monkeypatch.setenv("LEAK_PID_FILE", str(pid_file))
+    recorder = Recorder()
+    outcome = await run_shard(
+        spec([{"file": "test_leak.py", "part": [0, 1]}]),
+        setup_for(suites / "leak", tmp_path),
+        recorder,
+    )
+    assert outcome.completed
+    (leaked_pid,) = [int(p) for p in pid_file.read_text(encoding="utf-8").split()]
+    (description,) = outcome.leaked
+    assert f"pid {leaked_pid} `sleep 600`" in description
+    assert "test_leak.py::test_leaks_child" in description
+    assert _dies(leaked_pid)
+
+
+class _SkipFile(Recorder):
+    """Asks the worker, as soon as it starts, to skip every test of one file."""
+
+    def worker_ready(self, shard_id: int, control: WorkerControl) -> None:
+        control({"event": "skip", "files": ["test_math.py"], "reason": "breaker says no"})
+
+
+async def test_a_skip_command_reaches_a_running_worker(suites: Path, tmp_path: Path) -> None:
+    recorder = _SkipFile()
+    outcome = await run_shard(
+        spec([{"file": "test_math.py", "part": [0, 1]}, {"file": "test_misc.py", "part": [0, 1]}]),
+        setup_for(suites / "basic", tmp_path),
+        recorder,
+    )
+    assert outcome.completed
+    by_file: dict[str, set[Outcome]] = {}
+    for result in recorder.results:
+        by_file.setdefault(result.nodeid.split("::")[0], set()).add(result.outcome)
+    assert by_file == {"test_math.py": {Outcome.SKIPPED}, "test_misc.py": {Outcome.PASSED}}
+    skipped = [r for r in recorder.results if r.outcome is Outcome.SKIPPED]
+    assert all("breaker says no" in r.longrepr for r in skipped)
+
+
+def _dies(pid: int) -> bool:
+    """SIGKILL is delivered asynchronously: give the process a moment to be gone."""
+    try:
+        psutil.Process(pid).wait(timeout=10)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        return not _alive(pid)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 class _Item:

@@ -1,0 +1,182 @@
+"""`python -m test_framework flaky`: which tests flaked in the project's recent runs, and how often.
+
+A read-only look at the results store. It resolves the store's path exactly as a run does (the
+same `--project-root`, `--cache-dir`, `OPTIMIZED_TEST_CACHE_DIR` and pyproject layers) so it reads
+the file the runs wrote, and it opens that file read-only: unlike a run, it never creates, migrates
+or moves aside a store, because a report must not change what it reports on. (SQLite may leave an
+empty `-wal` and a `-shm` beside a WAL store it read; the next run reuses them.) Errors are raised
+as TestFrameworkError for `cli.py` to map to an exit code: a bad option is 4, an unreadable store 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+import aiosqlite
+import anyio
+
+from .errors import StoreError, UsageError
+from .exit_codes import ExitCode
+from .request import RunRequest, resolve
+from .store import BUSY_TIMEOUT_MS
+from .store.flakiness import FlakyTest, count_recent_runs, flaky_tests
+
+DEFAULT_LAST_RUNS = 50
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see --help)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a rate from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1 (0.25 is 25%), got {text}")
+    return value
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=f"{prog} flaky",
+        description="Show the tests that failed and then passed on a retry in the project's "
+        "recent runs, with their flake rate (flaky runs / runs the test ran in).",
+    )
+    add = parser.add_argument
+    add(
+        "--project-root",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="the project whose runs to examine (default: current folder)",
+    )
+    add(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the results store lives (default: <project>/.test_framework)",
+    )
+    add(
+        "--last",
+        type=_positive_int,
+        default=DEFAULT_LAST_RUNS,
+        metavar="N",
+        help=f"examine the project's last N runs (default: {DEFAULT_LAST_RUNS})",
+    )
+    add(
+        "--min-rate",
+        type=_rate,
+        default=0.0,
+        metavar="RATE",
+        help="show only tests whose flake rate is at least RATE, from 0 to 1 (default: 0)",
+    )
+    add("--format", choices=("table", "json"), default="table", help="output (default: table)")
+    return parser
+
+
+async def _read(store: Path, project: str, last: int) -> tuple[int, list[FlakyTest]]:
+    # mode=ro: never create, migrate or write the file; as_uri() escapes '?' and '#' in the path.
+    uri = f"{store.as_uri()}?mode=ro"
+    try:
+        async with aiosqlite.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000) as db:
+            cursor = await db.execute("PRAGMA user_version")
+            row = await cursor.fetchone()
+            if not row or int(row[0]) == 0:  # an empty file: no engine has written to it
+                return 0, []
+            await db.execute("BEGIN")  # one snapshot for both reads while a run may be writing
+            return await count_recent_runs(db, project, last), await flaky_tests(db, project, last)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the results store {store}: {exc}") from None
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _print_table(out: TextIO, runs: int, tests: Sequence[FlakyTest], min_rate: float) -> None:
+    shown = [t for t in tests if t.flake_rate >= min_rate]
+    if not tests:
+        print(f"no flaky tests in the last {_plural(runs, 'run')}", file=out)
+        return
+    if not shown:
+        print(
+            f"no test flaky in {min_rate:.1%} or more of the last {_plural(runs, 'run')}"
+            f" ({_plural(len(tests), 'flaky test')} below that)",
+            file=out,
+        )
+        return
+    print(
+        f"{_plural(len(shown), 'flaky test')} in the last {_plural(runs, 'run')} examined"
+        " (flake rate = runs flaky / runs the test ran in):",
+        file=out,
+    )
+    for test in shown:
+        print(
+            f"  {test.flake_rate:6.1%}  {test.flaky_runs}/{test.runs} runs flaky"
+            f"  ({_plural(test.failed_attempts, 'failed attempt')})  {test.nodeid}",
+            file=out,
+        )
+
+
+def _print_json(out: TextIO, runs: int, tests: Sequence[FlakyTest]) -> None:
+    document = {
+        "runs_examined": runs,
+        "tests": [
+            {
+                "nodeid": t.nodeid,
+                "runs": t.runs,
+                "flaky_runs": t.flaky_runs,
+                "failed_runs": t.failed_runs,
+                "failed_attempts": t.failed_attempts,
+                "flake_rate": t.flake_rate,
+                "last_flaky_at": t.last_flaky_at,
+            }
+            for t in tests
+        ],
+    }
+    json.dump(document, out, indent=2)
+    out.write("\n")
+
+
+def main(argv: Sequence[str], prog: str) -> int:
+    """Print the report and return 0; raises UsageError (4) or StoreError (3) for cli.py."""
+    ns = build_parser(prog).parse_args(list(argv))
+    settings = resolve(RunRequest(project_root=ns.project_root, cache_dir=ns.cache_dir))
+    store = settings.store_path
+    project = str(settings.project_root)
+    as_json = ns.format == "json"
+    if store.is_file():
+        runs, tests = anyio.run(_read, store, project, ns.last, backend="asyncio")
+        empty = f"no runs of {project} in the results store at {store}: nothing has run yet"
+    else:
+        runs, tests = 0, []
+        empty = f"no results store at {store}: nothing has run yet"
+    if runs == 0:
+        # With --format json stdout stays a document a script can parse; the words go to stderr.
+        print(empty, file=sys.stderr if as_json else sys.stdout)
+        if not as_json:
+            return int(ExitCode.OK)
+    if as_json:
+        _print_json(sys.stdout, runs, [t for t in tests if t.flake_rate >= ns.min_rate])
+    else:
+        _print_table(sys.stdout, runs, tests, ns.min_rate)
+    return int(ExitCode.OK)
