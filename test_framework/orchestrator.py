@@ -62,6 +62,7 @@ from .events import (
 from .execution.importable import worker_env
 from .execution.process import Launcher, signal_group
 from .execution.runner import (
+    STOP_GRACE,
     WORKER_PLUGIN,
     ShardListener,
     ShardOutcome,
@@ -445,7 +446,7 @@ class Orchestrator(ShardListener):
             *query_args(queries[0], settings.pytest_args),
         ]
         zygote = Zygote(
-            argv, cwd=str(settings.project_root), env=self._env, scratch=scratch, grace=2.0
+            argv, cwd=str(settings.project_root), env=self._env, scratch=scratch, grace=STOP_GRACE
         )
         await outer.start(zygote.run)
         self._zygote = zygote

@@ -28,6 +28,7 @@ from .process import Launcher, WorkerHandle, signal_group, spawn_worker
 from .protocol import Message, phase_report, read_messages
 
 WORKER_PLUGIN = "test_framework.execution.worker_plugin"
+STOP_GRACE = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +41,10 @@ class WorkerSetup:
     env: Mapping[str, str]
     scratch_dir: Path
     timeout: float = 0.0
-    grace: float = 2.0
+    # TERM -> grace -> KILL: short, so fail-fast and interrupts stop a worker within a second
+    # even when its test ignores TERM (a worker that finished closes its channel only on exit,
+    # after its atexit work, so the grace never cuts that short).
+    grace: float = STOP_GRACE
     memory_limit: int = 0  # bytes of RSS, the worker and its children together; 0: none
     watch_interval: float = 0.2
 
