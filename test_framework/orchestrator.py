@@ -68,7 +68,7 @@ from .execution.runner import (
     ShardOutcome,
     ShardSpec,
     SpawnLauncher,
-    WorkerControl,
+    WorkerLink,
     WorkerSetup,
     run_shard,
     with_output_tail,
@@ -159,10 +159,9 @@ class Orchestrator(ShardListener):
         self.breaker = FailureBreaker(settings.profile.breaker_threshold)
         self._notes: list[str] = []
         # Live workers, for the breaker's commands, the session timeout's report and a second
-        # interrupt's kill: shard id -> control / pid / the test it is running.
-        self._controls: dict[int, WorkerControl] = {}
+        # interrupt's kill: shard id -> link / pid.
+        self._links: dict[int, WorkerLink] = {}
         self._worker_pids: dict[int, int] = {}
-        self._running: dict[int, NodeId] = {}
         self._zygote: Zygote | None = None
         self.log = log.bind(run_id=self.run_id)
 
@@ -171,25 +170,21 @@ class Orchestrator(ShardListener):
         self._worker_pids[shard_id] = pid
         self.bus.emit(ShardStarted(shard_id=shard_id, pid=pid, nodeids=nodeids))
 
-    def worker_ready(self, shard_id: int, control: WorkerControl) -> None:
-        self._controls[shard_id] = control
+    def worker_ready(self, shard_id: int, link: WorkerLink) -> None:
+        self._links[shard_id] = link
         skips = self.breaker.open_files()
         if skips:
-            _send_skips(control, skips)
+            _send_skips(link, skips)
 
     def worker_gone(self, shard_id: int) -> None:
-        self._controls.pop(shard_id, None)
+        self._links.pop(shard_id, None)
         self._worker_pids.pop(shard_id, None)
-        self._running.pop(shard_id, None)
 
     def test_started(self, shard_id: int, nodeid: NodeId) -> None:
-        self._running[shard_id] = nodeid
         self.bus.emit(TestStarted(shard_id=shard_id, nodeid=nodeid))
 
     def test_result(self, result: TestResult) -> None:
         """Every finished attempt: final, or queued for a retry after backoff."""
-        if result.shard_id is not None and self._running.get(result.shard_id) == result.nodeid:
-            del self._running[result.shard_id]
         profile = self.settings.profile
         retryable = result.outcome in _RETRYABLE and "::" in result.nodeid
         if retryable and result.attempt <= profile.retries and self.state.stop_reason is None:
@@ -250,8 +245,8 @@ class Orchestrator(ShardListener):
             kept = self._without_skipped(spec)
             if kept is not None:
                 self._queue.append(kept)
-        for control in list(self._controls.values()):
-            _send_skips(control, skips)
+        for link in list(self._links.values()):
+            _send_skips(link, skips)
 
     def _without_skipped(self, spec: ShardSpec) -> ShardSpec | None:
         """The spec minus the tests of files an open circuit skips (reported skipped here)."""
@@ -633,9 +628,14 @@ class Orchestrator(ShardListener):
         """End the run at its session timeout: the running tests are reported as timed out,
         by name; the stop reports the rest as not run."""
         await anyio.sleep(max(0.0, limit - (self.clock() - started)))
-        running = list(dict.fromkeys(self._running.values()))
+        now_running = {
+            shard_id: nodeid
+            for shard_id, link in list(self._links.items())
+            if (nodeid := link.running()) is not None and nodeid not in self.state.final
+        }
+        running = list(dict.fromkeys(now_running.values()))
         message = f"timeout: the run reached its {limit:g}s session timeout while this test ran"
-        for shard_id, nodeid in list(self._running.items()):
+        for shard_id, nodeid in now_running.items():
             report = PhaseReport(
                 nodeid=nodeid,
                 when="call",
@@ -861,12 +861,12 @@ def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
-def _send_skips(control: WorkerControl, skips: Mapping[str, str]) -> None:
+def _send_skips(link: WorkerLink, skips: Mapping[str, str]) -> None:
     by_reason: dict[str, list[str]] = {}
     for file, reason in skips.items():
         by_reason.setdefault(reason, []).append(file)
     for reason, files in by_reason.items():
-        control({"event": "skip", "files": files, "reason": reason})
+        link.send({"event": "skip", "files": files, "reason": reason})
 
 
 def _skipped(nodeid: NodeId, reason: str, spec: ShardSpec) -> TestResult:

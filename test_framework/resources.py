@@ -8,6 +8,7 @@ tested with made-up numbers; `PsutilSampler` is the one place that touches psuti
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -82,18 +83,31 @@ def compute_capacity(
 class PsutilSampler:
     """Samples the machine and our own process tree."""
 
-    def __init__(self, root_pid: int | None = None) -> None:
+    def __init__(self, root_pid: int | None = None, rss_every: float = 1.0) -> None:
         self._root = psutil.Process(root_pid or os.getpid())
         psutil.cpu_percent(interval=None)  # prime: the first call has no interval to measure
+        # Walking the process tree scans all of /proc: ~10 ms, too dear ten times a second.
+        # Workers' RSS changes slowly next to that; memory pressure itself is read every time.
+        self._rss_every = rss_every
+        self._rss = 0
+        self._rss_at = -rss_every
 
-    def sample(self) -> ResourceSample:
-        memory = psutil.virtual_memory()
+    def _children_rss(self) -> int:
+        now = time.monotonic()
+        if now - self._rss_at < self._rss_every:
+            return self._rss
         rss = 0
         for child in self._root.children(recursive=True):
             try:
                 rss += child.memory_info().rss
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
+        self._rss, self._rss_at = rss, now
+        return rss
+
+    def sample(self) -> ResourceSample:
+        memory = psutil.virtual_memory()
+        rss = self._children_rss()
         try:
             load = os.getloadavg()[0] / (os.cpu_count() or 1)
         except OSError:

@@ -55,11 +55,29 @@ class WorkerHandle(Protocol):
     def output_text(self) -> str: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ShardFiles:
+    """The files one shard's worker and the engine share, in the run's scratch folder."""
+
+    select: Path  # JSON: which tests of the files the worker runs
+    stacks: Path  # where faulthandler dumps every thread's stack on SIGUSR1
+    board: Path  # the progress board (board.py): which test runs, since when
+
+    @classmethod
+    def for_shard(cls, scratch: Path, shard_id: int) -> ShardFiles:
+        stem = scratch / f"shard-{shard_id}"
+        return cls(
+            select=stem.with_suffix(".select.json"),
+            stacks=stem.with_suffix(".stacks.txt"),
+            board=stem.with_suffix(".board"),
+        )
+
+
 class Launcher(Protocol):
     """Starts one shard's worker: a fresh interpreter (spawn) or a fork of the zygote."""
 
     def launch(
-        self, shard_id: int, files: Sequence[str], select_path: Path, stacks_path: Path
+        self, shard_id: int, files: Sequence[str], paths: ShardFiles
     ) -> AbstractAsyncContextManager[WorkerHandle]: ...
 
 

@@ -22,13 +22,17 @@ import psutil
 from anyio.abc import SocketAttribute
 
 from ..models import NodeId, Outcome, PhaseReport, Shard, TestResult, final_outcome
-from .constants import ENV_SELECT, ENV_STACKS
+from .board import RUNNING, BoardReader
+from .board import create as create_board
+from .constants import ENV_BOARD, ENV_SELECT, ENV_STACKS
 from .leaks import describe, find_session_members, kill_processes
-from .process import Launcher, WorkerHandle, signal_group, spawn_worker
+from .process import Launcher, ShardFiles, WorkerHandle, signal_group, spawn_worker
 from .protocol import Message, phase_report, read_messages
 
 WORKER_PLUGIN = "test_framework.execution.worker_plugin"
 STOP_GRACE = 0.8
+# Results of tests quicker than this are read in batches (protocol.read_messages).
+COALESCE_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +91,22 @@ class ShardOutcome:
         return not self.completed
 
 
-WorkerControl = Callable[[Mapping[str, Any]], None]
+class WorkerLink:
+    """What the orchestrator may do with a running worker: send it a command (the protocol
+    socket is two-way; the worker reads commands before each test) and ask what it runs now."""
+
+    def __init__(
+        self, send: Callable[[Mapping[str, Any]], None], running: Callable[[], NodeId | None]
+    ) -> None:
+        self.send = send
+        self.running = running
 
 
 class ShardListener:
     """What the runner tells the orchestrator while a shard runs."""
 
     def shard_started(self, shard_id: int, pid: int, nodeids: tuple[NodeId, ...]) -> None: ...
-    def worker_ready(self, shard_id: int, control: WorkerControl) -> None: ...
+    def worker_ready(self, shard_id: int, link: WorkerLink) -> None: ...
     def worker_gone(self, shard_id: int) -> None: ...
     def test_started(self, shard_id: int, nodeid: NodeId) -> None: ...
     def test_result(self, result: TestResult) -> None: ...
@@ -104,15 +116,32 @@ class ShardListener:
 class _Progress:
     """Mutable state of one worker's stream, owned by one runner task."""
 
-    reports: dict[NodeId, list[PhaseReport]] = field(default_factory=dict)
-    running: NodeId | None = None
+    board: BoardReader
+    collected: tuple[NodeId, ...] = ()
+    timeouts: dict[NodeId, float] = field(default_factory=dict)  # from @pytest.mark.timeout
+    running: NodeId | None = None  # as last read from the board
     running_since: float = 0.0
-    running_limit: float | None = None  # the test's own timeout marker, if it has one
     finished: set[NodeId] = field(default_factory=set)
     timed_out: float | None = None  # the limit the running test passed
     memory_exceeded: int | None = None  # the RSS that passed the memory limit
     started_at: list[tuple[float, NodeId]] = field(default_factory=list)  # worker's proc.now()
     spawned_by: dict[int, NodeId] = field(default_factory=dict)  # child pid -> its test
+
+    def look(self) -> None:
+        """Read the board: the test running now (None between tests or before the first)."""
+        state = self.board.read()
+        running = None
+        if state is not None and state.state == RUNNING and 0 <= state.index < len(self.collected):
+            running = self.collected[state.index]
+            if running in self.finished:  # its result arrived after the board was read
+                running = None
+        if running is not None and state is not None:
+            self.running_since = state.started
+        self.running = running
+
+    def now(self) -> NodeId | None:
+        self.look()
+        return self.running
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +152,17 @@ class SpawnLauncher:
     setup: WorkerSetup
 
     def launch(
-        self, shard_id: int, files: Sequence[str], select_path: Path, stacks_path: Path
+        self, shard_id: int, files: Sequence[str], paths: ShardFiles
     ) -> AbstractAsyncContextManager[WorkerHandle]:
         return spawn_worker(
             self.setup.argv(files),
             cwd=self.setup.cwd,
             env=self.setup.env,
-            protocol_env={ENV_SELECT: str(select_path), ENV_STACKS: str(stacks_path)},
+            protocol_env={
+                ENV_SELECT: str(paths.select),
+                ENV_STACKS: str(paths.stacks),
+                ENV_BOARD: str(paths.board),
+            },
             grace=self.setup.grace,
         )
 
@@ -139,28 +172,30 @@ async def run_shard(
     setup: WorkerSetup,
     listener: ShardListener,
     launcher: Launcher | None = None,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] = time.monotonic,  # must be the workers' clock: they stamp the board
 ) -> ShardOutcome:
     launcher = launcher or SpawnLauncher(setup)
     shard = spec.shard
     outcome = ShardOutcome(shard_id=shard.shard_id)
-    select_path = setup.scratch_dir / f"shard-{shard.shard_id}.select.json"
-    stacks_path = setup.scratch_dir / f"shard-{shard.shard_id}.stacks.txt"
-    select_path.write_text(json.dumps(list(spec.selection)), encoding="utf-8")
+    paths = ShardFiles.for_shard(setup.scratch_dir, shard.shard_id)
+    paths.select.write_text(json.dumps(list(spec.selection)), encoding="utf-8")
+    create_board(paths.board)
     files = list(dict.fromkeys(entry["file"] for entry in spec.selection))
-    progress = _Progress()
+    progress = _Progress(board=BoardReader(paths.board))
     started = clock()
     session_id: int | None = None
     try:
-        async with launcher.launch(shard.shard_id, files, select_path, stacks_path) as worker:
+        async with launcher.launch(shard.shard_id, files, paths) as worker:
             session_id = worker.pid
             listener.shard_started(shard.shard_id, worker.pid, shard.nodeids)
-            listener.worker_ready(shard.shard_id, _control_of(worker))
+            listener.worker_ready(shard.shard_id, WorkerLink(_sender(worker), progress.now))
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_watchdog, worker, progress, setup, clock)
-                    async for message in read_messages(worker.channel):
-                        _handle(message, spec, progress, outcome, listener, clock)
+                    tg.start_soon(
+                        _watchdog, worker, progress, setup, listener, shard.shard_id, clock
+                    )
+                    async for message in read_messages(worker.channel, COALESCE_SECONDS):
+                        _handle(message, spec, progress, outcome, listener)
                     # The channel closed: the worker is gone (or closed it); stop the watchdog.
                     tg.cancel_scope.cancel()
                 with anyio.move_on_after(setup.grace):
@@ -174,18 +209,20 @@ async def run_shard(
         # a leak that moved to a group of its own is still in the session.
         if session_id is not None:
             kill_processes(find_session_members(session_id))
+        progress.board.close()
         raise
     outcome.duration = clock() - started
     outcome.output_tail = worker.output_text()
     if not outcome.completed:
-        _judge_crash(spec, progress, outcome, stacks_path, setup, clock())
-    _cleanup(select_path, stacks_path)
+        progress.look()
+        _judge_crash(spec, progress, outcome, paths.stacks, setup, clock())
+    progress.board.close()
+    _cleanup(paths.select, paths.stacks, paths.board)
     return outcome
 
 
-def _control_of(worker: WorkerHandle) -> WorkerControl:
-    """Commands to a running worker (the protocol socket is two-way); the worker reads them
-    before each test. Small and rare, so a plain non-blocking send; a gone worker is ignored."""
+def _sender(worker: WorkerHandle) -> Callable[[Mapping[str, Any]], None]:
+    """Small and rare commands, so a plain non-blocking write; a gone worker is ignored."""
     raw = worker.channel.extra(SocketAttribute.raw_socket, None)
 
     def send(command: Mapping[str, Any]) -> None:
@@ -203,40 +240,42 @@ def _handle(
     progress: _Progress,
     outcome: ShardOutcome,
     listener: ShardListener,
-    clock: Callable[[], float],
 ) -> None:
     data = message.data
     shard_id = spec.shard.shard_id
-    if message.event == "collected":
-        outcome.collected = tuple(data["nodeids"])
-    elif message.event == "started":
-        progress.running = data["nodeid"]
-        progress.running_since = clock()
-        progress.running_limit = _number(data.get("timeout"))
-        if isinstance(data.get("t"), (int, float)):
-            progress.started_at.append((float(data["t"]), data["nodeid"]))
-        listener.test_started(shard_id, data["nodeid"])
-    elif message.event == "report":
-        report = phase_report(data)
-        progress.reports.setdefault(report.nodeid, []).append(report)
-        if report.when == "teardown":
-            reports = tuple(progress.reports.pop(report.nodeid))
+    if message.event == "result":
+        nodeid = data["nodeid"]
+        cpu = _number(data.get("cpu"))
+        max_rss = int(data["maxrss"]) if data.get("maxrss") else None
+        if "passed" in data:
             result = TestResult(
-                nodeid=report.nodeid,
+                nodeid, Outcome.PASSED, float(data["passed"]), spec.attempt, (), "", shard_id, cpu,
+                max_rss,
+            )  # fmt: skip
+        else:
+            location = data.get("location")
+            location = tuple(location) if location else None
+            reports = tuple([phase_report(nodeid, phase, location) for phase in data["phases"]])
+            result = TestResult(
+                nodeid=nodeid,
                 outcome=final_outcome(reports),
                 duration=sum(r.duration for r in reports),
                 attempt=spec.attempt,
                 reports=reports,
                 shard_id=shard_id,
-                cpu_time=_number(data.get("cpu")),
-                max_rss=int(data["maxrss"]) if data.get("maxrss") else None,
+                cpu_time=cpu,
+                max_rss=max_rss,
             )
-            progress.finished.add(report.nodeid)
-            progress.running = None
-            for pid in data.get("spawned") or ():
-                progress.spawned_by[int(pid)] = report.nodeid
-            outcome.results.append(result)
-            listener.test_result(result)
+        progress.finished.add(nodeid)
+        if isinstance(data.get("t"), (int, float)):
+            progress.started_at.append((float(data["t"]), nodeid))
+        for pid in data.get("spawned") or ():
+            progress.spawned_by[int(pid)] = nodeid
+        outcome.results.append(result)
+        listener.test_result(result)
+    elif message.event == "collected":
+        outcome.collected = progress.collected = tuple(data["nodeids"])
+        progress.timeouts = {str(k): float(v) for k, v in (data.get("timeouts") or {}).items()}
     elif message.event in ("collect_error", "collect_skip"):
         is_error = message.event == "collect_error"
         report = PhaseReport(
@@ -264,15 +303,25 @@ def _handle(
 
 
 async def _watchdog(
-    worker: WorkerHandle, progress: _Progress, setup: WorkerSetup, clock: Callable[[], float]
+    worker: WorkerHandle,
+    progress: _Progress,
+    setup: WorkerSetup,
+    listener: ShardListener,
+    shard_id: int,
+    clock: Callable[[], float],
 ) -> None:
-    """Kill the worker when its running test passes its timeout (the test's marker, else the
-    run's), or when the worker's memory passes the limit; the crash judge names the test."""
+    """Each tick: read the board; kill the worker when its running test passes its timeout
+    (the test's marker, else the run's) or the worker's memory passes the limit; the crash
+    judge names the test."""
     while True:
         await anyio.sleep(setup.watch_interval)
+        before = progress.running
+        progress.look()
         if progress.running is None:
             continue
-        limit = progress.running_limit if progress.running_limit is not None else setup.timeout
+        if progress.running != before:
+            listener.test_started(shard_id, progress.running)
+        limit = progress.timeouts.get(progress.running, setup.timeout)
         if limit > 0 and clock() - progress.running_since > limit:
             progress.timed_out = limit
             # faulthandler in the worker dumps every thread's stack on SIGUSR1.
@@ -350,7 +399,6 @@ def _judge_crash(
     """The worker ended without 'done': blame the running test, hand back the unstarted ones."""
     planned = outcome.collected if outcome.collected is not None else spec.shard.nodeids
     culprit = progress.running
-    reports = tuple(progress.reports.pop(culprit, ())) if culprit else ()
     if culprit is not None:
         if progress.timed_out is not None:
             stacks = _read(stacks_path)
@@ -385,7 +433,7 @@ def _judge_crash(
             outcome=kind,
             duration=crash_report.duration,
             attempt=spec.attempt,
-            reports=(*reports, crash_report),
+            reports=(crash_report,),
             message=message,
             shard_id=spec.shard.shard_id,
         )

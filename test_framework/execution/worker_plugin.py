@@ -6,16 +6,22 @@ line to that descriptor, never to stdout (stdout belongs to the tests). Standard
 because it runs inside the user's environment and must not import the engine (anyio, structlog,
 ...) into their tests.
 
-Events, protocol version 1:
+Events, protocol version 2:
   hello      {v, pid, rootdir, args}              once, at configure
-  collected  {nodeids, errors}                    the items this process will run, in order
+  collected  {nodeids, serial, resources, timeouts}  the items this process will run, in order;
+                                                  timeouts: {nodeid: s} from @pytest.mark.timeout
   collect_error {nodeid, longrepr}                a file that failed to collect
-  started    {nodeid, t, timeout?}                before each test: who was running if we die,
-                                                  when (clock.now()), its @pytest.mark.timeout
-  report     {nodeid, when, outcome, category, duration, longrepr, sections, location}
-             on teardown also {cpu, maxrss, spawned}: what the test cost, children it left running
+  result     {nodeid, t, cpu, maxrss, spawned, and either location, phases or passed}
+             one finished test: when it started (proc.now()), CPU seconds, peak RSS, children
+             it left running; its phase reports [{when, outcome, category, duration, longrepr?,
+             sections?, wasxfail?}], or for a plain pass (three silent passing phases, counted
+             as pytest counts a pass) only `passed`: the total duration
   deps       {files}                              project files imported (for the skip cache)
   done       {exitstatus}
+
+One message per test, written when it ends (the engine reads them in batches). Which test is
+running right now is not a message but the progress board (board.py, a shared memory page named
+by `TEST_FRAMEWORK_BOARD`), so a crash or a hang is still blamed on the right test.
 
 The engine may write commands back on the same socket, one JSON object per line, read before each
 test: skip {files, reason} (the circuit breaker: tests of these files are skipped with reason).
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import fnmatch
 import io
 import json
 import os
@@ -36,11 +43,14 @@ import resource
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 import pytest
 
+from .board import FINISHED, RUNNING, BoardWriter
 from .constants import (
+    ENV_BOARD,
     ENV_CHANNEL,
     ENV_SELECT,
     ENV_STACKS,
@@ -55,9 +65,13 @@ _stacks_file: Any = None
 
 
 def _send(event: str, **payload: Any) -> None:
+    _send_message({"event": event, **payload})
+
+
+def _send_message(message: dict[str, Any]) -> None:
     if _fd is None:
         return
-    data = (json.dumps({"event": event, **payload}, default=str) + "\n").encode()
+    data = (json.dumps(message, default=str) + "\n").encode()
     view = memoryview(data)
     while view:
         written = os.write(_fd, view)
@@ -160,7 +174,36 @@ def _skip_reason(report: Any) -> str:
 def pytest_collection_finish(session: pytest.Session) -> None:
     if _fd is None:
         return
-    _send("collected", nodeids=[item.nodeid for item in session.items], **_constraints(session))
+    _send_collected(session)
+    _open_board(os.environ.get(ENV_BOARD))
+
+
+_index: dict[int, int] = {}  # id(item) -> its position in `collected`
+_board: BoardWriter | None = None
+
+
+def _send_collected(session: pytest.Session, *, constraints: bool = True) -> None:
+    global _index
+    _index = {id(item): position for position, item in enumerate(session.items)}
+    timeouts = {}
+    for item in session.items:
+        seconds = _marker_timeout(item)
+        if seconds is not None:
+            timeouts[item.nodeid] = seconds
+    _send(
+        "collected",
+        nodeids=[item.nodeid for item in session.items],
+        timeouts=timeouts,
+        **(_constraints(session) if constraints else {}),
+    )
+
+
+def _open_board(path: str | None) -> None:
+    global _board
+    _board = None
+    if path:
+        with contextlib.suppress(OSError, ValueError):
+            _board = BoardWriter(path)
 
 
 def _constraints(session: pytest.Session) -> dict[str, Any]:
@@ -200,7 +243,8 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     selection = _load_selection(child.command["select"]) or []
     session.items[:] = _select(session.items, selection)
     _send("hello", v=PROTOCOL_VERSION, pid=os.getpid(), rootdir=str(session.config.rootpath))
-    _send("collected", nodeids=[item.nodeid for item in session.items])
+    _send_collected(session, constraints=False)
+    _open_board(child.command.get("board"))
     return None
 
 
@@ -252,15 +296,23 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(reason)
 
 
+_phases: list[dict[str, Any]] = []
+_started_at = 0.0
+_position = -1
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    global _cpu_at_start
+    global _cpu_at_start, _children_before, _started_at, _position
+    if _fd is None:
+        return
     _read_commands()
+    _position = _index.get(id(item), -1)
+    if _board is not None:
+        _board.write(RUNNING, _position, time.monotonic())
+    _phases.clear()
+    _started_at = now()
     _cpu_at_start = _cpu_seconds()
-    timeout = _marker_timeout(item)
-    extra = {} if timeout is None else {"timeout": timeout}
-    _send("started", nodeid=item.nodeid, t=now(), **extra)
-    global _children_before
     _children_before = own_children()
 
 
@@ -299,33 +351,50 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
             category = status[0] if isinstance(status[0], str) else str(status[0])
     if report.outcome == "skipped" and report.when != "call" and not category:
         category = "skipped"
-    longrepr = ""
+    phase: dict[str, Any] = {
+        "when": report.when,
+        "outcome": report.outcome,
+        "category": category,
+        "duration": report.duration,
+    }
     if report.longrepr is not None and report.outcome != "passed":
-        longrepr = _skip_reason(report) if report.skipped else _render(report)
-    elif hasattr(report, "wasxfail") and report.outcome == "passed":
-        longrepr = ""
-    _send(
-        "report",
-        nodeid=report.nodeid,
-        when=report.when,
-        outcome=report.outcome,
-        category=category,
-        duration=report.duration,
-        longrepr=longrepr,
-        sections=[list(s) for s in report.sections] if report.outcome == "failed" else [],
-        location=list(report.location) if report.location else None,
-        wasxfail=getattr(report, "wasxfail", None),
-        # What the test cost, on its last phase: CPU seconds of this process since it started
-        # (threads included, children not) and the process's peak RSS so far, in bytes.
-        **(
-            {
-                "cpu": _cpu_seconds() - _cpu_at_start,
-                "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                "spawned": _spawned(),
-            }
-            if report.when == "teardown"
-            else {}
-        ),
+        phase["longrepr"] = _skip_reason(report) if report.skipped else _render(report)
+    if report.outcome == "failed" and report.sections:
+        phase["sections"] = [list(s) for s in report.sections]
+    wasxfail = getattr(report, "wasxfail", None)
+    if wasxfail is not None:
+        phase["wasxfail"] = wasxfail
+    _phases.append(phase)
+    if report.when != "teardown":
+        return
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    message: dict[str, Any] = {"event": "result", "nodeid": report.nodeid, "t": _started_at}
+    if _plain_pass(_phases):
+        # Most tests: three silent passing phases. Their total duration says all there is.
+        message["passed"] = sum(p["duration"] for p in _phases)
+    else:
+        message["location"] = list(report.location) if report.location else None
+        message["phases"] = list(_phases)
+    # What the test cost: CPU seconds of this process since it started (threads included,
+    # children not), the process's peak RSS so far in bytes, and children it left running.
+    message["cpu"] = usage.ru_utime + usage.ru_stime - _cpu_at_start
+    message["maxrss"] = usage.ru_maxrss * 1024
+    message["spawned"] = _spawned()
+    _phases.clear()
+    if _board is not None:
+        _board.write(FINISHED, _position, time.monotonic())
+    _send_message(message)
+
+
+_PLAIN = (("setup", ""), ("call", "passed"), ("teardown", ""))
+
+
+def _plain_pass(phases: list[dict[str, Any]]) -> bool:
+    """Setup, call and teardown passed, said nothing (no longrepr, sections, xfail) and were
+    counted as pytest counts a plain pass."""
+    return len(phases) == 3 and all(
+        len(p) == 4 and p["outcome"] == "passed" and (p["when"], p["category"]) == plain
+        for p, plain in zip(phases, _PLAIN, strict=True)
     )
 
 
@@ -381,16 +450,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _exitstatus = int(exitstatus)
     if _fd is None:
         return
-    _send("deps", files=_project_modules(str(session.config.rootpath)))
+    _send("deps", files=_project_modules(str(session.config.rootpath), session.config))
     _send("done", exitstatus=int(exitstatus))
 
 
-def _project_modules(rootdir: str) -> list[str]:
-    """Files under the rootdir that this process imported (site-packages excluded)."""
+def _project_modules(rootdir: str, config: pytest.Config) -> list[str]:
+    """Files under the rootdir that this process imported (site-packages excluded), test modules
+    left out: collection imports every test file of the selection (a forked worker inherits
+    the zygote's whole collection), so they say nothing about what a test file depends on."""
     prefix = rootdir.rstrip(os.sep) + os.sep
+    test_patterns = [str(p) for p in config.getini("python_files")]
     found = set()
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
-        if path and path.startswith(prefix) and "site-packages" not in path:
-            found.add(os.path.relpath(path, rootdir))
+        if not path or not path.startswith(prefix) or "site-packages" in path:
+            continue
+        if any(fnmatch.fnmatch(os.path.basename(path), pattern) for pattern in test_patterns):
+            continue
+        found.add(os.path.relpath(path, rootdir))
     return sorted(found)

@@ -26,7 +26,14 @@ import anyio
 from anyio.abc import ByteReceiveStream, SocketStream, TaskStatus
 
 from .constants import ENV_ZYGOTE
-from .process import OUTPUT_TAIL_BYTES, Launcher, WorkerHandle, signal_group, spawn_worker
+from .process import (
+    OUTPUT_TAIL_BYTES,
+    Launcher,
+    ShardFiles,
+    WorkerHandle,
+    signal_group,
+    spawn_worker,
+)
 from .protocol import Message, read_messages
 
 
@@ -96,19 +103,17 @@ class ForkOrSpawn:
 
     @contextlib.asynccontextmanager
     async def launch(
-        self, shard_id: int, files: Sequence[str], select_path: Path, stacks_path: Path
+        self, shard_id: int, files: Sequence[str], paths: ShardFiles
     ) -> AsyncIterator[WorkerHandle]:
         async with contextlib.AsyncExitStack() as stack:
             worker: WorkerHandle | None = None
             if self.zygote is not None and self.zygote.alive:
                 with contextlib.suppress(ZygoteGone):
                     worker = await stack.enter_async_context(
-                        self.zygote.launch(shard_id, files, select_path, stacks_path)
+                        self.zygote.launch(shard_id, files, paths)
                     )
             if worker is None:
-                worker = await stack.enter_async_context(
-                    self.spawn.launch(shard_id, files, select_path, stacks_path)
-                )
+                worker = await stack.enter_async_context(self.spawn.launch(shard_id, files, paths))
             yield worker
 
 
@@ -210,7 +215,7 @@ class Zygote:
 
     @contextlib.asynccontextmanager
     async def launch(
-        self, shard_id: int, files: Sequence[str], select_path: Path, stacks_path: Path
+        self, shard_id: int, files: Sequence[str], paths: ShardFiles
     ) -> AsyncIterator[ForkedWorker]:
         del files  # the zygote already collected them
         if not self.alive or self._control is None:
@@ -221,9 +226,10 @@ class Zygote:
         self._by_shard[shard_id] = child
         command: dict[str, Any] = {
             "shard": shard_id,
-            "select": str(select_path),
+            "select": str(paths.select),
             "output": str(output),
-            "stacks": str(stacks_path),
+            "stacks": str(paths.stacks),
+            "board": str(paths.board),
         }
         try:
             socket.send_fds(self._control, [json.dumps(command).encode()], [child_end.fileno()])

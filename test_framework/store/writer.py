@@ -104,15 +104,14 @@ class StoreWriter:
     async def run(self) -> None:
         async with self._receive:
             async for event in self._receive:
-                if self.failed is not None:
-                    self.dropped += 1
-                    continue
-                try:
-                    await self._write(event)
-                except (sqlite3.Error, ValueError, OSError) as exc:
-                    self.failed = f"{type(exc).__name__}: {exc}"
-                    log.warning("store_write_failed", error=self.failed)
-                    self.dropped += 1
+                await self._take(event)
+                # Whatever else is queued goes now, without a trip through the event loop each.
+                while True:
+                    try:
+                        event = self._receive.receive_nowait()
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                    await self._take(event)
             if self.failed is None:
                 try:
                     await self._flush()
@@ -120,6 +119,17 @@ class StoreWriter:
                 except (sqlite3.Error, ValueError) as exc:
                     self.failed = f"{type(exc).__name__}: {exc}"
                     log.warning("store_write_failed", error=self.failed)
+
+    async def _take(self, event: Event) -> None:
+        if self.failed is not None:
+            self.dropped += 1
+            return
+        try:
+            await self._write(event)
+        except (sqlite3.Error, ValueError, OSError) as exc:
+            self.failed = f"{type(exc).__name__}: {exc}"
+            log.warning("store_write_failed", error=self.failed)
+            self.dropped += 1
 
     async def _commit_if(self, force: bool) -> None:
         """Rows wait in memory and go in one executemany each: a thread hop per batch, not

@@ -10,6 +10,8 @@ import anyio
 import psutil
 import pytest
 
+from test_framework.execution.board import create as create_board
+from test_framework.execution.process import ShardFiles
 from test_framework.execution.protocol import read_messages
 from test_framework.execution.runner import WORKER_PLUGIN, ShardSpec, WorkerSetup, run_shard
 from test_framework.execution.zygote import ForkOrSpawn, Zygote, ZygoteGone
@@ -18,6 +20,12 @@ from test_framework.models import Outcome, Shard
 from .test_runner import Recorder, setup_for
 
 pytestmark = pytest.mark.anyio
+
+
+def shard_files(scratch: Path, select: Path) -> ShardFiles:
+    paths = ShardFiles(select=select, stacks=scratch / "stacks", board=scratch / "board")
+    create_board(paths.board)
+    return paths
 
 
 def zygote_for(root: Path, scratch: Path, *args: str) -> Zygote:
@@ -126,7 +134,7 @@ async def test_zygote_that_cannot_start_raises_zygote_gone_and_spawn_takes_over(
         select = tmp_path / "select.json"
         select.write_text(json.dumps([{"file": "test_misc.py", "part": [0, 1]}]))
         with pytest.raises(ZygoteGone):
-            async with zygote.launch(1, [], select, tmp_path / "stacks"):
+            async with zygote.launch(1, [], shard_files(tmp_path, select)):
                 pass  # pragma: no cover - never entered
         recorder = Recorder()
         both = ForkOrSpawn(zygote, _SpawnOnly(setup_for(suites / "basic", tmp_path)))
@@ -156,7 +164,7 @@ async def test_protocol_messages_of_a_forked_child_start_with_hello(
     async with anyio.create_task_group() as tg:
         await tg.start(zygote.run)
         await zygote.collected.wait()
-        async with zygote.launch(7, [], select, tmp_path / "stacks") as worker:
+        async with zygote.launch(7, [], shard_files(tmp_path, select)) as worker:
             events = [m.event async for m in read_messages(worker.channel)]
             await worker.wait()
             assert worker.returncode == 0
