@@ -144,6 +144,9 @@ class Shard:
     nodeids: tuple[NodeId, ...]
     expected_duration: float
     weight: int = 1
+    # Whether a free slot may take over the tail of this shard while it runs (work stealing);
+    # never for serial or resource shards, whose tests must not run beside each other.
+    splittable: bool = True
 
     @property
     def files(self) -> tuple[str, ...]:

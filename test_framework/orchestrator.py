@@ -89,7 +89,13 @@ from .models import (
 )
 from .monitor import run_monitor
 from .outcomes import count_outcomes, exit_code_for
-from .planning import PlanInput, PlannedShard, explicit_selection, make_plan
+from .planning import (
+    DEFAULT_TEST_ESTIMATE,
+    PlanInput,
+    PlannedShard,
+    explicit_selection,
+    make_plan,
+)
 from .request import RunSettings
 from .resources import CapacityPolicy, PsutilSampler, Sampler
 from .store import connect_store
@@ -103,6 +109,11 @@ log = structlog.get_logger("test_framework")
 SPAWN_MIN_SHARD_SECONDS = 1.5
 # A fork costs milliseconds; below this a shard is mostly fixture set-up repeated.
 FORK_MIN_SHARD_SECONDS = 0.2
+# Work stealing: a running shard's waiting tests move to a free slot when they are expected to
+# take at least this long (a new worker pays a fork and its fixtures again); the dispatcher
+# looks for such tails this often while nothing is queued.
+STEAL_MIN_SECONDS = 2 * FORK_MIN_SHARD_SECONDS
+STEAL_POLL_SECONDS = 0.05
 _RETRYABLE = frozenset({Outcome.FAILED, Outcome.ERROR, Outcome.CRASHED})
 
 
@@ -163,6 +174,12 @@ class Orchestrator(ShardListener):
         self._links: dict[int, WorkerLink] = {}
         self._worker_pids: dict[int, int] = {}
         self._zygote: Zygote | None = None
+        # Work stealing: the spec of each running shard, the shards asked to release a tail,
+        # and the known test durations to judge whether a tail is worth a new worker.
+        self._specs: dict[int, ShardSpec] = {}
+        self._steals: set[int] = set()
+        self._durations: Mapping[NodeId, float] = {}
+        self._seen: dict[int, tuple[float, int]] = {}  # shard id -> (seconds, tests) so far
         self.log = log.bind(run_id=self.run_id)
 
     # ---- ShardListener: called by runners while shards run -------------------------------
@@ -179,12 +196,75 @@ class Orchestrator(ShardListener):
     def worker_gone(self, shard_id: int) -> None:
         self._links.pop(shard_id, None)
         self._worker_pids.pop(shard_id, None)
+        self._steals.discard(shard_id)
+
+    def tests_released(self, shard_id: int, nodeids: tuple[NodeId, ...]) -> None:
+        """A running worker gave back the tail of its tests: a new shard for a free slot."""
+        self._steals.discard(shard_id)
+        parent = self._specs.get(shard_id)
+        if not nodeids or parent is None:
+            self._wakeup.set()
+            return
+        shard = Shard(
+            shard_id=self._new_shard_id(),
+            nodeids=nodeids,
+            expected_duration=sum(self._expected(n) for n in nodeids),
+        )
+        self.log.debug(
+            "tail_released", from_shard=shard_id, to_shard=shard.shard_id, tests=len(nodeids)
+        )
+        spec = ShardSpec(shard=shard, selection=explicit_selection(nodeids), attempt=parent.attempt)
+        self._enqueue(spec, front=True)
+
+    def _expected(self, nodeid: NodeId) -> float:
+        return self._durations.get(nodeid, DEFAULT_TEST_ESTIMATE)
+
+    def _stealable(self) -> list[tuple[float, int]]:
+        """Running shards whose waiting tests are worth a worker of their own, most work first:
+        (expected seconds waiting, shard id)."""
+        found = []
+        for shard_id, link in list(self._links.items()):
+            spec = self._specs.get(shard_id)
+            if spec is None or not spec.shard.splittable or shard_id in self._steals:
+                continue
+            waiting = link.waiting()
+            if waiting < 2:
+                continue
+            shard = spec.shard
+            seen_seconds, seen_tests = self._seen.get(shard_id, (0.0, 0))
+            # This run's own tests say best what the rest of the shard costs.
+            per_test = (
+                seen_seconds / seen_tests
+                if seen_tests
+                else shard.expected_duration / max(1, len(shard.nodeids))
+            )
+            seconds = waiting * per_test
+            if seconds >= STEAL_MIN_SECONDS:
+                found.append((seconds, shard_id))
+        return sorted(found, reverse=True)
+
+    def _steal(self) -> None:
+        """With the queue empty and slots free, ask the busiest shards to release their tails."""
+        if self._queue or self.state.stop_reason is not None:
+            return
+        stats = self.limiter.statistics()
+        free = stats.capacity - stats.in_use - len(self._steals)
+        if free <= 0:
+            return
+        for _seconds, shard_id in self._stealable()[:free]:
+            link = self._links.get(shard_id)
+            if link is not None:
+                self._steals.add(shard_id)
+                link.send({"event": "release"})
 
     def test_started(self, shard_id: int, nodeid: NodeId) -> None:
         self.bus.emit(TestStarted(shard_id=shard_id, nodeid=nodeid))
 
     def test_result(self, result: TestResult) -> None:
         """Every finished attempt: final, or queued for a retry after backoff."""
+        if result.shard_id is not None:
+            seconds, tests = self._seen.get(result.shard_id, (0.0, 0))
+            self._seen[result.shard_id] = (seconds + result.duration, tests + 1)
         profile = self.settings.profile
         retryable = result.outcome in _RETRYABLE and "::" in result.nodeid
         if retryable and result.attempt <= profile.retries and self.state.stop_reason is None:
@@ -303,7 +383,10 @@ class Orchestrator(ShardListener):
         return event
 
     def _backlog(self) -> int:
-        return len(self._queue) + self.limiter.statistics().waiting
+        """Work that more slots could start now: queued shards, and running shards with a tail
+        worth stealing (so the monitor widens for a cold run's few long shards too)."""
+        queued = len(self._queue) + self.limiter.statistics().waiting
+        return queued if queued else len(self._stealable()) + len(self._steals)
 
     def _new_shard_id(self) -> int:
         self._next_shard_id += 1
@@ -371,6 +454,7 @@ class Orchestrator(ShardListener):
         settings = self.settings
         selection = await (self._from_zygote(zygote) if zygote else self._discover(db))
         history = await self._history(db)
+        self._durations = history.durations
         forked = zygote is not None
         known = sum(1 for n in selection.nodeids if n in history.durations)
         busy = self._busy_workers(history.cpu_fraction(selection.nodeids)) if forked else None
@@ -531,7 +615,9 @@ class Orchestrator(ShardListener):
                 elif self._busy == 0:
                     return
                 else:
-                    await self._wakeup.wait()
+                    self._steal()
+                    with anyio.move_on_after(STEAL_POLL_SECONDS):
+                        await self._wakeup.wait()
                     self._wakeup = anyio.Event()
 
     async def _delayed_retry(self, nodeids: tuple[NodeId, ...], attempt: int, delay: float) -> None:
@@ -548,7 +634,12 @@ class Orchestrator(ShardListener):
             current = self._without_skipped(spec)
             if current is None:
                 return
-            outcome = await run_shard(current, setup, self, self._launcher)
+            self._specs[current.shard.shard_id] = current
+            try:
+                outcome = await run_shard(current, setup, self, self._launcher)
+            finally:
+                self._specs.pop(current.shard.shard_id, None)
+                self._seen.pop(current.shard.shard_id, None)
             self._after_shard(current, outcome)
             self._flush_retries(current)
         finally:

@@ -106,6 +106,7 @@ def make_plan(plan: PlanInput) -> list[PlannedShard]:
                 nodeids=p.shard.nodeids,
                 expected_duration=p.shard.expected_duration,
                 weight=p.shard.weight,
+                splittable=p.shard.splittable,
             ),
             selection=p.selection,
             has_recent_failure=p.has_recent_failure,
@@ -123,6 +124,7 @@ def _explicit_shard(
             nodeids=tuple(nodeids),
             expected_duration=sum(expected[n] for n in nodeids),
             weight=weight,
+            splittable=False,
         ),
         selection=explicit_selection(nodeids),
     )

@@ -93,13 +93,18 @@ class ShardOutcome:
 
 class WorkerLink:
     """What the orchestrator may do with a running worker: send it a command (the protocol
-    socket is two-way; the worker reads commands before each test) and ask what it runs now."""
+    socket is two-way; the worker reads commands before each test), ask what it runs now and
+    which of its tests have not started yet."""
 
     def __init__(
-        self, send: Callable[[Mapping[str, Any]], None], running: Callable[[], NodeId | None]
+        self,
+        send: Callable[[Mapping[str, Any]], None],
+        running: Callable[[], NodeId | None],
+        waiting: Callable[[], int],
     ) -> None:
         self.send = send
         self.running = running
+        self.waiting = waiting
 
 
 class ShardListener:
@@ -108,6 +113,7 @@ class ShardListener:
     def shard_started(self, shard_id: int, pid: int, nodeids: tuple[NodeId, ...]) -> None: ...
     def worker_ready(self, shard_id: int, link: WorkerLink) -> None: ...
     def worker_gone(self, shard_id: int) -> None: ...
+    def tests_released(self, shard_id: int, nodeids: tuple[NodeId, ...]) -> None: ...
     def test_started(self, shard_id: int, nodeid: NodeId) -> None: ...
     def test_result(self, result: TestResult) -> None: ...
 
@@ -121,7 +127,9 @@ class _Progress:
     timeouts: dict[NodeId, float] = field(default_factory=dict)  # from @pytest.mark.timeout
     running: NodeId | None = None  # as last read from the board
     running_since: float = 0.0
+    position: int = -1  # of the test last started, in `collected`
     finished: set[NodeId] = field(default_factory=set)
+    released: set[NodeId] = field(default_factory=set)  # handed to another worker
     timed_out: float | None = None  # the limit the running test passed
     memory_exceeded: int | None = None  # the RSS that passed the memory limit
     started_at: list[tuple[float, NodeId]] = field(default_factory=list)  # worker's proc.now()
@@ -131,6 +139,7 @@ class _Progress:
         """Read the board: the test running now (None between tests or before the first)."""
         state = self.board.read()
         running = None
+        self.position = state.index if state is not None else -1
         if state is not None and state.state == RUNNING and 0 <= state.index < len(self.collected):
             running = self.collected[state.index]
             if running in self.finished:  # its result arrived after the board was read
@@ -142,6 +151,13 @@ class _Progress:
     def now(self) -> NodeId | None:
         self.look()
         return self.running
+
+    def waiting(self) -> int:
+        """How many tests wait after the one running (or last run), not handed off. One board
+        read: the orchestrator asks often."""
+        state = self.board.read()
+        position = state.index if state is not None else -1
+        return max(0, len(self.collected) - position - 1 - len(self.released))
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +204,8 @@ async def run_shard(
         async with launcher.launch(shard.shard_id, files, paths) as worker:
             session_id = worker.pid
             listener.shard_started(shard.shard_id, worker.pid, shard.nodeids)
-            listener.worker_ready(shard.shard_id, WorkerLink(_sender(worker), progress.now))
+            link = WorkerLink(_sender(worker), progress.now, progress.waiting)
+            listener.worker_ready(shard.shard_id, link)
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(
@@ -296,6 +313,10 @@ def _handle(
         )
         outcome.results.append(result)
         listener.test_result(result)
+    elif message.event == "released":
+        released = tuple(str(n) for n in data.get("nodeids") or ())
+        progress.released.update(released)
+        listener.tests_released(shard_id, released)
     elif message.event == "deps":
         outcome.deps = tuple(data.get("files") or ())
     elif message.event == "done":
@@ -437,7 +458,7 @@ def _judge_crash(
             message=message,
             shard_id=spec.shard.shard_id,
         )
-    done = progress.finished | ({culprit} if culprit else set())
+    done = progress.finished | progress.released | ({culprit} if culprit else set())
     outcome.unstarted = tuple(n for n in planned if n not in done)
 
 

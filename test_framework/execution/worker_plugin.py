@@ -24,7 +24,9 @@ running right now is not a message but the progress board (board.py, a shared me
 by `TEST_FRAMEWORK_BOARD`), so a crash or a hang is still blamed on the right test.
 
 The engine may write commands back on the same socket, one JSON object per line, read before each
-test: skip {files, reason} (the circuit breaker: tests of these files are skipped with reason).
+test: skip {files, reason} (the circuit breaker: tests of these files are skipped with reason);
+release {} (work stealing: the worker drops the second half of the tests after the one about to
+run and answers `released {nodeids}`, which a new worker then runs).
 
 `TEST_FRAMEWORK_SELECT` names a JSON file that narrows collection: a list of entries, each
 {"file": relpath, "part": [k, n]} (the k-th of n contiguous slices of that file's items, so every
@@ -261,9 +263,10 @@ _control_pending = b""
 _skip_files: dict[str, str] = {}
 
 
-def _read_commands() -> None:
-    """Commands the engine wrote to the protocol socket since the last test, without waiting.
-    One so far: `{"event": "skip", "files": [...], "reason": ...}` from the circuit breaker."""
+def _read_commands(item: pytest.Item) -> None:
+    """Commands the engine wrote to the protocol socket since the last test, without waiting:
+    `{"event": "skip", "files", "reason"}` from the circuit breaker, and `{"event": "release"}`:
+    a free slot takes over the second half of the tests after `item` (work stealing)."""
     global _control_socket, _control_pending
     if _fd is None:
         return
@@ -287,6 +290,22 @@ def _read_commands() -> None:
             if command["event"] == "skip":
                 for file in command["files"]:
                     _skip_files[str(file)] = str(command["reason"])
+            elif command["event"] == "release":
+                _release_tail(item)
+
+
+def _release_tail(item: pytest.Item) -> None:
+    """Give back the second half of the tests after `item`. pytest's run loop reads
+    `session.items` afresh at each step, and the test right after `item` (its `nextitem`, which
+    fixture teardown was planned around) always stays."""
+    items = item.session.items
+    position = _index.get(id(item), -1)
+    remaining = len(items) - position - 1 if position >= 0 else 0
+    count = remaining // 2
+    released = [i.nodeid for i in items[len(items) - count :]] if count else []
+    if count:
+        del items[len(items) - count :]
+    _send("released", nodeids=released)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -306,7 +325,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     global _cpu_at_start, _children_before, _started_at, _position
     if _fd is None:
         return
-    _read_commands()
+    _read_commands(item)
     _position = _index.get(id(item), -1)
     if _board is not None:
         _board.write(RUNNING, _position, time.monotonic())

@@ -386,6 +386,27 @@ def test_two_runs_at_once_on_one_store_both_finish(tmp_path: Path) -> None:
     assert finished == (2,)
 
 
+@pytest.mark.parametrize("isolation", ["fork", "spawn"])
+def test_free_slots_steal_the_tail_of_a_running_shard(isolation: str, tmp_path: Path) -> None:
+    log = tmp_path / "ran.log"
+    done, document = run_suite(
+        "steal",
+        tmp_path,
+        "--workers",
+        "6",
+        f"--isolation={isolation}",
+        env={"STEAL_LOG": str(log)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = outcomes(document)
+    assert result == {f"test_one_long_file.py::test_waits[{n}]": "passed" for n in range(12)}
+    ran = [line.split() for line in log.read_text(encoding="utf-8").splitlines()]
+    # Every test ran exactly once, and the one file was spread over more processes than the
+    # plan cut it into (two shards of six for a file of unknown cost).
+    assert sorted(int(n) for _pid, n in ran) == list(range(12))
+    assert len({pid for pid, _n in ran}) > 2
+
+
 def _processes_in(folder: Path) -> list[psutil.Process]:
     """Live processes working in `folder`: workers or zygotes a run should have ended."""
     found = []

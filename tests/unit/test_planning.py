@@ -147,6 +147,18 @@ def test_serial_tests_get_one_shard_that_must_run_alone() -> None:
     assert set(counted.values()) == {1}
 
 
+def test_only_unconstrained_shards_may_have_their_tail_stolen() -> None:
+    """A serial or resource shard split over two workers would run its tests side by side."""
+    nodeids = suite(3, 3)
+    serial = {"tests/test_1.py::test_0"}
+    resources = {"tests/test_2.py::test_1": ("db",), "tests/test_2.py::test_2": ("db",)}
+    shards = make_plan(plan_input(nodeids, serial=serial, resources=resources))
+    for planned in shards:
+        constrained = set(planned.shard.nodeids) & (serial | set(resources))
+        assert planned.shard.splittable is not bool(constrained)
+    assert any(p.shard.splittable for p in shards)
+
+
 def test_files_with_constrained_tests_name_their_other_tests() -> None:
     """A slice of a file would pick up its serial test again; explicit ids cannot."""
     nodeids = suite(2, 3)

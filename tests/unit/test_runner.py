@@ -237,6 +237,38 @@ async def test_a_skip_command_reaches_a_running_worker(suites: Path, tmp_path: P
     assert all("breaker says no" in r.longrepr for r in skipped)
 
 
+class _ReleaseAtOnce(Recorder):
+    """Asks the worker, as soon as it starts, to give back the tail of its tests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released: list[NodeId] = []
+
+    def worker_ready(self, shard_id: int, link: WorkerLink) -> None:
+        link.send({"event": "release"})
+
+    def tests_released(self, shard_id: int, nodeids: tuple[NodeId, ...]) -> None:
+        self.released.extend(nodeids)
+
+
+async def test_a_worker_releases_the_second_half_of_its_waiting_tests(
+    suites: Path, tmp_path: Path
+) -> None:
+    recorder = _ReleaseAtOnce()
+    outcome = await run_shard(
+        spec([{"file": "test_math.py", "part": [0, 1]}]),
+        setup_for(suites / "basic", tmp_path),
+        recorder,
+    )
+    assert outcome.completed
+    assert outcome.collected is not None
+    ran = [r.nodeid for r in recorder.results]
+    # Read before the first test: of the five after it, the last two go; the rest run here.
+    assert recorder.released == list(outcome.collected[-2:])
+    assert ran == list(outcome.collected[:-2])
+    assert set(ran).isdisjoint(recorder.released)
+
+
 def _dies(pid: int) -> bool:
     """SIGKILL is delivered asynchronously: give the process a moment to be gone."""
     try:
