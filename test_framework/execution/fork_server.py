@@ -99,17 +99,22 @@ def become_child(session: pytest.Session, setup: ChildSetup) -> None:
     capture = session.config.pluginmanager.getplugin("capturemanager")
     if capture is not None:
         capture.start_global_capturing()
-    # Nobody reads a child's terminal; its closing summary (and the lazy imports plugins make
-    # there, ~1 s for hypothesis without bytecode caches) would be paid once per shard. Its hooks
-    # go; the object stays findable, since pytest itself (assertion rewriting's highlighter) and
-    # plugins look it up by name.
-    manager = session.config.pluginmanager
-    terminal = manager.getplugin("terminalreporter")
-    if terminal is not None:
-        manager.unregister(terminal)
-        manager.register(_WithoutHooks(terminal), "terminalreporter")
+    silence_terminal(session.config)
     # Collection errors were the zygote's to report; this child only runs its tests.
     session.testsfailed = 0
+
+
+def silence_terminal(config: pytest.Config) -> None:
+    """Nobody reads a forked child's terminal, nor the zygote's: their closing summaries (and the
+    lazy imports plugins make there, ~1 s for hypothesis without bytecode caches) would be paid
+    once per shard and once more at the end of every run. The reporter's hooks go; the object
+    stays findable, since pytest itself (assertion rewriting's highlighter) and plugins look it
+    up by name."""
+    manager = config.pluginmanager
+    terminal = manager.getplugin("terminalreporter")
+    if terminal is not None and not isinstance(terminal, _WithoutHooks):
+        manager.unregister(terminal)
+        manager.register(_WithoutHooks(terminal), "terminalreporter")
 
 
 class _WithoutHooks:

@@ -59,7 +59,7 @@ from .constants import (
     ENV_ZYGOTE,
     PROTOCOL_VERSION,
 )
-from .fork_server import become_child, serve
+from .fork_server import become_child, serve, silence_terminal
 from .proc import now, own_children
 
 _fd: int | None = None
@@ -231,11 +231,13 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         return None
     control = socket.socket(fileno=int(raw))
     child = serve(session, control, _send)
+    global _quick_exit, _control_socket
+    _quick_exit = True
     if child is None:
+        # The run is over: the zygote itself runs nothing and reports nothing.
         session.items[:] = []
-        return True  # the zygote itself runs nothing
-    global _forked_child, _control_socket
-    _forked_child = True
+        silence_terminal(session.config)
+        return True
     os.close(_fd)
     _fd = child.channel_fd
     _control_socket = None
@@ -444,16 +446,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _session_config = session.config
 
 
-_forked_child = False
+_quick_exit = False  # a forked child, or the zygote once it served
 _exitstatus = 0
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """A forked child ends here: atexit handlers run (coverage and the like save their data),
-    then the process leaves without tearing down the zygote's whole heap object by object,
-    which costs a few hundred milliseconds per shard and tells nobody anything."""
-    if not _forked_child:
+    """A forked child or the zygote ends here: atexit handlers run (coverage and the like save
+    their data), then the process leaves without tearing down its whole heap object by object,
+    which costs a few hundred milliseconds per process and tells nobody anything."""
+    if not _quick_exit:
         return
     import atexit
 
