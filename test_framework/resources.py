@@ -56,8 +56,9 @@ def compute_capacity(
     """One step of the adaptive policy.
 
     Memory pressure narrows first (halving: a machine that swaps helps nobody); CPU saturation
-    narrows one slot at a time; an idle CPU with shards waiting widens by half again (tests that
-    sleep or wait on sockets want many slots quickly), but never past what the memory left
+    narrows one slot at a time; an idle CPU with shards waiting widens by half again, or doubles
+    below half of `cpu_low` (tests that sleep or wait on sockets want many slots quickly), but
+    never past what the memory left
     above the reserve holds at the RSS the running workers show. Always within
     [minimum, maximum], never below 1.
     """
@@ -73,7 +74,10 @@ def compute_capacity(
         if running > 0 and sample.children_rss > 0:
             per_worker = sample.children_rss / running
             ceiling = min(ceiling, max(current, running + int(spare / per_worker)))
-        wider = min(ceiling, current + max(1, current // 2), current + waiting)
+        # Doubling when the CPU is mostly idle: a cold run of waiting tests starts at the core
+        # count and should reach dozens of slots in a few ticks, not a dozen.
+        step = current if sample.cpu_percent <= policy.cpu_low / 2 else max(1, current // 2)
+        wider = min(ceiling, current + step, current + waiting)
         if wider > current:
             return CapacityDecision(wider, "cpu idle, tests waiting")
         return CapacityDecision(current, "memory bounds widening")

@@ -33,8 +33,9 @@ def sample(cpu: float = 50.0, available: int = 8 * GIB) -> ResourceSample:
 @pytest.mark.parametrize(
     ("cpu", "available", "current", "waiting", "expected", "reason"),
     [
-        (20.0, 8 * GIB, 2, 5, 3, "cpu idle, tests waiting"),
-        (20.0, 8 * GIB, 4, 5, 6, "cpu idle, tests waiting"),  # by half again
+        (40.0, 8 * GIB, 2, 5, 3, "cpu idle, tests waiting"),
+        (40.0, 8 * GIB, 4, 5, 6, "cpu idle, tests waiting"),  # by half again
+        (20.0, 8 * GIB, 4, 5, 8, "cpu idle, tests waiting"),  # doubling: below cpu_low / 2
         (20.0, 8 * GIB, 4, 1, 5, "cpu idle, tests waiting"),  # no more than what waits
         (20.0, 8 * GIB, 2, 0, 2, "steady"),  # idle but nothing waits: no point widening
         (20.0, 8 * GIB, 8, 5, 8, "steady"),  # at the ceiling
@@ -112,7 +113,7 @@ class ScriptedSampler:
 async def test_monitor_widens_then_narrows_and_reports_each_change() -> None:
     limiter = AdaptiveLimiter(2)
     events: list[Event] = []
-    sampler = ScriptedSampler([sample(10.0), sample(10.0), sample(99.0)])
+    sampler = ScriptedSampler([sample(40.0), sample(40.0), sample(99.0)])
 
     async def waiter() -> None:
         await limiter.acquire()
