@@ -14,13 +14,14 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TextIO
 
 import anyio
 import structlog
 
+from .arguments import CommandParser, non_negative_int, positive_int, seconds
 from .config import CATEGORY_NAMES, PROFILE_NAMES
-from .errors import TestFrameworkError, UsageError
+from .errors import TestFrameworkError
 from .events import Subscriber
 from .exit_codes import ExitCode
 from .flaky_command import main as flaky_main
@@ -36,43 +37,8 @@ from .request import RunRequest, RunSettings, resolve
 PROG = "test_framework"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see --help)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
-    return value
-
-
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = CommandParser(
         prog=prog,
         description="Run a project's pytest suite in parallel worker processes, "
         "longest tests first, with results kept in SQLite.",
@@ -95,7 +61,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     add(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="fixed number of worker slots (default: adaptive, from CPU and memory)",
     )
@@ -114,40 +80,40 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     add(
         "--maxfail",
-        type=_non_negative_int,
+        type=non_negative_int,
         metavar="N",
         help="stop after N failing tests; the rest are reported as not run (0: never)",
     )
     add(
         "--timeout",
-        type=_seconds,
+        type=seconds,
         metavar="SECONDS",
         help="per-test timeout: a test running longer is killed and reported (0: never)",
     )
     add(
         "--session-timeout",
-        type=_seconds,
+        type=seconds,
         metavar="SECONDS",
         help="end the whole run after this long: running tests are reported as timed out, "
         "the rest as not run, every report is still written (0: never)",
     )
     add(
         "--memory-limit",
-        type=_non_negative_int,
+        type=non_negative_int,
         metavar="MB",
         help="kill a worker whose RSS (with its children) passes MB and report the test "
         "that was running as the culprit (0: no limit; default: the profile's)",
     )
     add(
         "--breaker-threshold",
-        type=_non_negative_int,
+        type=non_negative_int,
         metavar="N",
         help="after N failures with one error signature and a probe that fails the same way, "
         "skip the rest of the affected files with that reason (0: off; default: the profile's)",
     )
     add(
         "--retries",
-        type=_non_negative_int,
+        type=non_negative_int,
         metavar="N",
         help="run a failing test again up to N times in a fresh process (default: profile's)",
     )

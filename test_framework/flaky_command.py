@@ -16,33 +16,19 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import TextIO
 
 import aiosqlite
 import anyio
 
-from .errors import StoreError, UsageError
+from .arguments import CommandParser, positive_int
+from .errors import StoreError
 from .exit_codes import ExitCode
 from .request import RunRequest, resolve
 from .store import BUSY_TIMEOUT_MS
 from .store.flakiness import FlakyTest, count_recent_runs, flaky_tests
 
 DEFAULT_LAST_RUNS = 50
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see --help)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _rate(text: str) -> float:
@@ -56,7 +42,7 @@ def _rate(text: str) -> float:
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = CommandParser(
         prog=f"{prog} flaky",
         description="Show the tests that failed and then passed on a retry in the project's "
         "recent runs, with their flake rate (flaky runs / runs the test ran in).",
@@ -77,7 +63,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     )
     add(
         "--last",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_LAST_RUNS,
         metavar="N",
         help=f"examine the project's last N runs (default: {DEFAULT_LAST_RUNS})",

@@ -136,6 +136,38 @@ class TestResult:
         return tuple(s for r in self.reports for s in r.sections)
 
 
+def engine_result(
+    nodeid: NodeId,
+    outcome: Outcome,
+    when: str,
+    message: str,
+    longrepr: str | None = None,
+    *,
+    attempt: int = 1,
+    shard_id: int | None = None,
+) -> TestResult:
+    """A result the engine decided rather than a worker reported (a collection error, a crash
+    before the test began, a breaker's skip, a session timeout): one phase report saying so."""
+    skipped = outcome is Outcome.SKIPPED
+    report = PhaseReport(
+        nodeid=nodeid,
+        when=when,
+        outcome="skipped" if skipped else "failed",
+        category=outcome.value,
+        duration=0.0,
+        longrepr=message if longrepr is None else longrepr,
+    )
+    return TestResult(
+        nodeid=nodeid,
+        outcome=outcome,
+        duration=0.0,
+        attempt=attempt,
+        reports=(report,),
+        message=message,
+        shard_id=shard_id,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Shard:
     """A unit of dispatch: node ids that run together in one worker process."""

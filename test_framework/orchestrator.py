@@ -80,11 +80,11 @@ from .limiter import AdaptiveLimiter
 from .models import (
     NodeId,
     Outcome,
-    PhaseReport,
     Plan,
     RunSummary,
     Shard,
     TestResult,
+    engine_result,
     file_of,
 )
 from .monitor import run_monitor
@@ -697,21 +697,13 @@ class Orchestrator(ShardListener):
         code = outcome.returncode
         how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
         message = f"crashed: the worker died ({how}) before this test started"
-        report = PhaseReport(
-            nodeid=nodeid,
-            when="setup",
-            outcome="failed",
-            category="crashed",
-            duration=0.0,
-            longrepr=with_output_tail(message, outcome.output_tail),
-        )
-        return TestResult(
-            nodeid=nodeid,
-            outcome=Outcome.CRASHED,
-            duration=0.0,
+        return engine_result(
+            nodeid,
+            Outcome.CRASHED,
+            "setup",
+            message,
+            with_output_tail(message, outcome.output_tail),
             attempt=spec.attempt,
-            reports=(report,),
-            message=message,
             shard_id=spec.shard.shard_id,
         )
 
@@ -727,24 +719,7 @@ class Orchestrator(ShardListener):
         running = list(dict.fromkeys(now_running.values()))
         message = f"timeout: the run reached its {limit:g}s session timeout while this test ran"
         for shard_id, nodeid in now_running.items():
-            report = PhaseReport(
-                nodeid=nodeid,
-                when="call",
-                outcome="failed",
-                category="timeout",
-                duration=0.0,
-                longrepr=message,
-            )
-            self._finish(
-                TestResult(
-                    nodeid=nodeid,
-                    outcome=Outcome.TIMEOUT,
-                    duration=0.0,
-                    reports=(report,),
-                    message=message,
-                    shard_id=shard_id,
-                )
-            )
+            self._finish(engine_result(nodeid, Outcome.TIMEOUT, "call", message, shard_id=shard_id))
         names = ", ".join(running) if running else "none"
         self._notes.append(
             f"session timeout: the run stopped at its {limit:g}s limit; tests running then: {names}"
@@ -961,21 +936,12 @@ def _send_skips(link: WorkerLink, skips: Mapping[str, str]) -> None:
 
 
 def _skipped(nodeid: NodeId, reason: str, spec: ShardSpec) -> TestResult:
-    report = PhaseReport(
-        nodeid=nodeid,
-        when="setup",
-        outcome="skipped",
-        category="skipped",
-        duration=0.0,
-        longrepr=reason,
-    )
-    return TestResult(
-        nodeid=nodeid,
-        outcome=Outcome.SKIPPED,
-        duration=0.0,
+    return engine_result(
+        nodeid,
+        Outcome.SKIPPED,
+        "setup",
+        reason,
         attempt=spec.attempt,
-        reports=(report,),
-        message=reason,
         shard_id=spec.shard.shard_id,
     )
 
@@ -993,21 +959,9 @@ def _without(args: Sequence[str], positionals: Sequence[str]) -> list[str]:
 
 
 def _collection_result(nodeid: NodeId, longrepr: str, skipped: bool) -> TestResult:
-    report = PhaseReport(
-        nodeid=nodeid,
-        when="collect",
-        outcome="skipped" if skipped else "failed",
-        category="skipped" if skipped else "error",
-        duration=0.0,
-        longrepr=longrepr,
-    )
-    return TestResult(
-        nodeid=nodeid,
-        outcome=Outcome.SKIPPED if skipped else Outcome.ERROR,
-        duration=0.0,
-        reports=(report,),
-        message="skipped at collection" if skipped else "error during collection",
-    )
+    if skipped:
+        return engine_result(nodeid, Outcome.SKIPPED, "collect", "skipped at collection", longrepr)
+    return engine_result(nodeid, Outcome.ERROR, "collect", "error during collection", longrepr)
 
 
 async def run_events(

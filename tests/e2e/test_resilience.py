@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from ..processes import alive, dies
 from .helpers import SUITES, run_suite
 
 pytestmark = pytest.mark.e2e
@@ -68,7 +69,7 @@ def test_a_leaked_process_is_killed_with_its_worker(tmp_path: Path) -> None:
     leaked = [int(p) for p in pid_file.read_text(encoding="utf-8").split()]
     assert leaked
     for pid in leaked:
-        assert _dies(pid)
+        assert dies(pid)
     # ... and reported: live, and in the summary and the JSON report's notes.
     assert f"left a process running: pid {leaked[0]} `sleep 600`" in done.stdout
     assert "test_leak.py::test_leaks_child" in done.stdout
@@ -185,7 +186,7 @@ def test_sigint_mid_run_keeps_every_result_and_leaves_nothing_behind(
     assert dict(rows)["passed"] == 2
     assert run == [(2, 1)]
     time.sleep(0.5)
-    assert not [p for p in descendants if _alive(p.pid)]
+    assert not [p for p in descendants if alive(p.pid)]
 
 
 @pytest.mark.parametrize("isolation", ["fork", "spawn"])
@@ -349,7 +350,7 @@ def test_a_second_ctrl_c_ends_at_once_and_leaves_no_process(tmp_path: Path) -> N
     process.communicate(timeout=60)
     assert process.returncode == 2
     for child in descendants:
-        assert _dies(child.pid)
+        assert dies(child.pid)
 
 
 def test_two_runs_at_once_on_one_store_both_finish(tmp_path: Path) -> None:
@@ -416,21 +417,3 @@ def _processes_in(folder: Path) -> list[psutil.Process]:
         if process.info["cwd"] == str(folder):
             found.append(process)
     return found
-
-
-def _dies(pid: int) -> bool:
-    """SIGKILL is delivered asynchronously: give the process a moment to be gone."""
-    try:
-        psutil.Process(pid).wait(timeout=10)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
-        return not _alive(pid)
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False

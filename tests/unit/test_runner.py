@@ -18,6 +18,8 @@ from test_framework.execution.runner import (
 from test_framework.execution.worker_plugin import _select
 from test_framework.models import NodeId, Outcome, Shard, TestResult
 
+from ..processes import dies
+
 pytestmark = pytest.mark.anyio
 
 
@@ -211,7 +213,7 @@ async def test_leaked_processes_are_found_killed_and_attributed(
     (description,) = outcome.leaked
     assert f"pid {leaked_pid} `sleep 600`" in description
     assert "test_leak.py::test_leaks_child" in description
-    assert _dies(leaked_pid)
+    assert dies(leaked_pid)
 
 
 class _SkipFile(Recorder):
@@ -267,24 +269,6 @@ async def test_a_worker_releases_the_second_half_of_its_waiting_tests(
     assert recorder.released == list(outcome.collected[-2:])
     assert ran == list(outcome.collected[:-2])
     assert set(ran).isdisjoint(recorder.released)
-
-
-def _dies(pid: int) -> bool:
-    """SIGKILL is delivered asynchronously: give the process a moment to be gone."""
-    try:
-        psutil.Process(pid).wait(timeout=10)
-    except psutil.NoSuchProcess:
-        pass
-    except psutil.TimeoutExpired:
-        return not _alive(pid)
-    return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 class _Item:
