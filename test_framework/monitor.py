@@ -24,15 +24,24 @@ async def run_monitor(
     emit: Callable[[Event], None],
     clock: Callable[[], float] = time.time,
     backlog: Callable[[], int] | None = None,
+    next_rss: Callable[[], int] | None = None,
 ) -> None:
     """`backlog` counts shards not yet admitted (the dispatcher's queue and the one waiting at
-    the limiter); without it the limiter's own waiters are counted."""
+    the limiter); without it the limiter's own waiters are counted. `next_rss` is the peak RSS
+    the next shards' tests showed before, which bounds widening with the running workers'."""
     while True:
         await anyio.sleep(interval)
         sample = await anyio.to_thread.run_sync(sampler.sample)
         stats = limiter.statistics()
         waiting = backlog() if backlog is not None else stats.waiting
-        decision = compute_capacity(sample, stats.capacity, waiting, policy, running=stats.in_use)
+        decision = compute_capacity(
+            sample,
+            stats.capacity,
+            waiting,
+            policy,
+            running=stats.in_use,
+            next_rss=next_rss() if next_rss is not None else 0,
+        )
         if decision.capacity != stats.capacity:
             limiter.set_capacity(decision.capacity)
             emit(

@@ -91,10 +91,12 @@ from .monitor import run_monitor
 from .outcomes import count_outcomes, exit_code_for
 from .planning import (
     DEFAULT_TEST_ESTIMATE,
+    MIX_WINDOW,
     PlanInput,
     PlannedShard,
     explicit_selection,
     make_plan,
+    pick_next,
 )
 from .request import RunSettings
 from .resources import CapacityPolicy, PsutilSampler, Sampler
@@ -180,6 +182,11 @@ class Orchestrator(ShardListener):
         self._steals: set[int] = set()
         self._durations: Mapping[NodeId, float] = {}
         self._seen: dict[int, tuple[float, int]] = {}  # shard id -> (seconds, tests) so far
+        # What each shard's tests cost last time (CPU share, peak RSS), by shard id, computed
+        # once: the dispatcher mixes waiting and busy shards, the monitor bounds widening.
+        self._history = History(durations={}, recent_failures=frozenset())
+        self._shares: dict[int, float | None] = {}
+        self._peaks: dict[int, int] = {}
         self.log = log.bind(run_id=self.run_id)
 
     # ---- ShardListener: called by runners while shards run -------------------------------
@@ -382,6 +389,39 @@ class Orchestrator(ShardListener):
         self.limiter.set_capacity(start)
         return event
 
+    def _share(self, spec: ShardSpec) -> float | None:
+        shard_id = spec.shard.shard_id
+        if shard_id not in self._shares:
+            self._shares[shard_id] = self._history.cpu_share(spec.shard.nodeids)
+        return self._shares[shard_id]
+
+    def _peak(self, spec: ShardSpec) -> int:
+        shard_id = spec.shard.shard_id
+        if shard_id not in self._peaks:
+            self._peaks[shard_id] = self._history.peak_rss(spec.shard.nodeids)
+        return self._peaks[shard_id]
+
+    def _take_next(self) -> ShardSpec:
+        """The next shard to start: mostly the longest; a waiting one while busy ones fill
+        every core (planning.pick_next). Serial and resource shards keep their place."""
+        head = self._queue[0]
+        if head.shard.weight != 1 or not head.shard.splittable:
+            return self._queue.popleft()
+        window = []
+        for spec in list(self._queue)[:MIX_WINDOW]:
+            if spec.shard.weight != 1 or not spec.shard.splittable:
+                break
+            window.append(spec)
+        running = sum(self._share(s) or 0.0 for s in self._specs.values())
+        index = pick_next([self._share(s) for s in window], running, self.settings.cores)
+        spec = self._queue[index]
+        del self._queue[index]
+        return spec
+
+    def _next_rss(self) -> int:
+        """The peak RSS the next queued shards' tests showed last time (0 when unknown)."""
+        return max((self._peak(s) for s in list(self._queue)[:MIX_WINDOW]), default=0)
+
     def _backlog(self) -> int:
         """Work that more slots could start now: queued shards, and running shards with a tail
         worth stealing (so the monitor widens for a cold run's few long shards too)."""
@@ -453,7 +493,8 @@ class Orchestrator(ShardListener):
     ) -> RunSummary:
         settings = self.settings
         selection = await (self._from_zygote(zygote) if zygote else self._discover(db))
-        history = await self._history(db)
+        history = await self._load_history(db)
+        self._history = history
         self._durations = history.durations
         forked = zygote is not None
         known = sum(1 for n in selection.nodeids if n in history.durations)
@@ -593,6 +634,7 @@ class Orchestrator(ShardListener):
                     self.bus.emit,
                     time.time,
                     self._backlog,
+                    self._next_rss,
                 )
             services.start_soon(self._watch_signals)
             with anyio.CancelScope() as self._stop_scope:
@@ -608,7 +650,7 @@ class Orchestrator(ShardListener):
                     nodeids, attempt, delay = self._pending_retries.pop(0)
                     shards.start_soon(self._delayed_retry, nodeids, attempt, delay)
                 if self._queue:
-                    spec = self._queue.popleft()
+                    spec = self._take_next()
                     taken = await self.limiter.acquire(spec.shard.weight)
                     self._busy += 1
                     shards.start_soon(self._run_one, spec, setup, taken)
@@ -789,7 +831,7 @@ class Orchestrator(ShardListener):
             argv=self.settings.argv,
         )
 
-    async def _history(self, db: aiosqlite.Connection | None) -> History:
+    async def _load_history(self, db: aiosqlite.Connection | None) -> History:
         if db is not None:
             try:
                 return await load_history(db, str(self.settings.project_root))

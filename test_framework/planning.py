@@ -229,3 +229,28 @@ def explicit_selection(nodeids: Sequence[NodeId]) -> tuple[dict[str, Any], ...]:
     for nodeid in nodeids:
         files.setdefault(file_of(nodeid), []).append(nodeid)
     return tuple({"file": f, "ids": ids} for f, ids in files.items())
+
+
+# How far down the queue the dispatcher looks when it mixes waiting and busy shards: a few, so
+# the longest-first order still holds.
+MIX_WINDOW = 4
+# A shard whose tests keep a core busy less than this share of their time mostly waits.
+WAITING_SHARE = 0.5
+
+
+def pick_next(shares: Sequence[float | None], running_share: float, cores: int) -> int:
+    """Which of the next queued shards to start (an index into `shares`, their CPU seconds per
+    wall second where known). The first, longest one, unless the running shards already keep
+    every core busy and the first is busy too: then the one that waits most, if it mostly waits
+    (below WAITING_SHARE), so its sleeps and sockets overlap the busy ones instead of contending
+    with them for a core. Among busy shards the order stays longest first."""
+    if not shares or running_share < cores:
+        return 0
+    head = shares[0]
+    if head is not None and head < WAITING_SHARE:
+        return 0
+    known = [(share, index) for index, share in enumerate(shares) if share is not None]
+    if not known:
+        return 0
+    share, index = min(known)
+    return index if share < WAITING_SHARE else 0

@@ -52,6 +52,7 @@ def compute_capacity(
     waiting: int,
     policy: CapacityPolicy,
     running: int = 0,
+    next_rss: int = 0,
 ) -> CapacityDecision:
     """One step of the adaptive policy.
 
@@ -71,8 +72,11 @@ def compute_capacity(
     if sample.cpu_percent >= policy.cpu_high and current > saturation_floor:
         return CapacityDecision(max(saturation_floor, current - 1), "cpu saturated")
     if sample.cpu_percent <= policy.cpu_low and waiting > 0 and current < ceiling:
-        if running > 0 and sample.children_rss > 0:
-            per_worker = sample.children_rss / running
+        # A new worker costs what the running ones show, or what the tests about to start
+        # showed last time (`next_rss`, from the store), whichever is more.
+        per_worker = sample.children_rss / running if running > 0 else 0.0
+        per_worker = max(per_worker, float(next_rss))
+        if per_worker > 0:
             ceiling = min(ceiling, max(current, running + int(spare / per_worker)))
         # Doubling when the CPU is mostly idle: a cold run of waiting tests starts at the core
         # count and should reach dozens of slots in a few ticks, not a dozen.

@@ -21,6 +21,17 @@ class History:
     durations: dict[str, float]
     recent_failures: frozenset[str]
     cpu: dict[str, float] = field(default_factory=dict)
+    max_rss: dict[str, int] = field(default_factory=dict)  # bytes, the worker's peak while it ran
+
+    def cpu_share(self, nodeids: Sequence[str]) -> float | None:
+        """CPU seconds per wall second of these tests, over the ones known; None if none is."""
+        known = [n for n in nodeids if n in self.cpu and n in self.durations]
+        wall = sum(self.durations[n] for n in known)
+        return sum(self.cpu[n] for n in known) / wall if known and wall > 0 else None
+
+    def peak_rss(self, nodeids: Sequence[str]) -> int:
+        """The largest peak RSS any of these tests' workers showed (0 when none is known)."""
+        return max((self.max_rss.get(n, 0) for n in nodeids), default=0)
 
     def cpu_fraction(self, nodeids: Sequence[str]) -> float | None:
         """The share of wall time these tests kept a core busy, when most of them are known."""
@@ -36,20 +47,24 @@ class History:
 
 async def load_history(db: aiosqlite.Connection, project: str) -> History:
     cursor = await db.execute(
-        "SELECT nodeid, ewma_duration, last_outcome, ewma_cpu FROM test_stats WHERE project = ?",
+        "SELECT nodeid, ewma_duration, last_outcome, ewma_cpu, max_rss FROM test_stats"
+        " WHERE project = ?",
         (project,),
     )
     durations: dict[str, float] = {}
     cpu: dict[str, float] = {}
+    rss: dict[str, int] = {}
     failures: set[str] = set()
     failing = {o.value for o in (Outcome.FAILED, Outcome.ERROR, Outcome.CRASHED, Outcome.TIMEOUT)}
-    for nodeid, duration, last, cpu_seconds in await cursor.fetchall():
+    for nodeid, duration, last, cpu_seconds, peak in await cursor.fetchall():
         durations[nodeid] = float(duration)
         if cpu_seconds is not None:
             cpu[nodeid] = float(cpu_seconds)
+        if peak:
+            rss[nodeid] = int(peak)
         if last in failing:
             failures.add(nodeid)
-    return History(durations=durations, recent_failures=frozenset(failures), cpu=cpu)
+    return History(durations=durations, recent_failures=frozenset(failures), cpu=cpu, max_rss=rss)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from test_framework.store.queries import History
+from test_framework.store import connect_store
+from test_framework.store.queries import History, load_history
 
 
 def history(durations: dict[str, float], cpu: dict[str, float]) -> History:
@@ -33,3 +36,32 @@ def test_cpu_fraction_needs_most_tests_known() -> None:
     assert partial.cpu_fraction(["a", "b", "c"]) is None
     assert partial.cpu_fraction([]) is None
     assert partial.cpu_fraction(["a", "b"]) == pytest.approx(0.1)
+
+
+def test_cpu_share_and_peak_rss_of_a_shard() -> None:
+    known = History(
+        durations={"a": 1.0, "b": 3.0},
+        recent_failures=frozenset(),
+        cpu={"a": 1.0, "b": 0.2},
+        max_rss={"a": 50_000_000, "b": 400_000_000},
+    )
+    assert known.cpu_share(["a", "b", "unknown"]) == pytest.approx(1.2 / 4.0)
+    assert known.cpu_share(["unknown"]) is None
+    assert known.peak_rss(["a", "b"]) == 400_000_000
+    assert known.peak_rss(["unknown"]) == 0
+
+
+@pytest.mark.anyio
+async def test_the_store_gives_back_each_tests_peak_rss(tmp_path: Path) -> None:
+    db = await connect_store(tmp_path / "results.sqlite")
+    try:
+        await db.execute(
+            "INSERT INTO test_stats (project, nodeid, ewma_duration, ewma_cpu, max_rss, runs)"
+            " VALUES ('p', 't.py::a', 0.5, 0.1, 123456, 1), ('p', 't.py::b', 0.5, NULL, NULL, 1)"
+        )
+        await db.commit()
+        loaded = await load_history(db, "p")
+    finally:
+        await db.close()
+    assert loaded.max_rss == {"t.py::a": 123456}
+    assert loaded.cpu == {"t.py::a": 0.1}

@@ -14,6 +14,7 @@ from test_framework.planning import (
     estimate_durations,
     explicit_selection,
     make_plan,
+    pick_next,
 )
 
 
@@ -196,3 +197,23 @@ def test_a_resource_limit_allows_that_many_shards() -> None:
     shards = make_plan(plan_input(nodeids, resources=resources, resource_limits={"db": 3}))
     assert len(shards) == 3
     assert sorted(len(s.shard.nodeids) for s in shards) == [2, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("shares", "running", "expected"),
+    [
+        ([0.9, 0.1, 0.5], 1.0, 0),  # a core to spare: the longest goes first
+        ([0.9, 0.1, 0.5], 2.0, 1),  # every core busy: the one that waits most goes first
+        ([0.1, 0.9], 2.0, 0),  # the first already waits most
+        ([None, 0.2], 2.0, 1),  # an unknown head yields to a known waiting one
+        ([0.9, None], 2.0, 0),  # unknown costs are never preferred
+        ([None, None], 3.0, 0),
+        ([0.98, 0.95, 0.9], 2.0, 0),  # all busy: longest first, never reordered
+        ([0.9, 0.6], 2.0, 0),  # 0.6 is busy too
+        ([], 5.0, 0),
+    ],
+)
+def test_pick_next_mixes_waiting_shards_in_when_busy_ones_fill_the_cores(
+    shares: list[float | None], running: float, expected: int
+) -> None:
+    assert pick_next(shares, running, cores=2) == expected

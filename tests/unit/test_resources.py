@@ -76,6 +76,17 @@ def test_widening_stops_where_memory_would_run_out() -> None:
     assert (crowded.capacity, crowded.reason) == (6, "memory bounds widening")
 
 
+def test_widening_is_bounded_by_what_the_next_tests_used_last_time() -> None:
+    """Nothing runs yet, so no RSS is measured; the store says the next tests peak at 1 GiB,
+    and 2.5 GiB above the reserve hold two such workers: capacity stays at 4 instead of the 8
+    an idle CPU would double it to."""
+    reading = sample(10.0, available=GIB + 5 * GIB // 2)
+    unbounded = compute_capacity(reading, 4, 10, POLICY, running=0)
+    assert (unbounded.capacity, unbounded.reason) == (8, "cpu idle, tests waiting")
+    bounded = compute_capacity(reading, 4, 10, POLICY, running=0, next_rss=GIB)
+    assert (bounded.capacity, bounded.reason) == (4, "memory bounds widening")
+
+
 def test_cpu_saturation_does_not_narrow_below_the_core_count() -> None:
     per_core = CapacityPolicy(
         minimum=1, maximum=8, cpu_high=90.0, cpu_low=60.0, memory_reserve=GIB, saturation_floor=2
