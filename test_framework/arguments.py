@@ -7,6 +7,7 @@ A mistake of the user's must be one line and exit 4, never argparse's exit 2 and
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import NoReturn
 
 from .errors import UsageError
@@ -15,6 +16,23 @@ from .errors import UsageError
 class CommandParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see --help)")
+
+
+def add_project_options(parser: argparse.ArgumentParser, project_help: str) -> None:
+    """`--project-root` and `--cache-dir`: which project, and where its results store lives."""
+    parser.add_argument(
+        "--project-root",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help=f"{project_help} (default: current folder)",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the results store lives (default: <project>/.test_framework)",
+    )
 
 
 def positive_int(text: str) -> int:

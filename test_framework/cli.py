@@ -19,7 +19,7 @@ from typing import TextIO
 import anyio
 import structlog
 
-from .arguments import CommandParser, non_negative_int, positive_int, seconds
+from .arguments import CommandParser, add_project_options, non_negative_int, positive_int, seconds
 from .config import CATEGORY_NAMES, PROFILE_NAMES
 from .errors import TestFrameworkError
 from .events import Subscriber
@@ -65,19 +65,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         metavar="N",
         help="fixed number of worker slots (default: adaptive, from CPU and memory)",
     )
-    add(
-        "--project-root",
-        type=Path,
-        default=Path("."),
-        metavar="DIR",
-        help="the project whose suite runs (default: current folder)",
-    )
-    add(
-        "--cache-dir",
-        type=Path,
-        metavar="DIR",
-        help="where the results store lives (default: <project>/.test_framework)",
-    )
+    add_project_options(parser, "the project whose suite runs")
     add(
         "--maxfail",
         type=non_negative_int,

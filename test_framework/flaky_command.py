@@ -21,7 +21,7 @@ from typing import TextIO
 import aiosqlite
 import anyio
 
-from .arguments import CommandParser, positive_int
+from .arguments import CommandParser, add_project_options, positive_int
 from .errors import StoreError
 from .exit_codes import ExitCode
 from .request import RunRequest, resolve
@@ -48,19 +48,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "recent runs, with their flake rate (flaky runs / runs the test ran in).",
     )
     add = parser.add_argument
-    add(
-        "--project-root",
-        type=Path,
-        default=Path("."),
-        metavar="DIR",
-        help="the project whose runs to examine (default: current folder)",
-    )
-    add(
-        "--cache-dir",
-        type=Path,
-        metavar="DIR",
-        help="where the results store lives (default: <project>/.test_framework)",
-    )
+    add_project_options(parser, "the project whose runs to examine")
     add(
         "--last",
         type=positive_int,

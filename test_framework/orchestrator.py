@@ -176,14 +176,13 @@ class Orchestrator(ShardListener):
         self._links: dict[int, WorkerLink] = {}
         self._worker_pids: dict[int, int] = {}
         self._zygote: Zygote | None = None
-        # Work stealing: the spec of each running shard, the shards asked to release a tail,
-        # and the known test durations to judge whether a tail is worth a new worker.
+        # Work stealing: the spec of each running shard, the shards asked to release a tail.
         self._specs: dict[int, ShardSpec] = {}
         self._steals: set[int] = set()
-        self._durations: Mapping[NodeId, float] = {}
         self._seen: dict[int, tuple[float, int]] = {}  # shard id -> (seconds, tests) so far
-        # What each shard's tests cost last time (CPU share, peak RSS), by shard id, computed
-        # once: the dispatcher mixes waiting and busy shards, the monitor bounds widening.
+        # What the tests cost last time (durations, and per shard id, computed once, CPU share
+        # and peak RSS): stealing weighs tails, the dispatcher mixes waiting and busy shards,
+        # the monitor bounds widening.
         self._history = History(durations={}, recent_failures=frozenset())
         self._shares: dict[int, float | None] = {}
         self._peaks: dict[int, int] = {}
@@ -224,7 +223,7 @@ class Orchestrator(ShardListener):
         self._enqueue(spec, front=True)
 
     def _expected(self, nodeid: NodeId) -> float:
-        return self._durations.get(nodeid, DEFAULT_TEST_ESTIMATE)
+        return self._history.durations.get(nodeid, DEFAULT_TEST_ESTIMATE)
 
     def _stealable(self) -> list[tuple[float, int]]:
         """Running shards whose waiting tests are worth a worker of their own, most work first:
@@ -403,10 +402,8 @@ class Orchestrator(ShardListener):
 
     def _take_next(self) -> ShardSpec:
         """The next shard to start: mostly the longest; a waiting one while busy ones fill
-        every core (planning.pick_next). Serial and resource shards keep their place."""
-        head = self._queue[0]
-        if head.shard.weight != 1 or not head.shard.splittable:
-            return self._queue.popleft()
+        every core (planning.pick_next). Serial and resource shards keep their place: the window
+        ends at the first one (at the head, it is empty and the head goes)."""
         window = []
         for spec in list(self._queue)[:MIX_WINDOW]:
             if spec.shard.weight != 1 or not spec.shard.splittable:
@@ -495,10 +492,10 @@ class Orchestrator(ShardListener):
         selection = await (self._from_zygote(zygote) if zygote else self._discover(db))
         history = await self._load_history(db)
         self._history = history
-        self._durations = history.durations
         forked = zygote is not None
         known = sum(1 for n in selection.nodeids if n in history.durations)
-        busy = self._busy_workers(history.cpu_fraction(selection.nodeids)) if forked else None
+        fraction = history.cpu_fraction(selection.nodeids)
+        busy = self._busy_workers(fraction) if forked else None
         planned = self._plan(selection, history, forked=forked, known=known, busy=busy)
         plan = Plan(
             shards=tuple(p.shard for p in planned),
@@ -515,7 +512,7 @@ class Orchestrator(ShardListener):
                 f"no tests collected: categories {', '.join(c.name for c in settings.categories)}"
                 f"{extra} select no test under {settings.project_root}"
             )
-        learned = self._learned_capacity(busy, history.cpu_fraction(selection.nodeids))
+        learned = self._learned_capacity(busy, fraction)
         started_event = RunStarted(
             self.run_id, plan, self.limiter.capacity, str(settings.project_root), settings.argv
         )
@@ -758,11 +755,10 @@ class Orchestrator(ShardListener):
             for shard_id, link in list(self._links.items())
             if (nodeid := link.running()) is not None and nodeid not in self.state.final
         }
-        running = list(dict.fromkeys(now_running.values()))
         message = f"timeout: the run reached its {limit:g}s session timeout while this test ran"
         for shard_id, nodeid in now_running.items():
             self._finish(engine_result(nodeid, Outcome.TIMEOUT, "call", message, shard_id=shard_id))
-        names = ", ".join(running) if running else "none"
+        names = ", ".join(now_running.values()) or "none"
         self._notes.append(
             f"session timeout: the run stopped at its {limit:g}s limit; tests running then: {names}"
         )

@@ -102,16 +102,9 @@ class PsutilSampler:
 
     def _children_rss(self) -> int:
         now = time.monotonic()
-        if now - self._rss_at < self._rss_every:
-            return self._rss
-        rss = 0
-        for child in self._root.children(recursive=True):
-            try:
-                rss += child.memory_info().rss
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-        self._rss, self._rss_at = rss, now
-        return rss
+        if now - self._rss_at >= self._rss_every:
+            self._rss, self._rss_at = tree_rss(self._root, include_root=False), now
+        return self._rss
 
     def sample(self) -> ResourceSample:
         memory = psutil.virtual_memory()
@@ -127,6 +120,21 @@ class PsutilSampler:
             children_rss=rss,
             load_per_core=load,
         )
+
+
+def tree_rss(root: psutil.Process, *, include_root: bool = True) -> int:
+    """Resident memory of a process's descendants (and of the process itself), in bytes; the
+    processes that go away meanwhile count nothing."""
+    processes = root.children(recursive=True)
+    if include_root:
+        processes.insert(0, root)
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total
 
 
 def cpu_count() -> int:

@@ -21,7 +21,8 @@ import anyio
 import psutil
 from anyio.abc import SocketAttribute
 
-from ..models import NodeId, Outcome, PhaseReport, Shard, TestResult, final_outcome
+from ..models import NodeId, Outcome, PhaseReport, Shard, TestResult, engine_result, final_outcome
+from ..resources import tree_rss
 from .board import RUNNING, BoardReader
 from .board import create as create_board
 from .constants import ENV_BOARD, ENV_SELECT, ENV_STACKS
@@ -127,7 +128,6 @@ class _Progress:
     timeouts: dict[NodeId, float] = field(default_factory=dict)  # from @pytest.mark.timeout
     running: NodeId | None = None  # as last read from the board
     running_since: float = 0.0
-    position: int = -1  # of the test last started, in `collected`
     finished: set[NodeId] = field(default_factory=set)
     released: set[NodeId] = field(default_factory=set)  # handed to another worker
     timed_out: float | None = None  # the limit the running test passed
@@ -139,7 +139,6 @@ class _Progress:
         """Read the board: the test running now (None between tests or before the first)."""
         state = self.board.read()
         running = None
-        self.position = state.index if state is not None else -1
         if state is not None and state.state == RUNNING and 0 <= state.index < len(self.collected):
             running = self.collected[state.index]
             if running in self.finished:  # its result arrived after the board was read
@@ -294,21 +293,13 @@ def _handle(
         outcome.collected = progress.collected = tuple(data["nodeids"])
         progress.timeouts = {str(k): float(v) for k, v in (data.get("timeouts") or {}).items()}
     elif message.event in ("collect_error", "collect_skip"):
-        is_error = message.event == "collect_error"
-        report = PhaseReport(
-            nodeid=data["nodeid"],
-            when="collect",
-            outcome="failed" if is_error else "skipped",
-            category="error" if is_error else "skipped",
-            duration=0.0,
-            longrepr=data.get("longrepr") or "",
-        )
-        result = TestResult(
-            nodeid=data["nodeid"],
-            outcome=Outcome.ERROR if is_error else Outcome.SKIPPED,
-            duration=0.0,
+        result = engine_result(
+            data["nodeid"],
+            Outcome.ERROR if message.event == "collect_error" else Outcome.SKIPPED,
+            "collect",
+            "",
+            data.get("longrepr") or "",
             attempt=spec.attempt,
-            reports=(report,),
             shard_id=shard_id,
         )
         outcome.results.append(result)
@@ -359,14 +350,9 @@ async def _watchdog(
 
 
 def _tree_rss(pid: int) -> int:
-    """Resident memory of a process and its descendants, in bytes (0 once it is gone)."""
+    """Resident memory of the worker and its descendants, in bytes (0 once it is gone)."""
     try:
-        root = psutil.Process(pid)
-        total = root.memory_info().rss
-        for child in root.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                total += child.memory_info().rss
-        return total
+        return tree_rss(psutil.Process(pid))
     except psutil.Error:
         return 0
 

@@ -12,6 +12,20 @@ from typing import Any
 SUITES = Path(__file__).resolve().parent.parent / "fixtures" / "suites"
 
 
+def engine_command(suite: str, cache_dir: Path, *args: str) -> list[str]:
+    """`python -m test_framework` on a fixture suite with a private store."""
+    return [
+        sys.executable,
+        "-m",
+        "test_framework",
+        "--project-root",
+        str(SUITES / suite),
+        "--cache-dir",
+        str(cache_dir),
+        *args,
+    ]
+
+
 def run_suite(
     suite: str, tmp_path: Path, *args: str, env: dict[str, str] | None = None
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
@@ -19,18 +33,7 @@ def run_suite(
     report = tmp_path / "report.json"
     report.unlink(missing_ok=True)
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "test_framework",
-            "--project-root",
-            str(SUITES / suite),
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--report",
-            str(report),
-            *args,
-        ],
+        engine_command(suite, tmp_path / "cache", "--report", str(report), *args),
         capture_output=True,
         text=True,
         check=False,

@@ -11,7 +11,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -20,7 +19,7 @@ import psutil
 import pytest
 
 from ..processes import alive, dies
-from .helpers import SUITES, run_suite
+from .helpers import SUITES, engine_command, run_suite
 
 pytestmark = pytest.mark.e2e
 
@@ -133,21 +132,16 @@ def test_sigint_mid_run_keeps_every_result_and_leaves_nothing_behind(
 ) -> None:
     report = tmp_path / "report.json"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "test_framework",
-            "--project-root",
-            str(SUITES / "hang"),
-            "--cache-dir",
-            str(tmp_path / "cache"),
+        engine_command(
+            "hang",
+            tmp_path / "cache",
             "--report",
             str(report),
             "--retries",
             "0",
             f"--isolation={isolation}",
             "-v",
-        ],
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -319,18 +313,7 @@ def test_timeout_markers_override_the_command_line_timeout(tmp_path: Path) -> No
 
 def test_a_second_ctrl_c_ends_at_once_and_leaves_no_process(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "test_framework",
-            "--project-root",
-            str(SUITES / "hang"),
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--retries",
-            "0",
-            "-v",
-        ],
+        engine_command("hang", tmp_path / "cache", "--retries", "0", "-v"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -355,17 +338,7 @@ def test_a_second_ctrl_c_ends_at_once_and_leaves_no_process(tmp_path: Path) -> N
 
 def test_two_runs_at_once_on_one_store_both_finish(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    command = [
-        sys.executable,
-        "-m",
-        "test_framework",
-        "--project-root",
-        str(SUITES / "many_files"),
-        "--cache-dir",
-        str(cache),
-        "--retries",
-        "0",
-    ]
+    command = engine_command("many_files", cache, "--retries", "0")
     runs = [
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for _ in range(2)
