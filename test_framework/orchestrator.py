@@ -164,7 +164,7 @@ class Orchestrator(ShardListener):
         self._busy = 0
         self._next_shard_id = 0
         self._stop_scope: anyio.CancelScope | None = None
-        self._pending_retries: list[tuple[tuple[NodeId, ...], int, float]] = []
+        self._pending_retries: list[tuple[tuple[NodeId, ...], int, float, Shard]] = []
         self._retry_buffer: dict[int | None, list[tuple[NodeId, float]]] = {}
         self.store_warnings: list[str] = []
         self._env: dict[str, str] = dict(os.environ)
@@ -211,15 +211,10 @@ class Orchestrator(ShardListener):
         if not nodeids or parent is None:
             self._wakeup.set()
             return
-        shard = Shard(
-            shard_id=self._new_shard_id(),
-            nodeids=nodeids,
-            expected_duration=sum(self._expected(n) for n in nodeids),
-        )
+        spec = self._rerun_spec(nodeids, parent.attempt, parent.shard)
         self.log.debug(
-            "tail_released", from_shard=shard_id, to_shard=shard.shard_id, tests=len(nodeids)
+            "tail_released", from_shard=shard_id, to_shard=spec.shard.shard_id, tests=len(nodeids)
         )
-        spec = ShardSpec(shard=shard, selection=explicit_selection(nodeids), attempt=parent.attempt)
         self._enqueue(spec, front=True)
 
     def _expected(self, nodeid: NodeId) -> float:
@@ -433,8 +428,17 @@ class Orchestrator(ShardListener):
         (self._queue.appendleft if front else self._queue.append)(spec)
         self._wakeup.set()
 
-    def _rerun_spec(self, nodeids: Sequence[NodeId], attempt: int) -> ShardSpec:
-        shard = Shard(shard_id=self._new_shard_id(), nodeids=tuple(nodeids), expected_duration=0.0)
+    def _rerun_spec(self, nodeids: Sequence[NodeId], attempt: int, parent: Shard) -> ShardSpec:
+        """A new shard for some of `parent`'s tests (a retry, a crashed worker's unstarted
+        tests, a stolen tail): it keeps the parent's constraints, so a serial test still runs
+        alone and a resource group's tests are never split across workers."""
+        shard = Shard(
+            shard_id=self._new_shard_id(),
+            nodeids=tuple(nodeids),
+            expected_duration=sum(self._expected(n) for n in nodeids),
+            weight=parent.weight,
+            splittable=parent.splittable,
+        )
         return ShardSpec(shard=shard, selection=explicit_selection(nodeids), attempt=attempt)
 
     def _flush_retries(self, spec: ShardSpec) -> None:
@@ -443,7 +447,7 @@ class Orchestrator(ShardListener):
             self._busy += 1
             nodeids = tuple(nodeid for nodeid, _ in pending)
             delay = max(delay for _, delay in pending)
-            self._pending_retries.append((nodeids, spec.attempt + 1, delay))
+            self._pending_retries.append((nodeids, spec.attempt + 1, delay, spec.shard))
             self._wakeup.set()
 
     # ---- the run ------------------------------------------------------------------------------
@@ -644,8 +648,8 @@ class Orchestrator(ShardListener):
         async with anyio.create_task_group() as shards:
             while True:
                 while self._pending_retries:
-                    nodeids, attempt, delay = self._pending_retries.pop(0)
-                    shards.start_soon(self._delayed_retry, nodeids, attempt, delay)
+                    nodeids, attempt, delay, parent = self._pending_retries.pop(0)
+                    shards.start_soon(self._delayed_retry, nodeids, attempt, delay, parent)
                 if self._queue:
                     spec = self._take_next()
                     taken = await self.limiter.acquire(spec.shard.weight)
@@ -659,11 +663,13 @@ class Orchestrator(ShardListener):
                         await self._wakeup.wait()
                     self._wakeup = anyio.Event()
 
-    async def _delayed_retry(self, nodeids: tuple[NodeId, ...], attempt: int, delay: float) -> None:
+    async def _delayed_retry(
+        self, nodeids: tuple[NodeId, ...], attempt: int, delay: float, parent: Shard
+    ) -> None:
         try:
             await anyio.sleep(delay)
             if self.state.stop_reason is None:
-                self._enqueue(self._rerun_spec(nodeids, attempt), front=True)
+                self._enqueue(self._rerun_spec(nodeids, attempt, parent), front=True)
         finally:
             self._busy -= 1
             self._wakeup.set()
@@ -728,7 +734,7 @@ class Orchestrator(ShardListener):
                 self._finish(self._crashed_before_start(nodeid, spec, outcome))
             return
         if outcome.unstarted and self.state.stop_reason is None:
-            self._enqueue(self._rerun_spec(outcome.unstarted, spec.attempt), front=True)
+            self._enqueue(self._rerun_spec(outcome.unstarted, spec.attempt, spec.shard), front=True)
 
     def _crashed_before_start(
         self, nodeid: NodeId, spec: ShardSpec, outcome: ShardOutcome

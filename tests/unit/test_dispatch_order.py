@@ -65,3 +65,17 @@ async def test_the_monitor_is_told_what_the_next_shards_peaked_at(tmp_path: Path
     assert engine._next_rss() == 0
     engine._queue.extend([spec(1, "wait.py::a"), spec(2, "busy.py::a", "busy.py::b")])
     assert engine._next_rss() == 300_000_000
+
+
+async def test_a_rerun_keeps_the_constraints_of_the_shard_it_comes_from(tmp_path: Path) -> None:
+    """A retry or a crashed worker's unstarted tests: a serial test still runs alone, and a
+    resource group's tests are still never split over workers."""
+    engine = orchestrator(tmp_path)
+    serial = spec(7, "busy.py::a", "busy.py::b", weight=SERIAL_WEIGHT, splittable=False)
+    rerun = engine._rerun_spec(["busy.py::b"], 2, serial.shard)
+    assert (rerun.shard.weight, rerun.shard.splittable) == (SERIAL_WEIGHT, False)
+    assert rerun.attempt == 2
+    assert rerun.shard.nodeids == ("busy.py::b",)
+    assert rerun.shard.shard_id != serial.shard.shard_id
+    free = engine._rerun_spec(["wait.py::a"], 1, spec(2, "wait.py::a").shard)
+    assert (free.shard.weight, free.shard.splittable) == (1, True)
