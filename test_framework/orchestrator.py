@@ -97,11 +97,20 @@ from .planning import (
     explicit_selection,
     make_plan,
     pick_next,
+    split_contiguous,
+    steal_pieces,
 )
 from .request import RunSettings
 from .resources import CapacityPolicy, PsutilSampler, Sampler
 from .store import connect_store
-from .store.queries import CachedCollection, History, load_collection, load_history, save_collection
+from .store.queries import (
+    CachedCollection,
+    History,
+    bounded_fraction,
+    load_collection,
+    load_history,
+    save_collection,
+)
 from .store.writer import RunMetadata, StoreWriter
 
 log = structlog.get_logger("test_framework")
@@ -116,6 +125,9 @@ FORK_MIN_SHARD_SECONDS = 0.2
 # looks for such tails this often while nothing is queued.
 STEAL_MIN_SECONDS = 2 * FORK_MIN_SHARD_SECONDS
 STEAL_POLL_SECONDS = 0.05
+# How many finished tests (at least one per core) a run without known CPU shares measures
+# before it widens to what they show.
+FIRST_TESTS_MEASURED = 4
 _RETRYABLE = frozenset({Outcome.FAILED, Outcome.ERROR, Outcome.CRASHED})
 
 
@@ -141,6 +153,16 @@ class RunState:
     failures: int = 0
     stop_reason: str | None = None
     interrupted: bool = False
+
+
+@dataclass
+class _FirstTests:
+    """CPU and wall seconds of a run's first finished tests, until `needed` of them are in."""
+
+    needed: int
+    cpu: float = 0.0
+    wall: float = 0.0
+    count: int = 0
 
 
 class Orchestrator(ShardListener):
@@ -178,14 +200,17 @@ class Orchestrator(ShardListener):
         self._zygote: Zygote | None = None
         # Work stealing: the spec of each running shard, the shards asked to release a tail.
         self._specs: dict[int, ShardSpec] = {}
-        self._steals: set[int] = set()
+        self._steals: dict[int, int] = {}  # shard id -> into how many pieces its tail goes
         self._seen: dict[int, tuple[float, int]] = {}  # shard id -> (seconds, tests) so far
+        self._seen_all = (0.0, 0)  # every shard's, this run
         # What the tests cost last time (durations, and per shard id, computed once, CPU share
         # and peak RSS): stealing weighs tails, the dispatcher mixes waiting and busy shards,
         # the monitor bounds widening.
         self._history = History(durations={}, recent_failures=frozenset())
         self._shares: dict[int, float | None] = {}
         self._peaks: dict[int, int] = {}
+        # A forked run whose store knows no CPU shares measures its first tests instead.
+        self._first: _FirstTests | None = None
         self.log = log.bind(run_id=self.run_id)
 
     # ---- ShardListener: called by runners while shards run -------------------------------
@@ -202,27 +227,29 @@ class Orchestrator(ShardListener):
     def worker_gone(self, shard_id: int) -> None:
         self._links.pop(shard_id, None)
         self._worker_pids.pop(shard_id, None)
-        self._steals.discard(shard_id)
+        self._steals.pop(shard_id, None)
 
     def tests_released(self, shard_id: int, nodeids: tuple[NodeId, ...]) -> None:
-        """A running worker gave back the tail of its tests: a new shard for a free slot."""
-        self._steals.discard(shard_id)
+        """A running worker gave back the tail of its tests: new shards for free slots, as many
+        as were asked for."""
+        pieces = self._steals.pop(shard_id, 1)
         parent = self._specs.get(shard_id)
         if not nodeids or parent is None:
             self._wakeup.set()
             return
-        spec = self._rerun_spec(nodeids, parent.attempt, parent.shard)
-        self.log.debug(
-            "tail_released", from_shard=shard_id, to_shard=spec.shard.shard_id, tests=len(nodeids)
-        )
-        self._enqueue(spec, front=True)
+        for piece in reversed(split_contiguous(nodeids, pieces)):
+            spec = self._rerun_spec(piece, parent.attempt, parent.shard)
+            self.log.debug(
+                "tail_released", from_shard=shard_id, to_shard=spec.shard.shard_id, tests=len(piece)
+            )
+            self._enqueue(spec, front=True)
 
     def _expected(self, nodeid: NodeId) -> float:
         return self._history.durations.get(nodeid, DEFAULT_TEST_ESTIMATE)
 
-    def _stealable(self) -> list[tuple[float, int]]:
+    def _stealable(self) -> list[tuple[float, int, int]]:
         """Running shards whose waiting tests are worth a worker of their own, most work first:
-        (expected seconds waiting, shard id)."""
+        (expected seconds waiting, tests waiting, shard id)."""
         found = []
         for shard_id, link in list(self._links.items()):
             spec = self._specs.get(shard_id)
@@ -233,15 +260,17 @@ class Orchestrator(ShardListener):
                 continue
             shard = spec.shard
             seen_seconds, seen_tests = self._seen.get(shard_id, (0.0, 0))
-            # This run's own tests say best what the rest of the shard costs.
-            per_test = (
-                seen_seconds / seen_tests
-                if seen_tests
-                else shard.expected_duration / max(1, len(shard.nodeids))
-            )
+            # This run's own tests say best what the rest of the shard costs: the shard's own,
+            # else (none finished yet) the run's so far for tests the store does not know.
+            if seen_tests:
+                per_test = seen_seconds / seen_tests
+            elif shard.nodeids[0] not in self._history.durations and self._seen_all[1]:
+                per_test = self._seen_all[0] / self._seen_all[1]
+            else:
+                per_test = shard.expected_duration / max(1, len(shard.nodeids))
             seconds = waiting * per_test
             if seconds >= STEAL_MIN_SECONDS:
-                found.append((seconds, shard_id))
+                found.append((seconds, waiting, shard_id))
         return sorted(found, reverse=True)
 
     def _steal(self) -> None:
@@ -249,14 +278,16 @@ class Orchestrator(ShardListener):
         if self._queue or self.state.stop_reason is not None:
             return
         stats = self.limiter.statistics()
-        free = stats.capacity - stats.in_use - len(self._steals)
+        free = stats.capacity - stats.in_use - sum(self._steals.values())
         if free <= 0:
             return
-        for _seconds, shard_id in self._stealable()[:free]:
+        tails = self._stealable()
+        wanted = steal_pieces(free, [(s, n) for s, n, _ in tails], FORK_MIN_SHARD_SECONDS)
+        for (_seconds, _tests, shard_id), pieces in zip(tails, wanted, strict=True):
             link = self._links.get(shard_id)
-            if link is not None:
-                self._steals.add(shard_id)
-                link.send({"event": "release"})
+            if link is not None and pieces > 0:
+                self._steals[shard_id] = pieces
+                link.send({"event": "release", "pieces": pieces})
 
     def test_started(self, shard_id: int, nodeid: NodeId) -> None:
         self.bus.emit(TestStarted(shard_id=shard_id, nodeid=nodeid))
@@ -266,6 +297,10 @@ class Orchestrator(ShardListener):
         if result.shard_id is not None:
             seconds, tests = self._seen.get(result.shard_id, (0.0, 0))
             self._seen[result.shard_id] = (seconds + result.duration, tests + 1)
+            total, count = self._seen_all
+            self._seen_all = (total + result.duration, count + 1)
+        if self._first is not None and result.cpu_time is not None:
+            self._measure_first(result.cpu_time, result.duration)
         profile = self.settings.profile
         retryable = result.outcome in _RETRYABLE and "::" in result.nodeid
         if retryable and result.attempt <= profile.retries and self.state.stop_reason is None:
@@ -360,11 +395,11 @@ class Orchestrator(ShardListener):
         wanted = round(settings.cores / max(fraction, 1.0 / settings.max_workers))
         return max(settings.initial_workers, min(settings.max_workers, wanted))
 
-    def _learned_capacity(self, busy: int | None, fraction: float | None) -> CapacityChanged | None:
-        """Start where the last run ended up (forked runs only, where `busy` is known); the
-        monitor still narrows it if the machine disagrees."""
+    def _learned_capacity(self, busy: int | None, reason: str) -> CapacityChanged | None:
+        """Widen to what the tests' CPU share says they can use (forked runs only, where `busy`
+        is known); the monitor still narrows it if the machine disagrees."""
         settings = self.settings
-        if busy is None or fraction is None or settings.fixed_workers:
+        if busy is None or settings.fixed_workers:
             return None
         if not settings.resource_monitoring:
             return None
@@ -374,7 +409,7 @@ class Orchestrator(ShardListener):
         event = CapacityChanged(
             old=self.limiter.capacity,
             new=start,
-            reason=f"learned: these tests keep a core {fraction:.0%} busy",
+            reason=reason,
             cpu_percent=0.0,
             memory_available=0,
             waiting=0,
@@ -382,6 +417,26 @@ class Orchestrator(ShardListener):
         )
         self.limiter.set_capacity(start)
         return event
+
+    def _measure_first(self, cpu_time: float, duration: float) -> None:
+        """A cold run learns from its first tests what the store would have said: a suite of
+        waiting tests gets its dozens of slots now, not after the monitor's many small steps."""
+        first = self._first
+        assert first is not None
+        first.cpu += cpu_time
+        first.wall += duration
+        first.count += 1
+        if first.count < first.needed:
+            return
+        self._first = None
+        fraction = bounded_fraction(first.cpu, first.wall)
+        if fraction is None:
+            return
+        reason = f"measured: the first {first.count} tests keep a core {fraction:.0%} busy"
+        event = self._learned_capacity(self._busy_workers(fraction), reason)
+        if event is not None:
+            self.bus.emit(event)
+            self._wakeup.set()
 
     def _share(self, spec: ShardSpec) -> float | None:
         shard_id = spec.shard.shard_id
@@ -418,7 +473,12 @@ class Orchestrator(ShardListener):
         """Work that more slots could start now: queued shards, and running shards with a tail
         worth stealing (so the monitor widens for a cold run's few long shards too)."""
         queued = len(self._queue) + self.limiter.statistics().waiting
-        return queued if queued else len(self._stealable()) + len(self._steals)
+        if queued:
+            return queued
+        tails = [(seconds, tests) for seconds, tests, _ in self._stealable()]
+        return sum(steal_pieces(sys.maxsize, tails, FORK_MIN_SHARD_SECONDS)) + sum(
+            self._steals.values()
+        )
 
     def _new_shard_id(self) -> int:
         self._next_shard_id += 1
@@ -516,7 +576,13 @@ class Orchestrator(ShardListener):
                 f"no tests collected: categories {', '.join(c.name for c in settings.categories)}"
                 f"{extra} select no test under {settings.project_root}"
             )
-        learned = self._learned_capacity(busy, fraction)
+        learned = (
+            self._learned_capacity(busy, f"learned: these tests keep a core {fraction:.0%} busy")
+            if fraction is not None
+            else None
+        )
+        if forked and fraction is None:
+            self._first = _FirstTests(needed=max(FIRST_TESTS_MEASURED, settings.cores))
         started_event = RunStarted(
             self.run_id, plan, self.limiter.capacity, str(settings.project_root), settings.argv
         )

@@ -254,3 +254,41 @@ def pick_next(shares: Sequence[float | None], running_share: float, cores: int) 
         return 0
     share, index = min(known)
     return index if share < WAITING_SHARE else 0
+
+
+def steal_pieces(
+    free: int, tails: Sequence[tuple[float, int]], min_piece_seconds: float
+) -> list[int]:
+    """How many new workers each running shard's waiting tail should go to, given `free` slots
+    and each tail's (expected seconds, tests). A tail split into p pieces keeps one part in its
+    own worker and hands p to new ones, so every part must hold a test and be worth a fork
+    (`min_piece_seconds`). Slots go round-robin, largest tail first: with few free slots this is
+    the classic halving of the biggest tails, with many (a cold run of waiting tests just widened)
+    every tail is cut at once instead of over rounds of halving."""
+    limits = [
+        max(0, min(tests - 1, int(seconds / min_piece_seconds) - 1)) for seconds, tests in tails
+    ]
+    pieces = [0] * len(tails)
+    while free > 0:
+        grown = False
+        for index, limit in enumerate(limits):
+            if free > 0 and pieces[index] < limit:
+                pieces[index] += 1
+                free -= 1
+                grown = True
+        if not grown:
+            break
+    return pieces
+
+
+def split_contiguous(nodeids: Sequence[NodeId], parts: int) -> list[tuple[NodeId, ...]]:
+    """`nodeids` in `parts` contiguous runs of near-equal length (a module's tests stay
+    together as far as they can, so module fixtures are set up as few times as possible)."""
+    parts = max(1, min(parts, len(nodeids)))
+    size, extra = divmod(len(nodeids), parts)
+    runs, start = [], 0
+    for index in range(parts):
+        end = start + size + (1 if index < extra else 0)
+        runs.append(tuple(nodeids[start:end]))
+        start = end
+    return runs

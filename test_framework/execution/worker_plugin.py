@@ -25,8 +25,9 @@ by `TEST_FRAMEWORK_BOARD`), so a crash or a hang is still blamed on the right te
 
 The engine may write commands back on the same socket, one JSON object per line, read before each
 test: skip {files, reason} (the circuit breaker: tests of these files are skipped with reason);
-release {} (work stealing: the worker drops the second half of the tests after the one about to
-run and answers `released {nodeids}`, which a new worker then runs).
+release {pieces} (work stealing: the worker keeps the test about to run and the next, and of the
+tests after it gives back pieces/(pieces+1), from the end, answering `released {nodeids}`; the
+engine runs them in `pieces` new workers).
 
 `TEST_FRAMEWORK_SELECT` names a JSON file that narrows collection: a list of entries, each
 {"file": relpath, "part": [k, n]} (the k-th of n contiguous slices of that file's items, so every
@@ -267,8 +268,8 @@ _skip_files: dict[str, str] = {}
 
 def _read_commands(item: pytest.Item) -> None:
     """Commands the engine wrote to the protocol socket since the last test, without waiting:
-    `{"event": "skip", "files", "reason"}` from the circuit breaker, and `{"event": "release"}`:
-    a free slot takes over the second half of the tests after `item` (work stealing)."""
+    `{"event": "skip", "files", "reason"}` from the circuit breaker, and `{"event": "release",
+    "pieces"}`: free slots take over the tail of the tests after `item` (work stealing)."""
     global _control_socket, _control_pending
     if _fd is None:
         return
@@ -293,17 +294,17 @@ def _read_commands(item: pytest.Item) -> None:
                 for file in command["files"]:
                     _skip_files[str(file)] = str(command["reason"])
             elif command["event"] == "release":
-                _release_tail(item)
+                _release_tail(item, max(1, int(command.get("pieces", 1))))
 
 
-def _release_tail(item: pytest.Item) -> None:
-    """Give back the second half of the tests after `item`. pytest's run loop reads
-    `session.items` afresh at each step, and the test right after `item` (its `nextitem`, which
-    fixture teardown was planned around) always stays."""
+def _release_tail(item: pytest.Item, pieces: int) -> None:
+    """Give back pieces/(pieces+1) of the tests after `item` (half, for one piece), from the
+    end. pytest's run loop reads `session.items` afresh at each step, and the test right after
+    `item` (its `nextitem`, which fixture teardown was planned around) always stays."""
     items = item.session.items
     position = _index.get(id(item), -1)
     remaining = len(items) - position - 1 if position >= 0 else 0
-    count = remaining // 2
+    count = min(max(0, remaining - 1), remaining * pieces // (pieces + 1))
     released = [i.nodeid for i in items[len(items) - count :]] if count else []
     if count:
         del items[len(items) - count :]

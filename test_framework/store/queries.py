@@ -39,10 +39,15 @@ class History:
         if not nodeids or len(known) * 2 < len(nodeids):
             return None
         wall = sum(self.durations[n] for n in known)
-        if wall <= 0:
-            return None
-        share = sum(self.cpu[n] for n in known) / wall
-        return 1.0 if share > CPU_BOUND_SHARE else share
+        return bounded_fraction(sum(self.cpu[n] for n in known), wall)
+
+
+def bounded_fraction(cpu_seconds: float, wall_seconds: float) -> float | None:
+    """CPU seconds per wall second, with every share above CPU_BOUND_SHARE read as 1.0."""
+    if wall_seconds <= 0:
+        return None
+    share = cpu_seconds / wall_seconds
+    return 1.0 if share > CPU_BOUND_SHARE else share
 
 
 async def load_history(db: aiosqlite.Connection, project: str) -> History:

@@ -346,9 +346,9 @@ def test_two_runs_at_once_on_one_store_both_finish(tmp_path: Path) -> None:
     outputs = [run.communicate(timeout=300)[0] for run in runs]
     for run, output in zip(runs, outputs, strict=True):
         assert run.returncode == 0, output
-        assert "100 passed" in output
-        assert "locked" not in output
-        assert "warning" not in output
+        assert "100 passed" in output, output
+        assert "locked" not in output, output
+        assert "warning" not in output, output
     stored = sqlite3.connect(cache / "results.sqlite")
     try:
         assert stored.execute("PRAGMA integrity_check").fetchone() == ("ok",)

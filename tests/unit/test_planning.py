@@ -15,6 +15,8 @@ from test_framework.planning import (
     explicit_selection,
     make_plan,
     pick_next,
+    split_contiguous,
+    steal_pieces,
 )
 
 
@@ -217,3 +219,31 @@ def test_pick_next_mixes_waiting_shards_in_when_busy_ones_fill_the_cores(
     shares: list[float | None], running: float, expected: int
 ) -> None:
     assert pick_next(shares, running, cores=2) == expected
+
+
+def test_one_free_slot_halves_the_largest_tail() -> None:
+    assert steal_pieces(1, [(5.0, 10), (3.0, 10)], 0.2) == [1, 0]
+
+
+def test_many_free_slots_cut_every_tail_at_once_round_robin() -> None:
+    # Tails sorted largest first, as the orchestrator hands them in.
+    assert steal_pieces(5, [(5.0, 10), (3.0, 10)], 0.2) == [3, 2]
+
+
+def test_every_piece_keeps_a_test_and_is_worth_a_fork() -> None:
+    # 4 tests: at most 3 pieces besides the part that stays; 1 s at 0.2 s a piece: at most 4.
+    assert steal_pieces(50, [(10.0, 4), (1.0, 40), (0.3, 10)], 0.2) == [3, 4, 0]
+
+
+def test_no_free_slot_steals_nothing() -> None:
+    assert steal_pieces(0, [(10.0, 10)], 0.2) == [0]
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 9])
+@pytest.mark.parametrize("parts", [1, 2, 3, 12])
+def test_split_contiguous_keeps_order_and_balance(count: int, parts: int) -> None:
+    nodeids = [f"t.py::t{i}" for i in range(count)]
+    runs = split_contiguous(nodeids, parts)
+    assert [n for run in runs for n in run] == nodeids
+    assert len(runs) == min(parts, count)
+    assert max(map(len, runs)) - min(map(len, runs)) <= 1

@@ -242,21 +242,28 @@ async def test_a_skip_command_reaches_a_running_worker(suites: Path, tmp_path: P
 class _ReleaseAtOnce(Recorder):
     """Asks the worker, as soon as it starts, to give back the tail of its tests."""
 
-    def __init__(self) -> None:
+    def __init__(self, pieces: int | None) -> None:
         super().__init__()
+        self.pieces = pieces
         self.released: list[NodeId] = []
 
     def worker_ready(self, shard_id: int, link: WorkerLink) -> None:
-        link.send({"event": "release"})
+        command: dict[str, object] = {"event": "release"}
+        if self.pieces is not None:
+            command["pieces"] = self.pieces
+        link.send(command)
 
     def tests_released(self, shard_id: int, nodeids: tuple[NodeId, ...]) -> None:
         self.released.extend(nodeids)
 
 
-async def test_a_worker_releases_the_second_half_of_its_waiting_tests(
-    suites: Path, tmp_path: Path
+# Read before the first of six tests: of the five after it, pieces/(pieces+1) go from the end,
+# but the one right after it (its nextitem) always stays.
+@pytest.mark.parametrize(("pieces", "released"), [(None, 2), (1, 2), (3, 3), (10, 4)])
+async def test_a_worker_releases_its_share_of_its_waiting_tests(
+    suites: Path, tmp_path: Path, pieces: int | None, released: int
 ) -> None:
-    recorder = _ReleaseAtOnce()
+    recorder = _ReleaseAtOnce(pieces)
     outcome = await run_shard(
         spec([{"file": "test_math.py", "part": [0, 1]}]),
         setup_for(suites / "basic", tmp_path),
@@ -264,11 +271,11 @@ async def test_a_worker_releases_the_second_half_of_its_waiting_tests(
     )
     assert outcome.completed
     assert outcome.collected is not None
+    assert len(outcome.collected) == 6
     ran = [r.nodeid for r in recorder.results]
-    # Read before the first test: of the five after it, the last two go; the rest run here.
-    assert recorder.released == list(outcome.collected[-2:])
-    assert ran == list(outcome.collected[:-2])
-    assert set(ran).isdisjoint(recorder.released)
+    assert recorder.released == list(outcome.collected[-released:])
+    assert ran == list(outcome.collected[:-released])
+    assert [r.outcome for r in recorder.results] == [Outcome.PASSED] * len(ran)
 
 
 class _Item:
