@@ -33,6 +33,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends 
 
 from .breaker import BreakerOpened, FailureBreaker
 from .discovery import (
+    CollectedError,
     Collection,
     CollectionQuery,
     collect,
@@ -125,9 +126,12 @@ FORK_MIN_SHARD_SECONDS = 0.2
 # looks for such tails this often while nothing is queued.
 STEAL_MIN_SECONDS = 2 * FORK_MIN_SHARD_SECONDS
 STEAL_POLL_SECONDS = 0.05
+# A stolen tail is cut into pieces of at least this: slots only free up for stealing when the
+# CPU has room, so there a shorter critical path is worth a few more forks.
+STEAL_PIECE_SECONDS = FORK_MIN_SHARD_SECONDS / 2
 # How many finished tests (at least one per core) a run without known CPU shares measures
 # before it widens to what they show.
-FIRST_TESTS_MEASURED = 4
+FIRST_TESTS_MEASURED = 2
 _RETRYABLE = frozenset({Outcome.FAILED, Outcome.ERROR, Outcome.CRASHED})
 
 
@@ -282,7 +286,7 @@ class Orchestrator(ShardListener):
         if free <= 0:
             return
         tails = self._stealable()
-        wanted = steal_pieces(free, [(s, n) for s, n, _ in tails], FORK_MIN_SHARD_SECONDS)
+        wanted = steal_pieces(free, [(s, n) for s, n, _ in tails], STEAL_PIECE_SECONDS)
         for (_seconds, _tests, shard_id), pieces in zip(tails, wanted, strict=True):
             link = self._links.get(shard_id)
             if link is not None and pieces > 0:
@@ -476,7 +480,7 @@ class Orchestrator(ShardListener):
         if queued:
             return queued
         tails = [(seconds, tests) for seconds, tests, _ in self._stealable()]
-        return sum(steal_pieces(sys.maxsize, tails, FORK_MIN_SHARD_SECONDS)) + sum(
+        return sum(steal_pieces(sys.maxsize, tails, STEAL_PIECE_SECONDS)) + sum(
             self._steals.values()
         )
 
@@ -529,11 +533,13 @@ class Orchestrator(ShardListener):
         db: aiosqlite.Connection | None = None
         try:
             async with anyio.create_task_group() as outer:
-                # The zygote first: it imports and collects while the store opens.
-                zygote = await self._start_zygote(outer, scratch)
+                # The store first (milliseconds): a cached collection lets the zygote fork
+                # before collecting, so the workers collect their own files in parallel.
+                db = await self._open_store()
+                cached = await self._cached_fork_collection(db)
+                zygote = await self._start_zygote(outer, scratch, early=cached is not None)
                 try:
-                    db = await self._open_store()
-                    summary = await self._run_with(db, scratch, outer, zygote, started)
+                    summary = await self._run_with(db, scratch, outer, zygote, cached, started)
                 finally:
                     if zygote is not None:
                         zygote.close()
@@ -550,10 +556,18 @@ class Orchestrator(ShardListener):
         scratch: Path,
         outer: TaskGroup,
         zygote: Zygote | None,
+        cached: Collection | None,
         started: float,
     ) -> RunSummary:
         settings = self.settings
-        selection = await (self._from_zygote(zygote) if zygote else self._discover(db))
+        if zygote is None:
+            selection = await self._discover(db)
+        elif cached is not None:
+            selection = self._selection([cached])
+        else:
+            collected = await self._from_zygote(zygote)
+            await self._save_fork_collection(db, collected)
+            selection = self._selection([collected])
         history = await self._load_history(db)
         self._history = history
         forked = zygote is not None
@@ -615,13 +629,40 @@ class Orchestrator(ShardListener):
             writer.close()
         return summary
 
-    async def _start_zygote(self, outer: TaskGroup, scratch: Path) -> Zygote | None:
-        """In fork mode, the zygote is discovery too: it collects the selection once."""
+    def _fork_query(self) -> CollectionQuery | None:
+        """The one collection query a zygote runs (None: spawn mode, or several queries)."""
         settings = self.settings
         if settings.isolation != "fork":
             return None
         queries = queries_for(settings.categories, settings.project_root)
-        if len(queries) != 1:
+        return queries[0] if len(queries) == 1 else None
+
+    async def _cached_fork_collection(self, db: aiosqlite.Connection | None) -> Collection | None:
+        query = self._fork_query()
+        if query is None or db is None or not self.settings.profile.collection_cache:
+            return None
+        return await self._cached(db, self._fingerprint(query))
+
+    async def _save_fork_collection(
+        self, db: aiosqlite.Connection | None, collection: Collection
+    ) -> None:
+        """A zygote's clean collection, for the next run's early zygote."""
+        query = self._fork_query()
+        if query is None or db is None or not self.settings.profile.collection_cache:
+            return
+        if collection.nodeids and not collection.errors:
+            await self._save(db, self._fingerprint(query), collection)
+
+    async def _start_zygote(
+        self, outer: TaskGroup, scratch: Path, *, early: bool = False
+    ) -> Zygote | None:
+        """In fork mode, the zygote is discovery too: it collects the selection once. An early
+        zygote (the collection is cached) forks before collecting instead."""
+        settings = self.settings
+        if settings.isolation != "fork":
+            return None
+        query = self._fork_query()
+        if query is None:
             self.log.info("fork_unavailable", reason="several collection queries; spawning")
             return None
         argv = [
@@ -630,36 +671,34 @@ class Orchestrator(ShardListener):
             "-p",
             WORKER_PLUGIN,
             "--continue-on-collection-errors",
-            *query_args(queries[0], settings.pytest_args),
+            *query_args(query, settings.pytest_args),
         ]
         zygote = Zygote(
-            argv, cwd=str(settings.project_root), env=self._env, scratch=scratch, grace=STOP_GRACE
+            argv,
+            cwd=str(settings.project_root),
+            env=self._env,
+            scratch=scratch,
+            grace=STOP_GRACE,
+            early=early,
         )
         await outer.start(zygote.run)
         self._zygote = zygote
         return zygote
 
-    async def _from_zygote(self, zygote: Zygote) -> Selection:
+    async def _from_zygote(self, zygote: Zygote) -> Collection:
         await zygote.collected.wait()
         collection = zygote.collection
         if not zygote.alive and not collection.rootdir:
             raise collection_failure(zygote.returncode, zygote.output_tail)
         if not zygote.alive and not collection.nodeids and zygote.returncode not in (0, 1, 2, 5):
             raise collection_failure(zygote.returncode, zygote.output_tail)
-        errors = tuple(
-            _collection_result(nodeid, longrepr, skipped)
-            for nodeid, longrepr, skipped in collection.errors
-        )
-        queries = queries_for(self.settings.categories, self.settings.project_root)
-        worker_args, explicit_ids = self._worker_args(queries, collection.positionals)
-        return Selection(
-            rootdir=collection.rootdir,
-            nodeids=collection.nodeids,
-            collection_errors=errors,
-            worker_args=worker_args,
-            explicit_ids=explicit_ids,
-            serial=collection.serial,
-            resources=collection.resources,
+        return Collection(
+            collection.rootdir,
+            collection.nodeids,
+            tuple(CollectedError(*error) for error in collection.errors),
+            collection.positionals,
+            collection.serial,
+            collection.resources,
         )
 
     def _worker_args(
@@ -910,7 +949,11 @@ class Orchestrator(ShardListener):
     async def _discover(self, db: aiosqlite.Connection | None) -> Selection:
         settings = self.settings
         queries = queries_for(settings.categories, settings.project_root)
-        collections = [await self._collect_one(db, query) for query in queries]
+        return self._selection([await self._collect_one(db, query) for query in queries])
+
+    def _selection(self, collections: Sequence[Collection]) -> Selection:
+        """Several queries' collections merged into one selection."""
+        queries = queries_for(self.settings.categories, self.settings.project_root)
         rootdir = collections[0].rootdir
         nodeids = tuple(dict.fromkeys(n for c in collections for n in c.nodeids))
         errors: dict[NodeId, TestResult] = {}
@@ -929,44 +972,47 @@ class Orchestrator(ShardListener):
             resources={n: r for c in collections for n, r in c.resources.items()},
         )
 
+    def _fingerprint(self, query: CollectionQuery) -> str:
+        settings = self.settings
+        return collection_fingerprint(
+            settings.project_root, (*query.key(), *settings.pytest_args), self._env
+        )
+
+    async def _cached(self, db: aiosqlite.Connection, fingerprint: str) -> Collection | None:
+        try:
+            hit = await load_collection(db, fingerprint)
+        except Exception as exc:
+            self.store_warnings.append(f"results store: cannot read collection cache: {exc}")
+            return None
+        if hit is None:
+            return None
+        self.log.debug("collection_cache_hit", tests=len(hit.nodeids))
+        return Collection(hit.rootdir, hit.nodeids, (), hit.positionals, hit.serial, hit.resources)
+
+    async def _save(self, db: aiosqlite.Connection, fingerprint: str, found: Collection) -> None:
+        cached = CachedCollection(
+            found.rootdir, found.nodeids, found.positionals, found.serial, dict(found.resources)
+        )
+        try:
+            await save_collection(db, fingerprint, cached)
+        except Exception as exc:
+            self.store_warnings.append(f"results store: cannot save collection: {exc}")
+
     async def _collect_one(
         self, db: aiosqlite.Connection | None, query: CollectionQuery
     ) -> Collection:
         settings = self.settings
-        env = self._env
-        fingerprint = collection_fingerprint(
-            settings.project_root, (*query.key(), *settings.pytest_args), env
-        )
+        fingerprint = self._fingerprint(query)
         use_cache = db is not None and settings.profile.collection_cache
         if use_cache and db is not None:
-            try:
-                hit = await load_collection(db, fingerprint)
-            except Exception as exc:
-                hit = None
-                self.store_warnings.append(f"results store: cannot read collection cache: {exc}")
+            hit = await self._cached(db, fingerprint)
             if hit is not None:
-                self.log.debug("collection_cache_hit", tests=len(hit.nodeids))
-                return Collection(
-                    hit.rootdir, hit.nodeids, (), hit.positionals, hit.serial, hit.resources
-                )
+                return hit
         collection = await collect(
-            query, settings.pytest_args, project_root=settings.project_root, env=env
+            query, settings.pytest_args, project_root=settings.project_root, env=self._env
         )
         if use_cache and db is not None and collection.nodeids and not collection.errors:
-            try:
-                await save_collection(
-                    db,
-                    fingerprint,
-                    CachedCollection(
-                        collection.rootdir,
-                        collection.nodeids,
-                        collection.positionals,
-                        collection.serial,
-                        dict(collection.resources),
-                    ),
-                )
-            except Exception as exc:
-                self.store_warnings.append(f"results store: cannot save collection: {exc}")
+            await self._save(db, fingerprint, collection)
         return collection
 
     def _plan(

@@ -47,6 +47,7 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,9 +59,10 @@ from .constants import (
     ENV_SELECT,
     ENV_STACKS,
     ENV_ZYGOTE,
+    ENV_ZYGOTE_EARLY,
     PROTOCOL_VERSION,
 )
-from .fork_server import become_child, serve, silence_terminal
+from .fork_server import ChildSetup, become_child, serve, silence_terminal
 from .proc import now, own_children
 
 _fd: int | None = None
@@ -222,32 +224,84 @@ def _constraints(session: pytest.Session) -> dict[str, Any]:
     return {"serial": serial, "resources": resources}
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtestloop(session: pytest.Session) -> bool | None:
-    """In a zygote: serve forks instead of running tests; in each forked child, fall through
-    to pytest's own run loop over the child's share of the items."""
-    global _fd
-    raw = os.environ.get(ENV_ZYGOTE)
-    if _fd is None or not raw:
-        return None
-    control = socket.socket(fileno=int(raw))
-    child = serve(session, control, _send)
-    global _quick_exit, _control_socket
-    _quick_exit = True
+def _zygote(*, early: bool) -> bool:
+    """Whether this process is a zygote (of the given kind) that has not served yet."""
+    if _fd is None or _served or not os.environ.get(ENV_ZYGOTE):
+        return False
+    return bool(os.environ.get(ENV_ZYGOTE_EARLY)) == early
+
+
+_served = False  # the zygote's loop ran here (in the zygote, and in every child it forked)
+# Rootdir-relative test files a child of an early zygote collects (None: no narrowing).
+_early_files: frozenset[str] | None = None
+
+
+def _serve_forks(session: pytest.Session) -> ChildSetup | None:
+    """The zygote's loop: returns in each forked child, or in the zygote once the run is over
+    (then it runs nothing and reports nothing)."""
+    global _served, _quick_exit
+    child = serve(session, socket.socket(fileno=int(os.environ[ENV_ZYGOTE])), _send)
+    _served = _quick_exit = True
     if child is None:
-        # The run is over: the zygote itself runs nothing and reports nothing.
         session.items[:] = []
         silence_terminal(session.config)
-        return True
+    return child
+
+
+def _become_worker(session: pytest.Session, child: ChildSetup) -> None:
+    global _fd, _control_socket
+    assert _fd is not None
     os.close(_fd)
     _fd = child.channel_fd
     _control_socket = None
-    os.environ.pop(ENV_ZYGOTE, None)  # a test that starts pytest must not see it
+    # A test that starts pytest must not see them.
+    os.environ.pop(ENV_ZYGOTE, None)
+    os.environ.pop(ENV_ZYGOTE_EARLY, None)
     become_child(session, child)
     _register_stacks(child.command.get("stacks"))
+    _send("hello", v=PROTOCOL_VERSION, pid=os.getpid(), rootdir=str(session.config.rootpath))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session: pytest.Session) -> bool | None:
+    """In an early zygote: serve forks before collecting. Each child then collects like a
+    spawned worker, only its own files (pytest_ignore_collect) narrowed to its selection, so
+    collection is spread over the workers instead of done once, on one core, before any test."""
+    global _early_files
+    if not _zygote(early=True):
+        return None
+    child = _serve_forks(session)
+    if child is None:
+        return True
+    _become_worker(session, child)
+    os.environ[ENV_SELECT] = str(child.command["select"])
+    os.environ[ENV_BOARD] = str(child.command["board"])
+    _early_files = frozenset(str(e["file"]) for e in _load_selection() or [])
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if _early_files is None or collection_path.name in ("conftest.py", "__init__.py"):
+        return None
+    if collection_path.is_dir():
+        return None
+    relative = os.path.relpath(collection_path, config.rootpath).replace(os.sep, "/")
+    return True if relative not in _early_files else None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    """In a zygote that collected: serve forks instead of running tests; in each forked child,
+    fall through to pytest's own run loop over the child's share of the items."""
+    if not _zygote(early=False):
+        return None
+    child = _serve_forks(session)
+    if child is None:
+        return True
+    _become_worker(session, child)
     selection = _load_selection(child.command["select"]) or []
     session.items[:] = _select(session.items, selection)
-    _send("hello", v=PROTOCOL_VERSION, pid=os.getpid(), rootdir=str(session.config.rootpath))
     _send_collected(session, constraints=False)
     _open_board(child.command.get("board"))
     return None

@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 from anyio.abc import ByteReceiveStream, SocketStream, TaskStatus
 
-from .constants import ENV_ZYGOTE
+from .constants import ENV_ZYGOTE, ENV_ZYGOTE_EARLY
 from .process import (
     OUTPUT_TAIL_BYTES,
     Launcher,
@@ -119,13 +119,21 @@ class ForkOrSpawn:
 
 class Zygote:
     def __init__(
-        self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str], scratch: Path, grace: float
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        scratch: Path,
+        grace: float,
+        early: bool = False,
     ) -> None:
         self.argv = list(argv)
         self.cwd = cwd
         self.env = env
         self.scratch = scratch
         self.grace = grace
+        self.early = early  # forks before collecting: each child collects its own files
         self.collection = ZygoteCollection()
         self.collected = anyio.Event()
         self.alive = False
@@ -144,7 +152,10 @@ class Zygote:
                 self.argv,
                 cwd=self.cwd,
                 env=self.env,
-                protocol_env={ENV_ZYGOTE: str(zygote_end.fileno())},
+                protocol_env={
+                    ENV_ZYGOTE: str(zygote_end.fileno()),
+                    **({ENV_ZYGOTE_EARLY: "1"} if self.early else {}),
+                },
                 grace=self.grace,
                 extra_fds=(zygote_end.fileno(),),
             ) as worker:

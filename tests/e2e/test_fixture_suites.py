@@ -34,6 +34,27 @@ def test_engine_matches_the_expected_table(name: str, isolation: str) -> None:
     assert run.exit_code == expected["exit_code"], run.output[-4000:]
 
 
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_a_forked_run_from_the_cached_collection_matches_the_table(
+    name: str, tmp_path: Path
+) -> None:
+    """The second run finds its collection cached, so its zygote forks before collecting and
+    each worker collects only its own files: the answer must not change. A collection with
+    errors (or no tests) is never cached, so there the second run collects in the zygote."""
+    expected = EXPECTED[name]
+    args = ("--retries", "0", "--isolation=fork", "--cache-dir", str(tmp_path / "cache"))
+    run_engine(sys.executable, SUITES / name, engine_args=args)
+    second = run_engine(
+        sys.executable, SUITES / name, engine_args=(*args, "-vv", "--log-format=json")
+    )
+    outcomes: dict[str, str] = expected["outcomes"]  # type: ignore[assignment]
+    # A collection error is listed under its file's path, without "::".
+    clean = bool(outcomes) and all("::" in nodeid for nodeid in outcomes)
+    assert ("collection_cache_hit" in second.output) == clean, second.output[-4000:]
+    assert differences(outcomes, second.outcomes) == [], second.output[-4000:]
+    assert second.exit_code == expected["exit_code"], second.output[-4000:]
+
+
 @pytest.mark.parametrize("name", ["outcomes", "weird_ids", "collect_error"])
 def test_plain_pytest_agrees_with_the_table(name: str) -> None:
     run = run_pytest(sys.executable, SUITES / name)

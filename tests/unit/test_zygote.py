@@ -28,9 +28,11 @@ def shard_files(scratch: Path, select: Path) -> ShardFiles:
     return paths
 
 
-def zygote_for(root: Path, scratch: Path, *args: str) -> Zygote:
+def zygote_for(root: Path, scratch: Path, *args: str, early: bool = False) -> Zygote:
     argv = ["-m", "pytest", "-p", WORKER_PLUGIN, "--continue-on-collection-errors", *args]
-    return Zygote(argv, cwd=str(root), env=dict(os.environ), scratch=scratch, grace=1.0)
+    return Zygote(
+        argv, cwd=str(root), env=dict(os.environ), scratch=scratch, grace=1.0, early=early
+    )
 
 
 def spec(shard_id: int, file: str, part: tuple[int, int] = (0, 1)) -> ShardSpec:
@@ -171,3 +173,48 @@ async def test_protocol_messages_of_a_forked_child_start_with_hello(
         zygote.close()
     assert events[:2] == ["hello", "collected"]
     assert events[-1] == "done"
+
+
+IMPORT_LOGGING = """
+import os
+
+with open(os.environ["IMPORT_LOG"], "a") as log:
+    log.write(f"{__name__} {os.getpid()}\\n")
+
+
+def test_one():
+    pass
+"""
+
+
+@pytest.mark.parametrize("early", [False, True])
+async def test_an_early_zygote_leaves_collection_to_each_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, early: bool
+) -> None:
+    """Forking before collection: the zygote imports no test module, and a child imports only
+    the files of its own shard (a zygote that collects imports them all, once)."""
+    root = tmp_path / "suite"
+    root.mkdir()
+    (root / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    for name in ("test_a.py", "test_b.py"):
+        (root / name).write_text(IMPORT_LOGGING, encoding="utf-8")
+    log = tmp_path / "imports.log"
+    monkeypatch.setenv("IMPORT_LOG", str(log))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    zygote = zygote_for(root, scratch, early=early)
+    recorder = Recorder()
+    async with anyio.create_task_group() as tg:
+        await tg.start(zygote.run)
+        outcome = await run_shard(spec(1, "test_a.py"), setup_for(root, scratch), recorder, zygote)
+        zygote.close()
+    assert outcome.completed
+    assert [(r.nodeid, r.outcome) for r in recorder.results] == [
+        ("test_a.py::test_one", Outcome.PASSED)
+    ]
+    imports = [tuple(line.split()) for line in log.read_text(encoding="utf-8").splitlines()]
+    if early:
+        (child,) = recorder.pids
+        assert imports == [("test_a", str(child))]
+    else:
+        assert sorted(imports) == [("test_a", str(zygote.pid)), ("test_b", str(zygote.pid))]
