@@ -66,7 +66,12 @@ class Row:
 
 
 def closing_counts(output: str) -> dict[str, int]:
-    lines = [line for line in output.splitlines() if " in " in line and _COUNT.search(line)]
+    # pytest's closing line ("... passed in 1.2s"), or pytest-fast's ("results : ... passed").
+    lines = [
+        line
+        for line in output.splitlines()
+        if (" in " in line or line.strip().startswith("results")) and _COUNT.search(line)
+    ]
     if not lines:
         return {}
     counts: dict[str, int] = {}
@@ -202,7 +207,8 @@ def main() -> int:
             stderr=subprocess.DEVNULL,
             env=env,
         )
-        commands["fast"] = [ns.python, "-m", "pytest_fast", "--address", str(sock), "-q", *args]
+        # The client takes pytest's selection but none of its output options (no -q).
+        commands["fast"] = [ns.python, "-m", "pytest_fast", "--address", str(sock), *args]
         measure(commands["fast"], suite, env)  # warm it: the peer's advantage, given fairly
     rows = {mode: Row(mode) for mode in modes}
     try:
@@ -246,18 +252,24 @@ def report(
         counts = row.samples[-1].counts
         same = all(s.counts == reference for s in row.samples)
         peak = max(s.peak_rss_mb for s in row.samples)
-        vs_pytest = wall / base.median("wall") if base else float("nan")
-        vs_xdist = wall / xdist.median("wall") if xdist else float("nan")
+        # A mode that ran no test (a peer that cannot run this suite) has a time, not a ratio.
+        ran = all(s.counts for s in row.samples)
+        vs_pytest = wall / base.median("wall") if base and ran else float("nan")
+        vs_xdist = wall / xdist.median("wall") if xdist and ran else float("nan")
+        verdict = (
+            ("SAME" if same else "DIFF") if ran else f"FAILED (exit {row.samples[-1].returncode})"
+        )
         print(
             f"{mode:<9} {wall:>8.2f} {row.median('cpu'):>8.2f} {peak:>8.0f}"
-            f" {vs_pytest:>8.2f} {vs_xdist:>8.2f}  {'SAME' if same else 'DIFF'} {counts}"
+            f" {vs_pytest:>8.2f} {vs_xdist:>8.2f}  {verdict} {counts}"
         )
         modes_doc[mode] = {
             "wall_median": wall,
             "cpu_median": row.median("cpu"),
             "peak_rss_mb": max(s.peak_rss_mb for s in row.samples),
-            "ratio_vs_pytest": vs_pytest,
-            "ratio_vs_xdist": vs_xdist,
+            "ran_tests": ran,
+            "ratio_vs_pytest": vs_pytest if ran else None,
+            "ratio_vs_xdist": vs_xdist if ran else None,
             "same_outcomes_as_pytest": same,
             "samples": [asdict(s) for s in row.samples],
         }
