@@ -25,6 +25,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -44,7 +45,7 @@ from test_framework.discovery import queries_for, query_args  # noqa: E402
 
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|flaky|crashed)")
 ALL_MODES = ("pytest", "xdist", "cold", "warm", "changed", "fast")
-MEASURE_TIMEOUT = 600
+MEASURE_TIMEOUT = 180
 
 
 @dataclass
@@ -87,7 +88,13 @@ def measure(command: list[str], cwd: Path, env: dict[str, str]) -> Sample:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     peak = [0]
     done = threading.Event()
@@ -111,7 +118,8 @@ def measure(command: list[str], cwd: Path, env: dict[str, str]) -> Sample:
     try:
         output, _ = process.communicate(timeout=MEASURE_TIMEOUT)
     except subprocess.TimeoutExpired:  # a hung peer (pytest-fast on filterwarnings=error suites)
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate()
         output += f"\nbenchmark: killed after {MEASURE_TIMEOUT}s"
     wall = time.perf_counter() - started
@@ -206,6 +214,7 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,
+            start_new_session=True,
         )
         # The client takes pytest's selection but none of its output options (no -q).
         commands["fast"] = [ns.python, "-m", "pytest_fast", "--address", str(sock), *args]
@@ -225,8 +234,14 @@ def main() -> int:
                 rows[mode].samples.append(measure(commands[mode], suite, env))
     finally:
         if fast_server is not None:
-            fast_server.terminate()
+            # The daemon, its forkserver, and any daemon a client started on the same socket.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(fast_server.pid, signal.SIGTERM)
             fast_server.wait()
+            for proc in psutil.process_iter(["cmdline"]):
+                if str(cache / "fast.sock") in " ".join(proc.info["cmdline"] or ()):
+                    with contextlib.suppress(psutil.Error):
+                        proc.kill()
         shutil.rmtree(cache, ignore_errors=True)
     report(rows, suite, categories, ns)
     return 0

@@ -574,7 +574,9 @@ class Orchestrator(ShardListener):
         known = sum(1 for n in selection.nodeids if n in history.durations)
         fraction = history.cpu_fraction(selection.nodeids)
         busy = self._busy_workers(fraction) if forked else None
-        planned = self._plan(selection, history, forked=forked, known=known, busy=busy)
+        planned = self._plan(
+            selection, history, forked=forked, known=known, busy=busy, early=cached is not None
+        )
         plan = Plan(
             shards=tuple(p.shard for p in planned),
             known_durations=known,
@@ -1027,6 +1029,7 @@ class Orchestrator(ShardListener):
         forked: bool,
         known: int,
         busy: int | None,
+        early: bool = False,
     ) -> list[PlannedShard]:
         settings = self.settings
         if settings.fixed_workers:
@@ -1056,6 +1059,7 @@ class Orchestrator(ShardListener):
                 serial=selection.serial,
                 resources=selection.resources,
                 resource_limits=settings.resource_limits,
+                collects_per_shard=early or not forked,
             )
         )
 

@@ -10,6 +10,7 @@ since it was collected.
 from __future__ import annotations
 
 import heapq
+import math
 import statistics
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,10 @@ class PlanInput:
     serial: Collection[NodeId] = ()
     resources: Mapping[NodeId, Sequence[str]] = field(default_factory=dict)
     resource_limits: Mapping[str, int] = field(default_factory=dict)
+    # Each shard collects its own files (an early zygote, or spawned workers): a file cut into
+    # slices is then collected once per slice, so it is cut only when it alone would hold a
+    # slot longer than the slots' fair share of all the work.
+    collects_per_shard: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,10 +179,15 @@ def _pack(
     total = sum(expected[n] for n in nodeids)
     target_count = shard_count(total, len(nodeids), plan)
     target = total / target_count
+    # The length above which a file is cut into slices.
+    cut_above = max(target, total / max(1, plan.slots)) if plan.collects_per_shard else target
     units: list[_Unit] = []
     for order, (file, ids) in enumerate(files.items()):
         file_total = sum(expected[n] for n in ids)
-        parts = min(len(ids), max(1, round(file_total / target))) if target > 0 else 1
+        share = file_total / cut_above if target > 0 else 1.0
+        # Cut past a slot's share (ceil), or into shard-sized slices (round).
+        wanted = math.ceil(share - 1e-9) if plan.collects_per_shard else round(share)
+        parts = min(len(ids), max(1, wanted))
         for k in range(parts):
             slice_ids = tuple(ids[k * len(ids) // parts : (k + 1) * len(ids) // parts])
             units.append(

@@ -11,6 +11,7 @@ from test_framework.planning import (
     DEFAULT_TEST_ESTIMATE,
     SERIAL_WEIGHT,
     PlanInput,
+    PlannedShard,
     estimate_durations,
     explicit_selection,
     make_plan,
@@ -77,6 +78,28 @@ def test_a_file_longer_than_a_shard_is_cut_into_contiguous_parts() -> None:
     for planned in shards:
         ids = [n for n in planned.shard.nodeids if file_of(n) == "tests/test_0.py"]
         assert ids == sorted(ids, key=nodeids.index)
+
+
+def parts_of(shards: list[PlannedShard], file: str) -> int:
+    return len([e for s in shards for e in s.selection if e["file"] == file])
+
+
+def test_where_each_shard_collects_its_files_a_file_is_cut_only_past_a_slots_share() -> None:
+    """Collected once per slice (an early zygote, spawned workers), a file is cut only when it
+    alone would hold a slot longer than the slots' fair share of the work."""
+    # tests/test_0.py: 10 s of 30 s. Eight shards for two slots: a shard is 3.75 s, a slot's
+    # share 15 s.
+    nodeids = suite(1, 10) + [f"tests/test_{f}.py::test_{i}" for f in (1, 2) for i in range(10)]
+    durations = {n: 1.0 for n in nodeids}
+    options = {"slots": 2, "shards_per_slot": 4}
+    assert parts_of(make_plan(plan_input(nodeids, durations, **options)), "tests/test_0.py") > 1
+    whole = make_plan(plan_input(nodeids, durations, collects_per_shard=True, **options))
+    assert parts_of(whole, "tests/test_0.py") == 1
+    assert sorted(n for s in whole for n in s.shard.nodeids) == sorted(nodeids)
+    # 40 s of 60 s is more than a slot's 30 s share: still cut.
+    big = suite(1, 40) + [f"tests/test_1.py::test_{i}" for i in range(20)]
+    cut = make_plan(plan_input(big, {n: 1.0 for n in big}, collects_per_shard=True, **options))
+    assert parts_of(cut, "tests/test_0.py") > 1
 
 
 def test_recent_failures_run_first() -> None:
