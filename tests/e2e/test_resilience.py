@@ -7,6 +7,7 @@ and that no process is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sqlite3
@@ -229,7 +230,15 @@ def test_with_the_breaker_off_every_test_of_the_storm_runs(tmp_path: Path) -> No
 def test_maxfail_stops_a_running_shard_and_reports_it_not_run(tmp_path: Path) -> None:
     suite = SUITES / "fail_fast"
     done, document = run_suite(
-        "fail_fast", tmp_path, "--retries", "0", "--maxfail", "1", "--workers", "2"
+        "fail_fast",
+        tmp_path,
+        "--retries",
+        "0",
+        "--maxfail",
+        "1",
+        "--workers",
+        "2",
+        env=tagged(tmp_path),
     )
     assert done.returncode == 1, done.stdout + done.stderr
     result = outcomes(document)
@@ -241,7 +250,7 @@ def test_maxfail_stops_a_running_shard_and_reports_it_not_run(tmp_path: Path) ->
     assert "maxfail=1" in tests["test_slow.py::test_sleeps"]["message"]
     # The 600 s test was stopped, not waited for: had it run, it would have passed (and the run
     # would have outlived run_suite's own timeout).
-    assert not _processes_in(suite)
+    assert not _processes_in(suite, tmp_path)
 
 
 def test_the_session_timeout_ends_the_run_names_what_ran_and_writes_reports(
@@ -256,9 +265,12 @@ def test_the_session_timeout_ends_the_run_names_what_ran_and_writes_reports(
         "--timeout",
         "0",
         "--session-timeout",
-        "4",
+        # Room for the hanging test to have started even on a loaded machine (the engine
+        # running its own suite, many runs at once): before it starts it would be `not_run`.
+        "10",
         "--junitxml",
         str(junit),
+        env=tagged(tmp_path),
     )
     assert done.returncode == 1, done.stdout + done.stderr
     result = outcomes(document)
@@ -266,9 +278,9 @@ def test_the_session_timeout_ends_the_run_names_what_ran_and_writes_reports(
     assert list(result.values()).count("passed") == 2
     assert list(result.values()).count("not_run") == 2
     tests = {t["nodeid"]: t for t in document["tests"]}
-    assert "4s session timeout" in tests["test_hang.py::test_sleeps_forever"]["message"]
+    assert "10s session timeout" in tests["test_hang.py::test_sleeps_forever"]["message"]
     assert (
-        "session timeout: the run stopped at its 4s limit; tests running then: "
+        "session timeout: the run stopped at its 10s limit; tests running then: "
         "test_hang.py::test_sleeps_forever" in done.stdout
     )
     assert ET.parse(junit).getroot().find(".//testcase[@name='test_sleeps_forever']") is not None
@@ -277,7 +289,7 @@ def test_the_session_timeout_ends_the_run_names_what_ran_and_writes_reports(
         assert stored.execute("SELECT exit_code FROM runs").fetchall() == [(1,)]
     finally:
         stored.close()
-    assert not _processes_in(SUITES / "hang")
+    assert not _processes_in(SUITES / "hang", tmp_path)
 
 
 @pytest.mark.parametrize("isolation", ["fork", "spawn"])
@@ -381,12 +393,23 @@ def test_free_slots_steal_the_tail_of_a_running_shard(isolation: str, tmp_path: 
     assert len({pid for pid, _n in ran}) > 2
 
 
-def _processes_in(folder: Path) -> list[psutil.Process]:
-    """Live processes working in `folder`: workers or zygotes a run should have ended."""
+RUN_TAG = "E2E_RUN_TAG"  # marks the processes of one test's engine run
+
+
+def tagged(tmp_path: Path) -> dict[str, str]:
+    """An environment marker unique to this test: its run's workers and zygote inherit it."""
+    return {RUN_TAG: str(tmp_path)}
+
+
+def _processes_in(folder: Path, tmp_path: Path) -> list[psutil.Process]:
+    """Live processes of this test's run working in `folder`: workers or zygotes the run should
+    have ended. Other tests may run the same suite at the same time (the engine running its own
+    suite in parallel), so a process counts only with this test's marker."""
     found = []
     for process in psutil.process_iter(["cwd", "status"]):
-        if process.info["status"] == psutil.STATUS_ZOMBIE:
+        if process.info["status"] == psutil.STATUS_ZOMBIE or process.info["cwd"] != str(folder):
             continue
-        if process.info["cwd"] == str(folder):
-            found.append(process)
+        with contextlib.suppress(psutil.Error):
+            if process.environ().get(RUN_TAG) == str(tmp_path):
+                found.append(process)
     return found
