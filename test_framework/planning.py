@@ -188,8 +188,7 @@ def _pack(
         # Cut past a slot's share (ceil), or into shard-sized slices (round).
         wanted = math.ceil(share - 1e-9) if plan.collects_per_shard else round(share)
         parts = min(len(ids), max(1, wanted))
-        for k in range(parts):
-            slice_ids = tuple(ids[k * len(ids) // parts : (k + 1) * len(ids) // parts])
+        for k, slice_ids in enumerate(split_contiguous(ids, parts)):
             units.append(
                 _Unit(
                     order=order,
@@ -293,12 +292,8 @@ def steal_pieces(
 
 def split_contiguous(nodeids: Sequence[NodeId], parts: int) -> list[tuple[NodeId, ...]]:
     """`nodeids` in `parts` contiguous runs of near-equal length (a module's tests stay
-    together as far as they can, so module fixtures are set up as few times as possible)."""
+    together as far as they can, so module fixtures are set up as few times as possible). The
+    k-th run is exactly the slice a worker computes for `{"part": [k, parts]}`."""
     parts = max(1, min(parts, len(nodeids)))
-    size, extra = divmod(len(nodeids), parts)
-    runs, start = [], 0
-    for index in range(parts):
-        end = start + size + (1 if index < extra else 0)
-        runs.append(tuple(nodeids[start:end]))
-        start = end
-    return runs
+    count = len(nodeids)
+    return [tuple(nodeids[k * count // parts : (k + 1) * count // parts]) for k in range(parts)]
