@@ -237,19 +237,16 @@ _early_files: frozenset[str] | None = None
 
 
 def _serve_forks(session: pytest.Session) -> ChildSetup | None:
-    """The zygote's loop: returns in each forked child, or in the zygote once the run is over
-    (then it runs nothing and reports nothing)."""
-    global _served, _quick_exit
+    """The zygote's loop. Returns in each forked child, turned into a shard's worker (its
+    setup returned), or in the zygote once the run is over (None: it then runs nothing and
+    reports nothing)."""
+    global _served, _quick_exit, _fd, _control_socket
     child = serve(session, socket.socket(fileno=int(os.environ[ENV_ZYGOTE])), _send)
     _served = _quick_exit = True
     if child is None:
         session.items[:] = []
         silence_terminal(session.config)
-    return child
-
-
-def _become_worker(session: pytest.Session, child: ChildSetup) -> None:
-    global _fd, _control_socket
+        return None
     assert _fd is not None
     os.close(_fd)
     _fd = child.channel_fd
@@ -260,6 +257,7 @@ def _become_worker(session: pytest.Session, child: ChildSetup) -> None:
     become_child(session, child)
     _register_stacks(child.command.get("stacks"))
     _send("hello", v=PROTOCOL_VERSION, pid=os.getpid(), rootdir=str(session.config.rootpath))
+    return child
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -273,7 +271,6 @@ def pytest_collection(session: pytest.Session) -> bool | None:
     child = _serve_forks(session)
     if child is None:
         return True
-    _become_worker(session, child)
     os.environ[ENV_SELECT] = str(child.command["select"])
     os.environ[ENV_BOARD] = str(child.command["board"])
     _early_files = frozenset(str(e["file"]) for e in _load_selection() or [])
@@ -299,7 +296,6 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     child = _serve_forks(session)
     if child is None:
         return True
-    _become_worker(session, child)
     selection = _load_selection(child.command["select"]) or []
     session.items[:] = _select(session.items, selection)
     _send_collected(session, constraints=False)
