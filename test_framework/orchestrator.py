@@ -98,6 +98,7 @@ from .planning import (
     explicit_selection,
     make_plan,
     pick_next,
+    piece_limit,
     split_contiguous,
     steal_pieces,
 )
@@ -479,10 +480,8 @@ class Orchestrator(ShardListener):
         queued = len(self._queue) + self.limiter.statistics().waiting
         if queued:
             return queued
-        tails = [(seconds, tests) for seconds, tests, _ in self._stealable()]
-        return sum(steal_pieces(sys.maxsize, tails, STEAL_PIECE_SECONDS)) + sum(
-            self._steals.values()
-        )
+        stealable = sum(piece_limit(s, n, STEAL_PIECE_SECONDS) for s, n, _ in self._stealable())
+        return stealable + sum(self._steals.values())
 
     def _new_shard_id(self) -> int:
         self._next_shard_id += 1
@@ -536,10 +535,13 @@ class Orchestrator(ShardListener):
                 # The store first (milliseconds): a cached collection lets the zygote fork
                 # before collecting, so the workers collect their own files in parallel.
                 db = await self._open_store()
-                cached = await self._cached_fork_collection(db)
+                fork_cache = self._fork_cache(db)
+                cached = await self._cached(*fork_cache) if fork_cache else None
                 zygote = await self._start_zygote(outer, scratch, early=cached is not None)
                 try:
-                    summary = await self._run_with(db, scratch, outer, zygote, cached, started)
+                    summary = await self._run_with(
+                        db, scratch, outer, zygote, cached, fork_cache, started
+                    )
                 finally:
                     if zygote is not None:
                         zygote.close()
@@ -557,6 +559,7 @@ class Orchestrator(ShardListener):
         outer: TaskGroup,
         zygote: Zygote | None,
         cached: Collection | None,
+        fork_cache: tuple[aiosqlite.Connection, str] | None,
         started: float,
     ) -> RunSummary:
         settings = self.settings
@@ -566,7 +569,8 @@ class Orchestrator(ShardListener):
             selection = self._selection([cached])
         else:
             collected = await self._from_zygote(zygote)
-            await self._save_fork_collection(db, collected)
+            if fork_cache is not None:  # for the next run's early zygote
+                await self._save(*fork_cache, collected)
             selection = self._selection([collected])
         history = await self._load_history(db)
         self._history = history
@@ -639,21 +643,14 @@ class Orchestrator(ShardListener):
         queries = queries_for(settings.categories, settings.project_root)
         return queries[0] if len(queries) == 1 else None
 
-    async def _cached_fork_collection(self, db: aiosqlite.Connection | None) -> Collection | None:
+    def _fork_cache(
+        self, db: aiosqlite.Connection | None
+    ) -> tuple[aiosqlite.Connection, str] | None:
+        """Where a forked run's collection is cached, and under which fingerprint (computed
+        once: it walks the project); None in spawn mode or without the collection cache."""
         query = self._fork_query()
-        if query is None or db is None or not self.settings.profile.collection_cache:
-            return None
-        return await self._cached(db, self._fingerprint(query))
-
-    async def _save_fork_collection(
-        self, db: aiosqlite.Connection | None, collection: Collection
-    ) -> None:
-        """A zygote's clean collection, for the next run's early zygote."""
-        query = self._fork_query()
-        if query is None or db is None or not self.settings.profile.collection_cache:
-            return
-        if collection.nodeids and not collection.errors:
-            await self._save(db, self._fingerprint(query), collection)
+        cache = self._collection_store(db)
+        return None if query is None or cache is None else (cache, self._fingerprint(query))
 
     async def _start_zygote(
         self,
@@ -995,7 +992,14 @@ class Orchestrator(ShardListener):
         self.log.debug("collection_cache_hit", tests=len(hit.nodeids))
         return Collection(hit.rootdir, hit.nodeids, (), hit.positionals, hit.serial, hit.resources)
 
+    def _collection_store(self, db: aiosqlite.Connection | None) -> aiosqlite.Connection | None:
+        """The store, when collections may be cached in it (not with --no-cache)."""
+        return db if self.settings.profile.collection_cache else None
+
     async def _save(self, db: aiosqlite.Connection, fingerprint: str, found: Collection) -> None:
+        """Only a clean collection is cached: errors must be reported by a real collection."""
+        if not found.nodeids or found.errors:
+            return
         cached = CachedCollection(
             found.rootdir, found.nodeids, found.positionals, found.serial, dict(found.resources)
         )
@@ -1009,16 +1013,16 @@ class Orchestrator(ShardListener):
     ) -> Collection:
         settings = self.settings
         fingerprint = self._fingerprint(query)
-        use_cache = db is not None and settings.profile.collection_cache
-        if use_cache and db is not None:
-            hit = await self._cached(db, fingerprint)
+        cache = self._collection_store(db)
+        if cache is not None:
+            hit = await self._cached(cache, fingerprint)
             if hit is not None:
                 return hit
         collection = await collect(
             query, settings.pytest_args, project_root=settings.project_root, env=self._env
         )
-        if use_cache and db is not None and collection.nodeids and not collection.errors:
-            await self._save(db, fingerprint, collection)
+        if cache is not None:
+            await self._save(cache, fingerprint, collection)
         return collection
 
     def _plan(

@@ -274,9 +274,7 @@ def steal_pieces(
     (`min_piece_seconds`). Slots go round-robin, largest tail first: with few free slots this is
     the classic halving of the biggest tails, with many (a cold run of waiting tests just widened)
     every tail is cut at once instead of over rounds of halving."""
-    limits = [
-        max(0, min(tests - 1, int(seconds / min_piece_seconds) - 1)) for seconds, tests in tails
-    ]
+    limits = [piece_limit(seconds, tests, min_piece_seconds) for seconds, tests in tails]
     pieces = [0] * len(tails)
     while free > 0:
         grown = False
@@ -288,6 +286,12 @@ def steal_pieces(
         if not grown:
             break
     return pieces
+
+
+def piece_limit(seconds: float, tests: int, min_piece_seconds: float) -> int:
+    """The most new workers a tail of `tests` waiting tests, `seconds` long, can go to: every
+    part (the one that stays included) a test and at least `min_piece_seconds`."""
+    return max(0, min(tests - 1, int(seconds / min_piece_seconds) - 1))
 
 
 def split_contiguous(nodeids: Sequence[NodeId], parts: int) -> list[tuple[NodeId, ...]]:
