@@ -2,7 +2,8 @@
 """Benchmark the engine side by side with plain pytest, pytest-xdist and pytest-fast.
 
     python scripts/benchmark_optimization.py --category unit [--suite DIR] [--runs N]
-        [--python PY] [--modes pytest,xdist,cold,warm,changed,fast] [--json PATH]
+        [--python PY] [--baseline-python PY] [--modes pytest,xdist,cold,warm,changed,fast]
+        [--no-bytecode] [--json PATH]
 
 In one run, alternating mode by mode so the machine's drift hits every mode alike, it measures:
   pytest    plain serial `pytest` on the category's selection
@@ -14,6 +15,18 @@ In one run, alternating mode by mode so the machine's drift hits every mode alik
 For each: median wall time, median user+sys CPU of the process tree, peak RSS of the tree, the
 ratio to plain pytest and to xdist, and the outcome counts, which must equal plain pytest's (the
 table says SAME or DIFF). Timing lives here, never in the unit tests.
+
+--baseline-python PY2 compares two engines in one run (before and after a change: two
+virtualenvs that differ only in the engine installed): it adds the modes cold@base and
+warm@base (and changed@base when changed is measured), `PY2 -m test_framework` with the same
+arguments and a cache folder of its own, in the same loop after the other modes, and prints each
+engine mode's after/before ratio of median wall times under the table.
+
+The measured commands run with bytecode caches on, as users have them (PYTHONDONTWRITEBYTECODE is
+removed from their environment; `cold` clears the engine's cache folder, not `__pycache__`);
+--no-bytecode sets PYTHONDONTWRITEBYTECODE=1 instead (every process compiles what it imports, as
+the runs in docs/benchmarks.md up to 2026-11-29 did). Before the loop each engine runs once
+unmeasured: its store and the suite's bytecode are then warm.
 """
 
 from __future__ import annotations
@@ -38,13 +51,11 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from test_framework.config import load_catalog  # noqa: E402
-from test_framework.discovery import queries_for, query_args  # noqa: E402
 
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|flaky|crashed)")
 ALL_MODES = ("pytest", "xdist", "cold", "warm", "changed", "fast")
+ENGINE_MODES = ("cold", "warm", "changed")
+BASE = "@base"  # the suffix of the baseline engine's modes
 MEASURE_TIMEOUT = 180
 
 
@@ -131,6 +142,16 @@ def measure(command: list[str], cwd: Path, env: dict[str, str]) -> Sample:
 
 
 def selection_args(suite: Path, categories: list[str]) -> list[str]:
+    """pytest's arguments for the categories, as the engine in this checkout selects them.
+
+    The script's only use of the engine's own code (the repository's working tree, whatever
+    engine PY runs), kept here so that a refactor moving these functions changes one place.
+    """
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from test_framework.config import load_catalog
+    from test_framework.discovery import queries_for, query_args
+
     catalog = load_catalog(suite)
     chosen = [catalog.categories[name] for name in categories]
     queries = queries_for(chosen, suite)
@@ -146,6 +167,21 @@ def has_module(python: str, module: str) -> bool:
         f"import importlib.util,sys; sys.exit(not importlib.util.find_spec('{module}'))",
     ]
     return subprocess.run(probe, check=False).returncode == 0
+
+
+def engine_location(python: str, cwd: Path) -> str:
+    """Where `python -m test_framework`, started in cwd, imports the engine from."""
+    probe = [python, "-c", "import test_framework; print(test_framework.__file__)"]
+    done = subprocess.run(probe, cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark: {python} cannot import test_framework: {done.stderr.strip()}")
+    return str(Path(done.stdout.strip()).parent)
+
+
+def clear_store(cache: Path) -> None:
+    shutil.rmtree(cache / "results.sqlite", ignore_errors=True)
+    for leftover in cache.glob("results.sqlite*"):
+        leftover.unlink()
 
 
 def touch_one_source(suite: Path) -> None:
@@ -166,45 +202,67 @@ def main() -> int:
     parser.add_argument("--category", action="append", default=[])
     parser.add_argument("--suite", type=Path, default=REPO)
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument(
+        "--baseline-python",
+        metavar="PY",
+        help="another installation's interpreter: adds cold@base, warm@base (changed@base)",
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--modes", default=",".join(ALL_MODES))
     parser.add_argument("--optimization", default="ultra_fast")
     parser.add_argument("--engine-arg", action="append", default=[])
+    parser.add_argument(
+        "--no-bytecode",
+        action="store_true",
+        help="run with PYTHONDONTWRITEBYTECODE=1 (default: bytecode caches on, as users have them)",
+    )
     parser.add_argument("--json", type=Path)
     ns = parser.parse_args()
     suite = ns.suite.resolve()
     categories = ns.category or ["all"]
     args = selection_args(suite, categories)
     modes = [m for m in ns.modes.split(",") if m]
+    if unknown := [m for m in modes if m not in ALL_MODES]:
+        parser.error(f"unknown modes {', '.join(unknown)} (choose from {', '.join(ALL_MODES)})")
     if "xdist" in modes and not has_module(ns.python, "xdist"):
         modes.remove("xdist")
     if "fast" in modes and not has_module(ns.python, "pytest_fast"):
         modes.remove("fast")
+    # mode suffix -> (interpreter, the folder it imports the engine from)
+    engines = {"": (ns.python, engine_location(ns.python, suite))}
+    if ns.baseline_python:
+        engines[BASE] = (ns.baseline_python, engine_location(ns.baseline_python, suite))
+        if engines[BASE][1] == engines[""][1]:
+            raise SystemExit(f"benchmark: both interpreters run the engine in {engines[''][1]}")
+        # Grouped after the other modes: each engine's warm follows its own cold, and its
+        # changed edits a file its store saw last (another engine's edit would be undone).
+        modes += [m + BASE for m in ("cold", "warm") + ("changed",) * ("changed" in modes)]
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if ns.no_bytecode:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
     cache = Path(tempfile.mkdtemp(prefix="bench-cache-"))
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", "1")}
+    caches = {suffix: cache / f"engine{suffix}" for suffix in engines}
     pytest_cmd = [ns.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
-    engine_cmd = [
-        ns.python,
-        "-m",
-        "test_framework",
-        "--project-root",
-        str(suite),
-        "--cache-dir",
-        str(cache),
-        "--optimization",
-        ns.optimization,
-        "--retries",
-        "0",
-        *ns.engine_arg,
-        *(f"--category={c}" for c in categories),
-    ]
-    commands = {
-        "pytest": pytest_cmd,
-        "xdist": [*pytest_cmd, "-n", "auto"],
-        "cold": engine_cmd,
-        "warm": engine_cmd,
-        "changed": engine_cmd,
-    }
+    commands = {"pytest": pytest_cmd, "xdist": [*pytest_cmd, "-n", "auto"]}
+    for suffix, (python, _) in engines.items():
+        caches[suffix].mkdir()
+        for mode in ENGINE_MODES:
+            commands[mode + suffix] = [
+                python,
+                "-m",
+                "test_framework",
+                "--project-root",
+                str(suite),
+                "--cache-dir",
+                str(caches[suffix]),
+                "--optimization",
+                ns.optimization,
+                "--retries",
+                "0",
+                *ns.engine_arg,
+                *(f"--category={c}" for c in categories),
+            ]
     fast_server: subprocess.Popen[bytes] | None = None
     if "fast" in modes:
         sock = cache / "fast.sock"
@@ -220,18 +278,27 @@ def main() -> int:
         commands["fast"] = [ns.python, "-m", "pytest_fast", "--address", str(sock), *args]
         measure(commands["fast"], suite, env)  # warm it: the peer's advantage, given fairly
     rows = {mode: Row(mode) for mode in modes}
+    edits = 0  # touch_one_source calls so far
+    seen: dict[str, int] = {}  # engine suffix -> the edits its store has seen
     try:
-        if "warm" in modes or "changed" in modes:
-            measure(engine_cmd, suite, env)  # the warm modes need a warm store
+        for suffix in engines:  # the store and the suite's bytecode warm before any measure
+            if any(kind + suffix in modes for kind in ENGINE_MODES):
+                measure(commands["warm" + suffix], suite, env)
+                seen[suffix] = edits
         for _ in range(ns.runs):
             for mode in modes:
-                if mode == "cold":
-                    shutil.rmtree(cache / "results.sqlite", ignore_errors=True)
-                    for leftover in cache.glob("results.sqlite*"):
-                        leftover.unlink()
-                if mode == "changed":
+                kind, _, rest = mode.partition("@")
+                suffix = "@" + rest if rest else ""
+                if kind in ENGINE_MODES and kind != "cold" and seen.get(suffix) != edits:
+                    measure(commands[mode], suite, env)  # its store must see the suite as it is
+                if kind == "cold":
+                    clear_store(caches[suffix])
+                if kind == "changed":
                     touch_one_source(suite)
+                    edits += 1
                 rows[mode].samples.append(measure(commands[mode], suite, env))
+                if kind in ENGINE_MODES:
+                    seen[suffix] = edits
     finally:
         if fast_server is not None:
             # The daemon, its forkserver, and any daemon a client started on the same socket.
@@ -243,25 +310,44 @@ def main() -> int:
                     with contextlib.suppress(psutil.Error):
                         proc.kill()
         shutil.rmtree(cache, ignore_errors=True)
-    report(rows, suite, categories, ns)
+    report(rows, suite, categories, ns, engines)
     return 0
 
 
 def report(
-    rows: dict[str, Row], suite: Path, categories: list[str], ns: argparse.Namespace
+    rows: dict[str, Row],
+    suite: Path,
+    categories: list[str],
+    ns: argparse.Namespace,
+    engines: dict[str, tuple[str, str]],
 ) -> None:
     base = rows.get("pytest")
     xdist = rows.get("xdist")
     reference = base.samples[0].counts if base and base.samples else {}
-    print(f"suite {suite} (categories {', '.join(categories)}), {ns.runs} runs each, medians")
+    bytecode = "PYTHONDONTWRITEBYTECODE=1" if ns.no_bytecode else "bytecode caches on"
+    print(
+        f"suite {suite} (categories {', '.join(categories)}), {ns.runs} runs each, medians,"
+        f" {bytecode}"
+    )
+    for suffix, (python, path) in engines.items():
+        print(f"engine{suffix}: {python} -> {path}")
     header = (
-        f"{'mode':<9} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} {'/pytest':>8} {'/xdist':>8}"
+        f"{'mode':<12} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} {'/pytest':>8} {'/xdist':>8}"
         "  outcomes"
     )
     print(header)
     print("-" * len(header))
     modes_doc: dict[str, object] = {}
-    document = {"suite": str(suite), "categories": categories, "runs": ns.runs, "modes": modes_doc}
+    document = {
+        "suite": str(suite),
+        "categories": categories,
+        "runs": ns.runs,
+        "bytecode_caches": not ns.no_bytecode,
+        "python": ns.python,
+        "baseline_python": ns.baseline_python,
+        "engines": {f"engine{suffix}": path for suffix, (_, path) in engines.items()},
+        "modes": modes_doc,
+    }
     for mode, row in rows.items():
         wall = row.median("wall")
         counts = row.samples[-1].counts
@@ -275,7 +361,7 @@ def report(
             ("SAME" if same else "DIFF") if ran else f"FAILED (exit {row.samples[-1].returncode})"
         )
         print(
-            f"{mode:<9} {wall:>8.2f} {row.median('cpu'):>8.2f} {peak:>8.0f}"
+            f"{mode:<12} {wall:>8.2f} {row.median('cpu'):>8.2f} {peak:>8.0f}"
             f" {vs_pytest:>8.2f} {vs_xdist:>8.2f}  {verdict} {counts}"
         )
         modes_doc[mode] = {
@@ -288,6 +374,19 @@ def report(
             "same_outcomes_as_pytest": same,
             "samples": [asdict(s) for s in row.samples],
         }
+    after_over_before: dict[str, float] = {}
+    for mode in ENGINE_MODES:
+        after, before = rows.get(mode), rows.get(mode + BASE)
+        if after and before:
+            ratio = after.median("wall") / before.median("wall")
+            after_over_before[mode] = ratio
+            spread = "  ".join(
+                f"{row.mode} {min(s.wall for s in row.samples):.2f}-"
+                f"{max(s.wall for s in row.samples):.2f} s"
+                for row in (after, before)
+            )
+            print(f"{mode} after/before (median wall): {ratio:.2f}   range: {spread}")
+    document["after_over_before"] = after_over_before
     if ns.json:
         ns.json.write_text(json.dumps(document, indent=2), encoding="utf-8")
 

@@ -1,6 +1,8 @@
 """The Python API: run a suite from code, async (`run`) or not (`run_tests_with_optimization`).
 
-Both build the same RunRequest the command line builds, so every layer of configuration applies.
+Both build the same RunRequest the command line builds, so every layer of configuration applies,
+and report through the same subscribers. Errors are the engine's tree (errors.py); an engine bug
+arrives as `InternalError`, its traceback written to the store folder's error log.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from typing import Any
 
 import anyio
 
-from .cli import run_settings
+from .errors import InternalError, TestFrameworkError
+from .logging import internal_error_line, log_internal_error
 from .models import FAILING_OUTCOMES, Outcome, RunSummary
+from .orchestrator import run_events
+from .reporting import subscribers_for
 from .request import RunRequest, resolve
 
 
@@ -47,7 +52,14 @@ async def run(
         timeout=per_test_timeout,
     )
     settings = resolve(request)
-    return await run_settings(settings, io.StringIO() if quiet else sys.stdout)
+    out = io.StringIO() if quiet else sys.stdout
+    try:
+        return await run_events(settings, subscribers_for(settings, out))
+    except (TestFrameworkError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        log_path = log_internal_error(exc, settings.cache_dir)
+        raise InternalError(internal_error_line(exc, log_path), log_path) from exc
 
 
 def run_tests_with_optimization(**options: Any) -> dict[str, Any]:

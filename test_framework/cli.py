@@ -3,7 +3,9 @@
 `python -m test_framework [run] [options] [-- pytest args]` (or `flaky [options]`: flake rates
 from the results store) and
 `python scripts/test_backend_optimized.py [options] [-- pytest args]` take the same options.
-A mistake of the user's is one line on stderr and exit 4; never a traceback.
+A mistake of the user's is one line on stderr and exit 4; never a traceback. An engine bug (any
+exception outside the error tree) is one line saying so and where its traceback was logged, and
+exit 3, as pytest does for its own internal errors.
 """
 
 from __future__ import annotations
@@ -22,17 +24,13 @@ import structlog
 from .arguments import CommandParser, add_project_options, non_negative_int, positive_int, seconds
 from .config import CATEGORY_NAMES, PROFILE_NAMES
 from .errors import TestFrameworkError
-from .events import Subscriber
 from .exit_codes import ExitCode
 from .flaky_command import main as flaky_main
-from .logging import configure_logging
+from .logging import configure_logging, internal_error_line, log_internal_error
 from .models import RunSummary
 from .orchestrator import run_events
-from .reporting.console import ConsoleReporter
-from .reporting.json_report import JsonReportBuilder
-from .reporting.junit import JUnitReportBuilder
-from .reporting.plan import PlanPrinter
-from .request import RunRequest, RunSettings, resolve
+from .reporting import subscribers_for
+from .request import DEFAULT_CACHE_DIR, RunRequest, RunSettings, resolve
 
 PROG = "test_framework"
 
@@ -183,22 +181,7 @@ def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bo
 
 
 async def run_settings(settings: RunSettings, out: TextIO) -> RunSummary:
-    subscribers: list[Subscriber] = []
-    if settings.list_only:
-        subscribers.append(PlanPrinter(out))
-    else:
-        subscribers.append(ConsoleReporter(out, verbose=settings.verbose))
-    if settings.report is not None:
-        subscribers.append(
-            JsonReportBuilder(
-                settings.report,
-                profile=settings.profile.name,
-                categories=[c.name for c in settings.categories],
-            )
-        )
-    if settings.junitxml is not None:
-        subscribers.append(JUnitReportBuilder(settings.junitxml))
-    return await run_events(settings, subscribers)
+    return await run_events(settings, subscribers_for(settings, out))
 
 
 def _log_own_cost() -> None:
@@ -213,14 +196,10 @@ def _log_own_cost() -> None:
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "flaky":
-        try:
-            return flaky_main(args[1:], prog)
-        except TestFrameworkError as exc:
-            print(f"{prog}: error: {exc}", file=sys.stderr)
-            return int(exc.exit_code)
-    out = sys.stdout
+    settings: RunSettings | None = None
     try:
+        if args and args[0] == "flaky":
+            return flaky_main(args[1:], prog)
         request, clear_cache = parse_request(args, prog)
         settings = resolve(request)
         configure_logging(
@@ -228,7 +207,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         )
         if clear_cache and settings.cache_dir.exists():
             shutil.rmtree(settings.cache_dir)
-        summary = anyio.run(run_settings, settings, out, backend="asyncio")
+        summary = anyio.run(run_settings, settings, sys.stdout, backend="asyncio")
         _log_own_cost()
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -236,4 +215,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     except TestFrameworkError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
+    except Exception as exc:
+        folder = settings.cache_dir if settings is not None else Path(DEFAULT_CACHE_DIR)
+        print(
+            f"{prog}: {internal_error_line(exc, log_internal_error(exc, folder))}", file=sys.stderr
+        )
+        return int(ExitCode.INTERNAL_ERROR)
     return summary.exit_code

@@ -1,24 +1,21 @@
-"""Discovery: categories -> pytest collection queries -> node ids, with pytest's own collection.
+"""Discovery: categories -> pytest collection queries -> the arguments pytest collects with.
 
-Collection runs in a subprocess (the same interpreter and plugin the workers use), so the ids are
-exactly the ones plain pytest would run for the same arguments. The orchestrator caches the result
-in the store under a fingerprint of the project's files; a cached answer is only a plan, because
-every worker reports what it really collected and that is what gets run and reported.
+Pure: which pytest invocations select the categories' union, with the user's marker merged in,
+and what a worker is then given. pytest itself does the collecting (execution/collect.py, or the
+warm zygote), so the ids are exactly the ones plain pytest would run for the same arguments; the
+collector caches the answer in the store.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Category
-from .errors import CollectionFailed, ProjectError, UsageError
-from .execution.process import spawn_worker
-from .execution.protocol import read_messages
-from .execution.runner import WORKER_PLUGIN
-from .exit_codes import ExitCode
+from .errors import ProjectError
+from .worker.protocol import WORKER_PLUGIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,23 +27,6 @@ class CollectionQuery:
 
     def key(self) -> tuple[str, ...]:
         return (*self.paths, f"-m={self.marker or ''}")
-
-
-@dataclass(frozen=True, slots=True)
-class CollectedError:
-    nodeid: str
-    longrepr: str
-    skipped: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Collection:
-    rootdir: str
-    nodeids: tuple[str, ...]
-    errors: tuple[CollectedError, ...]
-    positionals: tuple[str, ...]
-    serial: tuple[str, ...] = ()
-    resources: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def queries_for(categories: Sequence[Category], project_root: Path) -> list[CollectionQuery]:
@@ -114,84 +94,39 @@ def query_args(query: CollectionQuery, user_args: Sequence[str]) -> list[str]:
     return [*rest, *(["-m", marker] if marker else []), *query.paths]
 
 
-async def collect(
-    query: CollectionQuery,
-    user_args: Sequence[str],
-    *,
-    project_root: Path,
-    env: Mapping[str, str],
-) -> Collection:
-    """Run pytest's collection for one query in a subprocess and return what it found."""
-    argv = [
+def pytest_argv(query: CollectionQuery, user_args: Sequence[str]) -> tuple[str, ...]:
+    """A child pytest that collects `query` with the worker plugin: discovery's, and the warm
+    zygote's. Collection errors are per file, as under xdist: one broken file does not stop
+    the others."""
+    return (
         "-m",
         "pytest",
         "-p",
         WORKER_PLUGIN,
-        "--collect-only",
-        "-q",
         "--continue-on-collection-errors",
         *query_args(query, user_args),
-    ]
-    rootdir: str | None = None
-    positionals: tuple[str, ...] = ()
-    nodeids: tuple[str, ...] | None = None
-    serial: tuple[str, ...] = ()
-    resources: dict[str, tuple[str, ...]] = {}
-    errors: list[CollectedError] = []
-    async with spawn_worker(argv, cwd=str(project_root), env=env) as worker:
-        async for message in read_messages(worker.channel):
-            data = message.data
-            if message.event == "hello":
-                rootdir = data["rootdir"]
-                positionals = tuple(data.get("args") or ())
-            elif message.event == "collected":
-                nodeids = tuple(data["nodeids"])
-                serial, resources = constraints_of(data)
-            elif message.event in ("collect_error", "collect_skip"):
-                errors.append(
-                    CollectedError(
-                        nodeid=data["nodeid"],
-                        longrepr=data.get("longrepr") or "",
-                        skipped=message.event == "collect_skip",
-                    )
-                )
-        await worker.process.wait()
-        returncode = worker.process.returncode
-    failed = returncode in (ExitCode.USAGE_ERROR, ExitCode.INTERNAL_ERROR)
-    if rootdir is None or nodeids is None or failed:
-        raise collection_failure(returncode, worker.output.text())
-    return Collection(
-        rootdir=rootdir,
-        nodeids=nodeids,
-        errors=tuple(errors),
-        positionals=positionals,
-        serial=serial,
-        resources=resources,
     )
 
 
-def constraints_of(
-    data: Mapping[str, object],
-) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
-    """The `serial` and `resources` fields of a `collected` message, typed."""
-    serial = data.get("serial") or []
-    resources = data.get("resources") or {}
-    assert isinstance(serial, list)
-    assert isinstance(resources, dict)
-    return tuple(str(n) for n in serial), {
-        str(n): tuple(str(r) for r in names) for n, names in resources.items()
-    }
+def worker_args(
+    queries: Sequence[CollectionQuery], user_args: Sequence[str], positionals: Sequence[str]
+) -> tuple[tuple[str, ...], bool]:
+    """The pytest args of a spawned worker (the user's args less their paths, markers merged),
+    and whether shards must name their tests (several queries, or node ids given)."""
+    query_paths = {p for q in queries for p in q.paths}
+    user_positionals = [p for p in positionals if p not in query_paths]
+    args, marker = split_marker(_without(user_args, user_positionals))
+    single = len(queries) == 1
+    combined = combine_markers(queries[0].marker if single else None, marker)
+    if combined:
+        args = [*args, "-m", combined]
+    explicit = not single or any("::" in p for p in user_positionals)
+    return tuple(args), explicit
 
 
-def collection_failure(returncode: int | None, output: str) -> Exception:
-    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
-    if returncode == ExitCode.USAGE_ERROR:
-        # pytest prints "ERROR: usage: ..." then "<prog>: error: <the actual reason>".
-        reasons = [line.split(": error: ", 1)[1] for line in lines if ": error: " in line]
-        errors = [line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR:")]
-        detail = (reasons or errors or lines or ["usage error"])[0]
-        return UsageError(f"pytest rejected the arguments: {detail}")
-    tail = "\n".join(lines[-30:])
-    return CollectionFailed(
-        f"pytest could not collect the suite (exit status {returncode}):\n{tail}"
-    )
+def _without(args: Sequence[str], positionals: Sequence[str]) -> list[str]:
+    remaining = list(args)
+    for positional in positionals:
+        if positional in remaining:
+            remaining.remove(positional)
+    return remaining

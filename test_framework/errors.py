@@ -6,6 +6,7 @@
      |    +-- ProjectError                  -> 4 the project root or a path in it cannot be used
      +-- NoTestsCollected                   -> 5 the selection holds no test
      +-- CollectionFailed                   -> 3 pytest could not even start collecting
+     +-- InternalError                      -> 3 a bug in the engine itself, traceback in a log
      +-- StoreError                         -> never fatal: logged as a warning, the run goes on
 
 Each message says what was wrong, where, and what is valid, so the CLI prints it on one line and no
@@ -13,6 +14,8 @@ traceback ever reaches a user for a mistake of theirs.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from .exit_codes import ExitCode
 
@@ -46,5 +49,28 @@ class CollectionFailed(TestFrameworkError):
         self.exit_code = exit_code
 
 
+class InternalError(TestFrameworkError):
+    """An exception outside this tree escaped the engine: a bug of ours, never the user's. The
+    entry points write its traceback to `log_path` and say so in one line."""
+
+    def __init__(self, message: str, log_path: Path | None) -> None:
+        super().__init__(message)
+        self.log_path = log_path
+
+
 class StoreError(TestFrameworkError):
     """The results store could not be read or written; callers warn and go on."""
+
+
+def collection_failure(returncode: int | None, output: str) -> TestFrameworkError:
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    if returncode == ExitCode.USAGE_ERROR:
+        # pytest prints "ERROR: usage: ..." then "<prog>: error: <the actual reason>".
+        reasons = [line.split(": error: ", 1)[1] for line in lines if ": error: " in line]
+        errors = [line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR:")]
+        detail = (reasons or errors or lines or ["usage error"])[0]
+        return UsageError(f"pytest rejected the arguments: {detail}")
+    tail = "\n".join(lines[-30:])
+    return CollectionFailed(
+        f"pytest could not collect the suite (exit status {returncode}):\n{tail}"
+    )

@@ -1,24 +1,86 @@
-"""The event vocabulary: execution's only output.
+"""The event vocabulary: what a run tells everything downstream.
 
-The store writer, the console, and the report builders subscribe to this stream; none of them drives
-the run. Events are frozen so a subscriber cannot change what another one sees.
+Execution emits the events about processes and attempts (ShardStarted, TestStarted,
+AttemptFinished, TestsReleased, ShardFinished, ShardCrashed, ProcessesLeaked); the dispatcher
+emits what the ledger decided (TestFinished, TestRetrying, CircuitOpened, RunStopping) and the
+monitor capacity changes; the orchestrator opens and closes the run. The store writer, the
+console and the report builders subscribe; none of them drives the run. Events are frozen, so a
+subscriber cannot change what another sees, and each carries `at`, the wall-clock time it
+happened, so a report can draw the run without a clock of its own.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .models import NodeId, Plan, RunSummary, TestResult
 
 
+def _now() -> float:
+    return time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """Who asked for the run and how: what reports and the store say about it."""
+
+    run_id: str
+    project_root: str
+    profile: str
+    categories: tuple[str, ...]
+    argv: tuple[str, ...] = ()
+    pytest_args: tuple[str, ...] = ()
+    isolation: str = "fork"
+
+
 @dataclass(frozen=True, slots=True)
 class RunStarted:
-    run_id: str
+    context: RunContext
     plan: Plan
     capacity: int
-    project_root: str
-    argv: tuple[str, ...] = ()
+    at: float = field(default_factory=_now, kw_only=True)
+
+    @property
+    def run_id(self) -> str:
+        return self.context.run_id
+
+
+@dataclass(frozen=True, slots=True)
+class ShardStarted:
+    shard_id: int
+    pid: int
+    nodeids: tuple[NodeId, ...]
+    attempt: int = 1
+    at: float = field(default_factory=_now, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class TestStarted:
+    __test__ = False
+    shard_id: int
+    nodeid: NodeId
+    at: float = field(default_factory=_now, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFinished:
+    """A worker finished one attempt of a test (or the engine judged it: a crash, a timeout).
+    The ledger decides whether it is final or runs again."""
+
+    result: TestResult
+    at: float = field(default_factory=_now, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class TestsReleased:
+    """A running worker gave back the tail of its tests (work stealing)."""
+
+    __test__ = False
+    shard_id: int
+    nodeids: tuple[NodeId, ...]
+    at: float = field(default_factory=_now, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,33 +91,25 @@ class TestRetrying:
     result: TestResult
     next_attempt: int
     delay: float
-
-
-@dataclass(frozen=True, slots=True)
-class RunStopping:
-    """Dispatch stopped early: fail-fast (maxfail) or an interrupt; running shards are stopped."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ShardStarted:
-    shard_id: int
-    pid: int
-    nodeids: tuple[NodeId, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class TestStarted:
-    __test__ = False
-    shard_id: int
-    nodeid: NodeId
+    at: float = field(default_factory=_now, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class TestFinished:
+    """The final word on a test in this run."""
+
     __test__ = False
     result: TestResult
+    at: float = field(default_factory=_now, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class RunStopping:
+    """Dispatch stopped early: fail-fast (maxfail), a session timeout or an interrupt; running
+    shards are stopped."""
+
+    reason: str
+    at: float = field(default_factory=_now, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +119,7 @@ class ShardFinished:
     duration: float
     files: tuple[str, ...] = ()
     deps: tuple[str, ...] = ()
+    at: float = field(default_factory=_now, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +131,7 @@ class ShardCrashed:
     running: NodeId | None
     reason: str
     output_tail: str = ""
+    at: float = field(default_factory=_now, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +144,7 @@ class CircuitOpened:
     failures: tuple[NodeId, ...]
     probe: NodeId
     reason: str
+    at: float = field(default_factory=_now, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +153,7 @@ class ProcessesLeaked:
 
     shard_id: int
     processes: tuple[str, ...]
+    at: float = field(default_factory=_now, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,25 +164,33 @@ class CapacityChanged:
     cpu_percent: float
     memory_available: int
     waiting: int
-    timestamp: float
+    at: float = field(default_factory=_now, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class RunFinished:
     summary: RunSummary
     messages: tuple[str, ...] = field(default_factory=tuple)
+    at: float = field(default_factory=_now, kw_only=True)
 
 
-Event = (
-    RunStarted
-    | ShardStarted
+# What a shard's execution says while it runs: the executor seam's whole output.
+ExecutionEvent = (
+    ShardStarted
     | TestStarted
-    | TestFinished
-    | TestRetrying
-    | RunStopping
+    | AttemptFinished
+    | TestsReleased
     | ShardFinished
     | ShardCrashed
     | ProcessesLeaked
+)
+
+Event = (
+    RunStarted
+    | ExecutionEvent
+    | TestFinished
+    | TestRetrying
+    | RunStopping
     | CircuitOpened
     | CapacityChanged
     | RunFinished
@@ -137,8 +203,7 @@ class EventBus:
     """Delivers each event to every subscriber in order, synchronously.
 
     Subscribers must not block: the store writer queues, the console prints. A subscriber that
-    raises
-    is logged and dropped, so a broken reporter can never stop a run.
+    raises is logged and dropped, so a broken reporter can never stop a run.
     """
 
     def __init__(self) -> None:

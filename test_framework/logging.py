@@ -1,4 +1,5 @@
-"""structlog, configured once: key-value lines on a terminal, JSON otherwise or on request.
+"""structlog, configured once: key-value lines on a terminal, JSON otherwise or on request; and
+the error log where an engine bug's traceback goes.
 
 The engine's own log goes to stderr and is quiet by default (warnings); the console reporter owns
 stdout. Run and shard ids are bound in context, so every line of a run can be grepped together.
@@ -6,8 +7,12 @@ stdout. Run and shard ids are bound in context, so every line of a run can be gr
 
 from __future__ import annotations
 
+import datetime
 import logging
 import sys
+import tempfile
+import traceback
+from pathlib import Path
 from typing import TextIO
 
 import structlog
@@ -34,4 +39,35 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
+    )
+
+
+INTERNAL_ERROR_LOG = "internal-errors.log"
+
+
+def log_internal_error(error: BaseException, folder: Path | None) -> Path | None:
+    """Append an engine bug's traceback to the engine's error log (`folder`, the store's
+    folder, else the temporary directory) and return where it went; None if nowhere could be
+    written. The console gets one line, never the traceback."""
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    for candidate in (folder, Path(tempfile.gettempdir())):
+        if candidate is None:
+            continue
+        path = candidate / INTERNAL_ERROR_LOG
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write(f"--- {stamp} test_framework internal error\n{text}\n")
+        except OSError:
+            continue
+        return path
+    return None
+
+
+def internal_error_line(error: BaseException, log_path: Path | None) -> str:
+    where = f"the traceback is in {log_path}" if log_path else "no log could be written"
+    return (
+        f"internal error: {type(error).__name__}: {error} -- this is a bug in test_framework, "
+        f"not in your tests; {where} (please include it in a bug report)"
     )

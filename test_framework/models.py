@@ -6,9 +6,11 @@ collection error all arrive downstream as data in the same shape.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+
+from .worker.protocol import CollectFailed, Selection
 
 NodeId = str
 
@@ -33,8 +35,10 @@ class Outcome(str, Enum):
         return self.value
 
 
-# Outcomes that make a run fail (exit 1).
+# Outcomes that make a run fail (exit 1): the one definition every stage uses.
 FAILING_OUTCOMES = frozenset({Outcome.FAILED, Outcome.ERROR, Outcome.CRASHED, Outcome.TIMEOUT})
+# A failing attempt of these may run again (a timeout would only hang again).
+RETRYABLE_OUTCOMES = frozenset({Outcome.FAILED, Outcome.ERROR, Outcome.CRASHED})
 
 # Order of words in the closing line; pytest's order first, then ours.
 SUMMARY_ORDER: tuple[str, ...] = (
@@ -170,20 +174,67 @@ def engine_result(
 
 @dataclass(frozen=True, slots=True)
 class Shard:
-    """A unit of dispatch: node ids that run together in one worker process."""
+    """A unit of dispatch: tests that run together in one worker process, in order.
+
+    `nodeids` are what the plan expects; `selection` is what the worker is told (file slices
+    that it computes over what it collects now, or named tests), so a test added since the
+    collection still runs exactly once. `attempt` > 1: a retry of failures."""
 
     shard_id: int
     nodeids: tuple[NodeId, ...]
     expected_duration: float
+    selection: Selection
     weight: int = 1
     # Whether a free slot may take over the tail of this shard while it runs (work stealing);
     # never for serial or resource shards, whose tests must not run beside each other.
     splittable: bool = True
+    attempt: int = 1
 
     @property
     def files(self) -> tuple[str, ...]:
-        """The files to hand pytest, in first-seen order (node ids select inside them)."""
-        return tuple(dict.fromkeys(file_of(n) for n in self.nodeids))
+        """The files to hand pytest, in first-seen order (the selection picks inside them)."""
+        return tuple(dict.fromkeys(entry.file for entry in self.selection))
+
+
+@dataclass(frozen=True, slots=True)
+class Collection:
+    """What pytest collected for a selection: the one record discovery, a zygote and the
+    store's collection cache all produce. `positionals` are the arguments pytest took as paths
+    or node ids; `serial` and `resources` the tests' constraint markers."""
+
+    rootdir: str
+    nodeids: tuple[NodeId, ...]
+    errors: tuple[CollectFailed, ...] = ()
+    positionals: tuple[str, ...] = ()
+    serial: tuple[NodeId, ...] = ()
+    resources: Mapping[NodeId, tuple[str, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def merged(cls, collections: Sequence[Collection]) -> Collection:
+        """Several queries' collections as one (the union, first seen first)."""
+        errors: dict[NodeId, CollectFailed] = {}
+        for c in collections:
+            for error in c.errors:
+                errors.setdefault(error.nodeid, error)
+        return cls(
+            rootdir=collections[0].rootdir,
+            nodeids=tuple(dict.fromkeys(n for c in collections for n in c.nodeids)),
+            errors=tuple(errors.values()),
+            positionals=tuple(dict.fromkeys(p for c in collections for p in c.positionals)),
+            serial=tuple(dict.fromkeys(n for c in collections for n in c.serial)),
+            resources={n: r for c in collections for n, r in c.resources.items()},
+        )
+
+    def error_results(self) -> tuple[TestResult, ...]:
+        """Each collection error or module-level skip as the result pytest reports for it."""
+        return tuple(
+            engine_result(e.nodeid, Outcome.SKIPPED, "collect", "skipped at collection", e.longrepr)
+            if e.skipped
+            else engine_result(
+                e.nodeid, Outcome.ERROR, "collect", "error during collection", e.longrepr
+            )
+            for e in self.errors
+        )
 
 
 def file_of(nodeid: NodeId) -> str:

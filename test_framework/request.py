@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .config import ISOLATIONS, Category, EnvOverrides, Profile, load_catalog, read_env
 from .errors import ConfigError, ProjectError, UsageError
-from .resources import cpu_count
+from .machine import cpu_count
 
 DEFAULT_CACHE_DIR = ".test_framework"
 

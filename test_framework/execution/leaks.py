@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from .proc import process_started
+from ..worker.proc import process_started
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from typing import Protocol
 import anyio
 from anyio.abc import ByteReceiveStream, Process, SocketStream
 
-from .constants import ENV_CHANNEL, PROTOCOL_ENV_PREFIX
+from ..worker.protocol import ENV_CHANNEL, PROTOCOL_ENV_PREFIX
 
 OUTPUT_TAIL_BYTES = 64 * 1024
 
@@ -56,7 +56,7 @@ class WorkerHandle(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class ShardFiles:
+class ScratchFiles:
     """The files one shard's worker and the engine share, in the run's scratch folder."""
 
     select: Path  # JSON: which tests of the files the worker runs
@@ -64,7 +64,7 @@ class ShardFiles:
     board: Path  # the progress board (board.py): which test runs, since when
 
     @classmethod
-    def for_shard(cls, scratch: Path, shard_id: int) -> ShardFiles:
+    def for_shard(cls, scratch: Path, shard_id: int) -> ScratchFiles:
         stem = scratch / f"shard-{shard_id}"
         return cls(
             select=stem.with_suffix(".select.json"),
@@ -77,7 +77,7 @@ class Launcher(Protocol):
     """Starts one shard's worker: a fresh interpreter (spawn) or a fork of the zygote."""
 
     def launch(
-        self, shard_id: int, files: Sequence[str], paths: ShardFiles
+        self, shard_id: int, files: Sequence[str], paths: ScratchFiles
     ) -> AbstractAsyncContextManager[WorkerHandle]: ...
 
 

@@ -1,38 +1,58 @@
 """One shard's lifecycle: start a worker, follow its protocol stream, judge how it ended.
 
-The runner knows nothing of retries or fail-fast: it reports what happened (results, the test that
-was running when the worker died or hung, the tests it never reached) and the orchestrator decides.
+The runner knows nothing of retries or fail-fast: it emits what happened as execution events
+(the shard started, each attempt finished, a tail was released, the shard finished or crashed,
+processes it leaked) and returns the shard's outcome (the test that was running when the worker
+died or hung, the tests it never reached); the dispatcher decides what follows.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import anyio
 import psutil
 from anyio.abc import SocketAttribute
 
+from ..events import (
+    AttemptFinished,
+    ExecutionEvent,
+    ProcessesLeaked,
+    ShardCrashed,
+    ShardFinished,
+    ShardStarted,
+    TestsReleased,
+    TestStarted,
+)
+from ..machine import tree_rss
 from ..models import NodeId, Outcome, PhaseReport, Shard, TestResult, engine_result, final_outcome
-from ..resources import tree_rss
-from .board import RUNNING, BoardReader
-from .board import create as create_board
-from .constants import ENV_BOARD, ENV_SELECT, ENV_STACKS
+from ..worker.board import RUNNING, BoardReader
+from ..worker.board import create as create_board
+from ..worker.protocol import (
+    WORKER_PLUGIN,
+    Collected,
+    CollectFailed,
+    Deps,
+    Done,
+    Message,
+    Released,
+    Result,
+    encode,
+    encode_selection,
+)
+from .channel import read_messages
 from .leaks import describe, find_session_members, kill_processes
-from .process import Launcher, ShardFiles, WorkerHandle, signal_group, spawn_worker
-from .protocol import Message, phase_report, read_messages
+from .process import Launcher, ScratchFiles, WorkerHandle, signal_group
 
-WORKER_PLUGIN = "test_framework.execution.worker_plugin"
 STOP_GRACE = 0.8
-# Results of tests quicker than this are read in batches (protocol.read_messages).
+# Results of tests quicker than this are read in batches (channel.read_messages).
 COALESCE_SECONDS = 0.1
 
 
@@ -66,15 +86,10 @@ class WorkerSetup:
         ]
 
 
-@dataclass(frozen=True, slots=True)
-class ShardSpec:
-    shard: Shard
-    selection: tuple[dict[str, Any], ...]
-    attempt: int = 1
-
-
 @dataclass
 class ShardOutcome:
+    """How one shard's worker ended: what the dispatcher needs to decide what runs next."""
+
     shard_id: int
     returncode: int | None = None
     collected: tuple[NodeId, ...] | None = None
@@ -92,14 +107,14 @@ class ShardOutcome:
         return not self.completed
 
 
-class WorkerLink:
-    """What the orchestrator may do with a running worker: send it a command (the protocol
+class WorkerControl:
+    """What the dispatcher may do with a running worker: send it a command (the protocol
     socket is two-way; the worker reads commands before each test), ask what it runs now and
-    which of its tests have not started yet."""
+    how many of its tests have not started yet."""
 
     def __init__(
         self,
-        send: Callable[[Mapping[str, Any]], None],
+        send: Callable[[Message], None],
         running: Callable[[], NodeId | None],
         waiting: Callable[[], int],
     ) -> None:
@@ -108,15 +123,13 @@ class WorkerLink:
         self.waiting = waiting
 
 
-class ShardListener:
-    """What the runner tells the orchestrator while a shard runs."""
+class ShardListener(Protocol):
+    """Who follows a shard while it runs: execution's events, and the live worker's control
+    for as long as it runs."""
 
-    def shard_started(self, shard_id: int, pid: int, nodeids: tuple[NodeId, ...]) -> None: ...
-    def worker_ready(self, shard_id: int, link: WorkerLink) -> None: ...
-    def worker_gone(self, shard_id: int) -> None: ...
-    def tests_released(self, shard_id: int, nodeids: tuple[NodeId, ...]) -> None: ...
-    def test_started(self, shard_id: int, nodeid: NodeId) -> None: ...
-    def test_result(self, result: TestResult) -> None: ...
+    def emit(self, event: ExecutionEvent) -> None: ...
+    def attached(self, shard_id: int, control: WorkerControl) -> None: ...
+    def detached(self, shard_id: int) -> None: ...
 
 
 @dataclass
@@ -159,65 +172,39 @@ class _Progress:
         return max(0, len(self.collected) - position - 1 - len(self.released))
 
 
-@dataclass(frozen=True, slots=True)
-class SpawnLauncher:
-    """A fresh `python -m pytest` per shard: pays start-up and collection every time, shares
-    nothing with other shards; the conservative choice and the fallback where fork is not."""
-
-    setup: WorkerSetup
-
-    def launch(
-        self, shard_id: int, files: Sequence[str], paths: ShardFiles
-    ) -> AbstractAsyncContextManager[WorkerHandle]:
-        return spawn_worker(
-            self.setup.argv(files),
-            cwd=self.setup.cwd,
-            env=self.setup.env,
-            protocol_env={
-                ENV_SELECT: str(paths.select),
-                ENV_STACKS: str(paths.stacks),
-                ENV_BOARD: str(paths.board),
-            },
-            grace=self.setup.grace,
-        )
-
-
 async def run_shard(
-    spec: ShardSpec,
+    shard: Shard,
     setup: WorkerSetup,
     listener: ShardListener,
-    launcher: Launcher | None = None,
+    launcher: Launcher,
     clock: Callable[[], float] = time.monotonic,  # must be the workers' clock: they stamp the board
 ) -> ShardOutcome:
-    launcher = launcher or SpawnLauncher(setup)
-    shard = spec.shard
     outcome = ShardOutcome(shard_id=shard.shard_id)
-    paths = ShardFiles.for_shard(setup.scratch_dir, shard.shard_id)
-    paths.select.write_text(json.dumps(list(spec.selection)), encoding="utf-8")
+    paths = ScratchFiles.for_shard(setup.scratch_dir, shard.shard_id)
+    paths.select.write_text(encode_selection(shard.selection), encoding="utf-8")
     create_board(paths.board)
-    files = list(dict.fromkeys(entry["file"] for entry in spec.selection))
     progress = _Progress(board=BoardReader(paths.board))
     started = clock()
     session_id: int | None = None
     try:
-        async with launcher.launch(shard.shard_id, files, paths) as worker:
+        async with launcher.launch(shard.shard_id, shard.files, paths) as worker:
             session_id = worker.pid
-            listener.shard_started(shard.shard_id, worker.pid, shard.nodeids)
-            link = WorkerLink(_sender(worker), progress.now, progress.waiting)
-            listener.worker_ready(shard.shard_id, link)
+            listener.emit(ShardStarted(shard.shard_id, worker.pid, shard.nodeids, shard.attempt))
+            control = WorkerControl(_sender(worker), progress.now, progress.waiting)
+            listener.attached(shard.shard_id, control)
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(
                         _watchdog, worker, progress, setup, listener, shard.shard_id, clock
                     )
                     async for message in read_messages(worker.channel, COALESCE_SECONDS):
-                        _handle(message, spec, progress, outcome, listener)
+                        _handle(message, shard, progress, outcome, listener)
                     # The channel closed: the worker is gone (or closed it); stop the watchdog.
                     tg.cancel_scope.cancel()
                 with anyio.move_on_after(setup.grace):
                     await worker.wait()
             finally:
-                listener.worker_gone(shard.shard_id)
+                listener.detached(shard.shard_id)
             outcome.returncode = worker.returncode
             outcome.leaked = _reap_leaks(worker.pid, progress)
     except BaseException:
@@ -231,87 +218,126 @@ async def run_shard(
     outcome.output_tail = worker.output_text()
     if not outcome.completed:
         progress.look()
-        _judge_crash(spec, progress, outcome, paths.stacks, setup, clock())
+        _judge_crash(shard, progress, outcome, paths.stacks, setup, clock())
     progress.board.close()
     _cleanup(paths.select, paths.stacks, paths.board)
+    _report_end(shard, outcome, listener)
     return outcome
 
 
-def _sender(worker: WorkerHandle) -> Callable[[Mapping[str, Any]], None]:
+def _report_end(shard: Shard, outcome: ShardOutcome, listener: ShardListener) -> None:
+    if outcome.leaked:
+        listener.emit(ProcessesLeaked(shard.shard_id, outcome.leaked))
+    if not outcome.crashed:
+        listener.emit(
+            ShardFinished(
+                shard.shard_id, outcome.returncode or 0, outcome.duration, shard.files, outcome.deps
+            )
+        )
+        return
+    culprit = outcome.culprit
+    listener.emit(
+        ShardCrashed(
+            shard.shard_id,
+            outcome.returncode,
+            culprit.nodeid if culprit else None,
+            culprit.message if culprit else "worker ended early",
+            outcome.output_tail,
+        )
+    )
+    if culprit is not None:
+        listener.emit(AttemptFinished(culprit))
+
+
+def _sender(worker: WorkerHandle) -> Callable[[Message], None]:
     """Small and rare commands, so a plain non-blocking write; a gone worker is ignored."""
     raw = worker.channel.extra(SocketAttribute.raw_socket, None)
 
-    def send(command: Mapping[str, Any]) -> None:
+    def send(command: Message) -> None:
         if raw is None:
             return
         with contextlib.suppress(OSError):  # the socket is non-blocking: never waits
-            os.write(raw.fileno(), (json.dumps(command) + "\n").encode())
+            os.write(raw.fileno(), encode(command))
 
     return send
 
 
 def _handle(
     message: Message,
-    spec: ShardSpec,
+    shard: Shard,
     progress: _Progress,
     outcome: ShardOutcome,
     listener: ShardListener,
 ) -> None:
-    data = message.data
-    shard_id = spec.shard.shard_id
-    if message.event == "result":
-        nodeid = data["nodeid"]
-        cpu = _number(data.get("cpu"))
-        max_rss = int(data["maxrss"]) if data.get("maxrss") else None
-        if "passed" in data:
-            result = TestResult(
-                nodeid, Outcome.PASSED, float(data["passed"]), spec.attempt, (), "", shard_id, cpu,
-                max_rss,
-            )  # fmt: skip
-        else:
-            location = data.get("location")
-            location = tuple(location) if location else None
-            reports = tuple([phase_report(nodeid, phase, location) for phase in data["phases"]])
-            result = TestResult(
-                nodeid=nodeid,
-                outcome=final_outcome(reports),
-                duration=sum(r.duration for r in reports),
-                attempt=spec.attempt,
-                reports=reports,
-                shard_id=shard_id,
-                cpu_time=cpu,
-                max_rss=max_rss,
-            )
-        progress.finished.add(nodeid)
-        if isinstance(data.get("t"), (int, float)):
-            progress.started_at.append((float(data["t"]), nodeid))
-        for pid in data.get("spawned") or ():
-            progress.spawned_by[int(pid)] = nodeid
+    if isinstance(message, Result):
+        result = _test_result(message, shard)
+        progress.finished.add(message.nodeid)
+        progress.started_at.append((message.started_at, message.nodeid))
+        for pid in message.spawned:
+            progress.spawned_by[pid] = message.nodeid
         outcome.results.append(result)
-        listener.test_result(result)
-    elif message.event == "collected":
-        outcome.collected = progress.collected = tuple(data["nodeids"])
-        progress.timeouts = {str(k): float(v) for k, v in (data.get("timeouts") or {}).items()}
-    elif message.event in ("collect_error", "collect_skip"):
+        listener.emit(AttemptFinished(result))
+    elif isinstance(message, Collected):
+        outcome.collected = progress.collected = message.nodeids
+        progress.timeouts = dict(message.timeouts or {})
+    elif isinstance(message, CollectFailed):
+        outcome_kind = Outcome.SKIPPED if message.skipped else Outcome.ERROR
         result = engine_result(
-            data["nodeid"],
-            Outcome.ERROR if message.event == "collect_error" else Outcome.SKIPPED,
+            message.nodeid,
+            outcome_kind,
             "collect",
             "",
-            data.get("longrepr") or "",
-            attempt=spec.attempt,
-            shard_id=shard_id,
+            message.longrepr,
+            attempt=shard.attempt,
+            shard_id=shard.shard_id,
         )
         outcome.results.append(result)
-        listener.test_result(result)
-    elif message.event == "released":
-        released = tuple(str(n) for n in data.get("nodeids") or ())
-        progress.released.update(released)
-        listener.tests_released(shard_id, released)
-    elif message.event == "deps":
-        outcome.deps = tuple(data.get("files") or ())
-    elif message.event == "done":
+        listener.emit(AttemptFinished(result))
+    elif isinstance(message, Released):
+        progress.released.update(message.nodeids)
+        listener.emit(TestsReleased(shard.shard_id, message.nodeids))
+    elif isinstance(message, Deps):
+        outcome.deps = message.files
+    elif isinstance(message, Done):
         outcome.completed = True
+
+
+def _test_result(message: Result, shard: Shard) -> TestResult:
+    if message.passed is not None:
+        return TestResult(
+            message.nodeid,
+            Outcome.PASSED,
+            message.passed,
+            shard.attempt,
+            (),
+            "",
+            shard.shard_id,
+            message.cpu,
+            message.max_rss,
+        )
+    reports = tuple(
+        PhaseReport(
+            message.nodeid,
+            p.when,
+            p.outcome,
+            p.category,
+            p.duration,
+            p.longrepr,
+            p.sections,
+            message.location,
+        )
+        for p in message.phases
+    )
+    return TestResult(
+        nodeid=message.nodeid,
+        outcome=final_outcome(reports),
+        duration=sum(r.duration for r in reports),
+        attempt=shard.attempt,
+        reports=reports,
+        shard_id=shard.shard_id,
+        cpu_time=message.cpu,
+        max_rss=message.max_rss,
+    )
 
 
 async def _watchdog(
@@ -332,7 +358,7 @@ async def _watchdog(
         if progress.running is None:
             continue
         if progress.running != before:
-            listener.test_started(shard_id, progress.running)
+            listener.emit(TestStarted(shard_id, progress.running))
         limit = progress.timeouts.get(progress.running, setup.timeout)
         if limit > 0 and clock() - progress.running_since > limit:
             progress.timed_out = limit
@@ -379,10 +405,6 @@ def _running_at(progress: _Progress, when: float) -> NodeId | None:
     return found
 
 
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) else None
-
-
 def _describe_exit(returncode: int | None) -> str:
     if returncode is None:
         return "the worker did not exit"
@@ -396,7 +418,7 @@ def _describe_exit(returncode: int | None) -> str:
 
 
 def _judge_crash(
-    spec: ShardSpec,
+    shard: Shard,
     progress: _Progress,
     outcome: ShardOutcome,
     stacks_path: Path,
@@ -404,7 +426,7 @@ def _judge_crash(
     now: float,
 ) -> None:
     """The worker ended without 'done': blame the running test, hand back the unstarted ones."""
-    planned = outcome.collected if outcome.collected is not None else spec.shard.nodeids
+    planned = outcome.collected if outcome.collected is not None else shard.nodeids
     culprit = progress.running
     if culprit is not None:
         if progress.timed_out is not None:
@@ -439,10 +461,10 @@ def _judge_crash(
             nodeid=culprit,
             outcome=kind,
             duration=crash_report.duration,
-            attempt=spec.attempt,
+            attempt=shard.attempt,
             reports=(crash_report,),
             message=message,
-            shard_id=spec.shard.shard_id,
+            shard_id=shard.shard_id,
         )
     done = progress.finished | progress.released | ({culprit} if culprit else set())
     outcome.unstarted = tuple(n for n in planned if n not in done)

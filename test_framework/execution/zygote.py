@@ -2,39 +2,42 @@
 a child per shard, so a shard starts in milliseconds instead of paying interpreter start-up,
 imports and collection again (see fork_server.py for the zygote's side).
 
-The zygote is started like any worker (own session, drained output) and lives in the run's task
-group. Commands go over a SOCK_SEQPACKET socket, one datagram each, with the shard's protocol
-socket attached; replies (`forked`, `exited`) come back on the zygote's protocol channel, read by
-`run`, which wakes the shard waiting for them. Forked children are the zygote's to reap, so their
-exit status arrives as a message; if the zygote dies, every waiter is woken with an unknown
-status and the orchestrator falls back to spawning.
+The zygote is started like any worker (own session, drained output) and lives in the task group
+of whoever started it (the local executor). Commands (`Fork`) go over a SOCK_SEQPACKET socket, one
+datagram each, with the shard's protocol socket attached; replies (`Forked`, `Exited`) come back
+on the zygote's protocol channel, read by `run`, which wakes the shard waiting for them. Forked
+children are the zygote's to reap, so their exit status arrives as a message; if the zygote dies,
+every waiter is woken with an unknown status and the executor falls back to spawning.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import anyio
 from anyio.abc import ByteReceiveStream, SocketStream, TaskStatus
 
-from .constants import ENV_ZYGOTE, ENV_ZYGOTE_EARLY
-from .process import (
-    OUTPUT_TAIL_BYTES,
-    Launcher,
-    ShardFiles,
-    WorkerHandle,
-    signal_group,
-    spawn_worker,
+from ..models import Collection
+from ..worker.protocol import (
+    ENV_ZYGOTE,
+    ENV_ZYGOTE_EARLY,
+    Collected,
+    CollectFailed,
+    Exited,
+    Fork,
+    Forked,
+    Hello,
+    Message,
+    encode,
 )
-from .protocol import Message, read_messages
+from .channel import read_messages
+from .process import OUTPUT_TAIL_BYTES, ScratchFiles, signal_group, spawn_worker
 
 
 class ZygoteGone(RuntimeError):
@@ -47,16 +50,6 @@ class _Child:
     forked: anyio.Event = field(default_factory=anyio.Event)
     exited: anyio.Event = field(default_factory=anyio.Event)
     returncode: int | None = None
-
-
-@dataclass
-class ZygoteCollection:
-    rootdir: str = ""
-    nodeids: tuple[str, ...] = ()
-    errors: list[tuple[str, str, bool]] = field(default_factory=list)
-    positionals: tuple[str, ...] = ()
-    serial: tuple[str, ...] = ()
-    resources: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class ForkedWorker:
@@ -94,29 +87,6 @@ class ForkedWorker:
             return ""
 
 
-@dataclass
-class ForkOrSpawn:
-    """Fork from the zygote while it lives; spawn a fresh worker when it does not."""
-
-    zygote: Zygote | None
-    spawn: Launcher
-
-    @contextlib.asynccontextmanager
-    async def launch(
-        self, shard_id: int, files: Sequence[str], paths: ShardFiles
-    ) -> AsyncIterator[WorkerHandle]:
-        async with contextlib.AsyncExitStack() as stack:
-            worker: WorkerHandle | None = None
-            if self.zygote is not None and self.zygote.alive:
-                with contextlib.suppress(ZygoteGone):
-                    worker = await stack.enter_async_context(
-                        self.zygote.launch(shard_id, files, paths)
-                    )
-            if worker is None:
-                worker = await stack.enter_async_context(self.spawn.launch(shard_id, files, paths))
-            yield worker
-
-
 class Zygote:
     def __init__(
         self,
@@ -134,8 +104,9 @@ class Zygote:
         self.scratch = scratch
         self.grace = grace
         self.early = early  # forks before collecting: each child collects its own files
-        self.collection = ZygoteCollection()
+        self.collection = Collection(rootdir="", nodeids=())
         self.collected = anyio.Event()
+        self._errors: list[CollectFailed] = []
         self.alive = False
         self.output_tail = ""
         self.returncode: int | None = None
@@ -181,32 +152,30 @@ class Zygote:
             engine_end.close()
 
     def _dispatch(self, message: Message) -> None:
-        data = message.data
-        if message.event == "hello":
-            self.collection.rootdir = data["rootdir"]
-            self.collection.positionals = tuple(data.get("args") or ())
-        elif message.event in ("collect_error", "collect_skip"):
-            self.collection.errors.append(
-                (data["nodeid"], data.get("longrepr") or "", message.event == "collect_skip")
+        if isinstance(message, Hello):
+            self.collection = Collection(message.rootdir, (), positionals=message.args)
+        elif isinstance(message, CollectFailed):
+            self._errors.append(message)
+        elif isinstance(message, Collected):
+            self.collection = Collection(
+                rootdir=self.collection.rootdir,
+                nodeids=message.nodeids,
+                errors=tuple(self._errors),
+                positionals=self.collection.positionals,
+                serial=message.serial,
+                resources=dict(message.resources or {}),
             )
-        elif message.event == "collected":
-            self.collection.nodeids = tuple(data["nodeids"])
-            self.collection.serial = tuple(str(n) for n in data.get("serial") or ())
-            self.collection.resources = {
-                str(n): tuple(str(r) for r in names)
-                for n, names in (data.get("resources") or {}).items()
-            }
             self.collected.set()
-        elif message.event == "forked":
-            child = self._by_shard.get(int(data["shard"]))
+        elif isinstance(message, Forked):
+            child = self._by_shard.get(message.shard)
             if child is not None:
-                child.pid = int(data["pid"])
+                child.pid = message.pid
                 self._by_pid[child.pid] = child
                 child.forked.set()
-        elif message.event == "exited":
-            child = self._by_pid.pop(int(data["pid"]), None)
+        elif isinstance(message, Exited):
+            child = self._by_pid.pop(message.pid, None)
             if child is not None:
-                child.returncode = int(data["returncode"])
+                child.returncode = message.returncode
                 child.exited.set()
 
     def _orphan_everyone(self) -> None:
@@ -226,7 +195,7 @@ class Zygote:
 
     @contextlib.asynccontextmanager
     async def launch(
-        self, shard_id: int, files: Sequence[str], paths: ShardFiles
+        self, shard_id: int, files: Sequence[str], paths: ScratchFiles
     ) -> AsyncIterator[ForkedWorker]:
         del files  # the zygote already collected them
         if not self.alive or self._control is None:
@@ -235,15 +204,11 @@ class Zygote:
         output = self.scratch / f"shard-{shard_id}.out"
         child = _Child()
         self._by_shard[shard_id] = child
-        command: dict[str, Any] = {
-            "shard": shard_id,
-            "select": str(paths.select),
-            "output": str(output),
-            "stacks": str(paths.stacks),
-            "board": str(paths.board),
-        }
+        command = Fork(
+            shard_id, str(paths.select), str(output), str(paths.stacks), str(paths.board)
+        )
         try:
-            socket.send_fds(self._control, [json.dumps(command).encode()], [child_end.fileno()])
+            socket.send_fds(self._control, [encode(command)], [child_end.fileno()])
         except OSError as exc:
             parent.close()
             raise ZygoteGone(f"cannot reach the zygote: {exc}") from None

@@ -107,7 +107,7 @@ class ConsoleReporter:
         self.capacity = event.capacity
         self._write(banner("test_framework", "=", self.width) + "\n")
         self._write(
-            f"rootdir: {event.project_root}\n"
+            f"rootdir: {event.context.project_root}\n"
             f"collected {plan.test_count} tests in {len(plan.shards)} shards, "
             f"{event.capacity} workers to start, "
             f"{plan.known_durations} durations known\n"

@@ -23,10 +23,10 @@ SCHEMA_VERSION = 1
 
 
 class JsonReportBuilder:
-    def __init__(self, path: Path, *, profile: str, categories: list[str]) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.profile = profile
-        self.categories = categories
+        self.profile = ""
+        self.categories: list[str] = []
         self.project_root = ""
         self.capacity: list[dict[str, Any]] = []
         self.failed_attempts: dict[str, list[dict[str, Any]]] = {}
@@ -34,10 +34,12 @@ class JsonReportBuilder:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted):
-            self.project_root = event.project_root
+            self.project_root = event.context.project_root
+            self.profile = event.context.profile
+            self.categories = list(event.context.categories)
         elif isinstance(event, CapacityChanged):
             self.capacity.append(
-                {"t": event.timestamp, "old": event.old, "new": event.new, "reason": event.reason}
+                {"t": event.at, "old": event.old, "new": event.new, "reason": event.reason}
             )
         elif isinstance(event, TestRetrying):
             self.failed_attempts.setdefault(event.result.nodeid, []).append(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
-from ..models import Outcome
+from ..models import FAILING_OUTCOMES, Collection
 
 # Under contention a CPU-bound test's wall time stretches and its measured CPU share drops; a
 # share above this says "CPU-bound" and no more, so a contended run never learns to overcommit.
@@ -22,6 +22,10 @@ class History:
     recent_failures: frozenset[str]
     cpu: dict[str, float] = field(default_factory=dict)
     max_rss: dict[str, int] = field(default_factory=dict)  # bytes, the worker's peak while it ran
+
+    @classmethod
+    def empty(cls) -> History:
+        return cls(durations={}, recent_failures=frozenset())
 
     def cpu_share(self, nodeids: Sequence[str]) -> float | None:
         """CPU seconds per wall second of these tests, over the ones known; None if none is."""
@@ -60,7 +64,7 @@ async def load_history(db: aiosqlite.Connection, project: str) -> History:
     cpu: dict[str, float] = {}
     rss: dict[str, int] = {}
     failures: set[str] = set()
-    failing = {o.value for o in (Outcome.FAILED, Outcome.ERROR, Outcome.CRASHED, Outcome.TIMEOUT)}
+    failing = {o.value for o in FAILING_OUTCOMES}
     for nodeid, duration, last, cpu_seconds, peak in await cursor.fetchall():
         durations[nodeid] = float(duration)
         if cpu_seconds is not None:
@@ -72,16 +76,8 @@ async def load_history(db: aiosqlite.Connection, project: str) -> History:
     return History(durations=durations, recent_failures=frozenset(failures), cpu=cpu, max_rss=rss)
 
 
-@dataclass(frozen=True, slots=True)
-class CachedCollection:
-    rootdir: str
-    nodeids: tuple[str, ...]
-    positionals: tuple[str, ...]
-    serial: tuple[str, ...] = ()
-    resources: dict[str, tuple[str, ...]] = field(default_factory=dict)
-
-
-async def load_collection(db: aiosqlite.Connection, fingerprint: str) -> CachedCollection | None:
+async def load_collection(db: aiosqlite.Connection, fingerprint: str) -> Collection | None:
+    """A clean collection saved under `fingerprint` (errors are never cached)."""
     cursor = await db.execute(
         "SELECT rootdir, nodeids, positionals, constraints FROM collections WHERE fingerprint = ?",
         (fingerprint,),
@@ -90,7 +86,7 @@ async def load_collection(db: aiosqlite.Connection, fingerprint: str) -> CachedC
     if row is None:
         return None
     constraints = json.loads(row[3] or "{}")
-    return CachedCollection(
+    return Collection(
         rootdir=row[0],
         nodeids=tuple(json.loads(row[1])),
         positionals=tuple(json.loads(row[2])),
@@ -100,7 +96,7 @@ async def load_collection(db: aiosqlite.Connection, fingerprint: str) -> CachedC
 
 
 async def save_collection(
-    db: aiosqlite.Connection, fingerprint: str, cached: CachedCollection, keep: int = 20
+    db: aiosqlite.Connection, fingerprint: str, cached: Collection, keep: int = 20
 ) -> None:
     await db.execute(
         "INSERT OR REPLACE INTO collections"
@@ -112,7 +108,7 @@ async def save_collection(
             json.dumps(list(cached.nodeids)),
             json.dumps(list(cached.positionals)),
             time.time(),
-            json.dumps({"serial": list(cached.serial), "resources": cached.resources}),
+            json.dumps({"serial": list(cached.serial), "resources": dict(cached.resources)}),
         ),
     )
     # Old fingerprints are never read again; keep the table small.

@@ -10,13 +10,23 @@ import pytest
 from test_framework.config import Category
 from test_framework.discovery import (
     CollectionQuery,
-    collect,
     combine_markers,
+    pytest_argv,
     queries_for,
     query_args,
     split_marker,
 )
 from test_framework.errors import ProjectError, UsageError
+from test_framework.execution.collect import collect as collect_argv
+from test_framework.models import Collection
+
+
+async def collect(
+    query: CollectionQuery, user_args: list[str], *, project_root: Path, env: dict[str, str]
+) -> Collection:
+    """pytest's collection of one query, in a process of its own."""
+    return await collect_argv(pytest_argv(query, user_args), cwd=project_root, env=env)
+
 
 UNIT = Category("unit", "", ("tests/unit",), "unit")
 INTEGRATION = Category("integration", "", ("tests/integration",), "integration")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from test_framework.limiter import AdaptiveLimiter
+from test_framework.dispatch.limiter import AdaptiveLimiter
 
 pytestmark = pytest.mark.anyio
 

@@ -6,12 +6,11 @@ from collections import Counter
 
 import pytest
 
-from test_framework.models import file_of
+from test_framework.models import Shard, file_of
 from test_framework.planning import (
     DEFAULT_TEST_ESTIMATE,
     SERIAL_WEIGHT,
     PlanInput,
-    PlannedShard,
     estimate_durations,
     explicit_selection,
     make_plan,
@@ -19,6 +18,7 @@ from test_framework.planning import (
     split_contiguous,
     steal_pieces,
 )
+from test_framework.worker.protocol import FileSlice, FileTests
 
 
 def plan_input(
@@ -41,47 +41,48 @@ def suite(files: int, tests: int) -> list[str]:
 def test_every_test_lands_in_exactly_one_shard() -> None:
     nodeids = suite(7, 5)
     shards = make_plan(plan_input(nodeids))
-    counted = Counter(n for s in shards for n in s.shard.nodeids)
+    counted = Counter(n for s in shards for n in s.nodeids)
     assert set(counted) == set(nodeids)
     assert set(counted.values()) == {1}
 
 
 def test_shard_ids_are_unique_and_start_at_one() -> None:
     shards = make_plan(plan_input(suite(10, 2)))
-    assert [s.shard.shard_id for s in shards] == list(range(1, len(shards) + 1))
+    assert [s.shard_id for s in shards] == list(range(1, len(shards) + 1))
 
 
 def test_longest_shard_first() -> None:
     nodeids = suite(6, 2)
     durations = {n: (5.0 if "test_3.py" in n else 0.1) for n in nodeids}
     shards = make_plan(plan_input(nodeids, durations))
-    expected = [s.shard.expected_duration for s in shards]
+    expected = [s.expected_duration for s in shards]
     assert expected == sorted(expected, reverse=True)
-    assert any("test_3.py" in n for n in shards[0].shard.nodeids)
+    assert any("test_3.py" in n for n in shards[0].nodeids)
 
 
 def test_small_files_stay_whole() -> None:
     shards = make_plan(plan_input(suite(12, 3)))
     for planned in shards:
         for entry in planned.selection:
-            assert entry["part"] == [0, 1]
+            assert entry == FileSlice(entry.file, 0, 1)
 
 
 def test_a_file_longer_than_a_shard_is_cut_into_contiguous_parts() -> None:
     nodeids = suite(1, 40) + suite(3, 1)[1:]
     durations = {n: 1.0 for n in nodeids}
     shards = make_plan(plan_input(nodeids, durations, slots=4, shards_per_slot=1))
-    parts = [e for s in shards for e in s.selection if e["file"] == "tests/test_0.py"]
+    parts = [e for s in shards for e in s.selection if e.file == "tests/test_0.py"]
     assert len(parts) > 1
-    assert sorted(tuple(e["part"]) for e in parts) == [(k, len(parts)) for k in range(len(parts))]
+    slices = sorted((e.part, e.parts) for e in parts if isinstance(e, FileSlice))
+    assert slices == [(k, len(parts)) for k in range(len(parts))]
     # Slices of one file keep pytest's order inside each shard.
     for planned in shards:
-        ids = [n for n in planned.shard.nodeids if file_of(n) == "tests/test_0.py"]
+        ids = [n for n in planned.nodeids if file_of(n) == "tests/test_0.py"]
         assert ids == sorted(ids, key=nodeids.index)
 
 
-def parts_of(shards: list[PlannedShard], file: str) -> int:
-    return len([e for s in shards for e in s.selection if e["file"] == file])
+def parts_of(shards: list[Shard], file: str) -> int:
+    return len([e for s in shards for e in s.selection if e.file == file])
 
 
 def test_where_each_shard_collects_its_files_a_file_is_cut_only_past_a_slots_share() -> None:
@@ -95,7 +96,7 @@ def test_where_each_shard_collects_its_files_a_file_is_cut_only_past_a_slots_sha
     assert parts_of(make_plan(plan_input(nodeids, durations, **options)), "tests/test_0.py") > 1
     whole = make_plan(plan_input(nodeids, durations, collects_per_shard=True, **options))
     assert parts_of(whole, "tests/test_0.py") == 1
-    assert sorted(n for s in whole for n in s.shard.nodeids) == sorted(nodeids)
+    assert sorted(n for s in whole for n in s.nodeids) == sorted(nodeids)
     # 40 s of 60 s is more than a slot's 30 s share: still cut.
     big = suite(1, 40) + [f"tests/test_1.py::test_{i}" for i in range(20)]
     cut = make_plan(plan_input(big, {n: 1.0 for n in big}, collects_per_shard=True, **options))
@@ -107,8 +108,7 @@ def test_recent_failures_run_first() -> None:
     durations = {n: (5.0 if "test_0.py" in n else 0.1) for n in nodeids}
     failing = {"tests/test_5.py::test_1"}
     shards = make_plan(plan_input(nodeids, durations, recent_failures=failing))
-    assert "tests/test_5.py::test_1" in shards[0].shard.nodeids
-    assert shards[0].has_recent_failure
+    assert "tests/test_5.py::test_1" in shards[0].nodeids
 
 
 def test_short_suite_becomes_one_shard() -> None:
@@ -127,7 +127,8 @@ def test_shard_count_bounded_by_slots_times_shards_per_slot() -> None:
 def test_explicit_ids_mode_names_every_test() -> None:
     nodeids = suite(2, 3)
     shards = make_plan(plan_input(nodeids, explicit_ids=True))
-    named = [n for s in shards for e in s.selection for n in e["ids"]]
+    named = [n for s in shards for e in s.selection if isinstance(e, FileTests) for n in e.nodeids]
+    assert all(isinstance(e, FileTests) for s in shards for e in s.selection)
     assert sorted(named) == sorted(nodeids)
 
 
@@ -146,8 +147,8 @@ def test_empty_plan() -> None:
 def test_explicit_selection_groups_by_file_in_order() -> None:
     selection = explicit_selection(["b.py::1", "a.py::2", "b.py::3"])
     assert selection == (
-        {"file": "b.py", "ids": ["b.py::1", "b.py::3"]},
-        {"file": "a.py", "ids": ["a.py::2"]},
+        FileTests("b.py", ("b.py::1", "b.py::3")),
+        FileTests("a.py", ("a.py::2",)),
     )
 
 
@@ -157,7 +158,7 @@ def test_plans_scale_to_many_slots(slots: int) -> None:
     durations = {n: 0.2 for n in nodeids}
     shards = make_plan(plan_input(nodeids, durations, slots=slots, shards_per_slot=2))
     assert len(shards) == min(200, slots * 2)
-    assert sum(len(s.shard.nodeids) for s in shards) == len(nodeids)
+    assert sum(len(s.nodeids) for s in shards) == len(nodeids)
 
 
 def test_serial_tests_get_one_shard_that_must_run_alone() -> None:
@@ -165,10 +166,10 @@ def test_serial_tests_get_one_shard_that_must_run_alone() -> None:
     serial = {"tests/test_1.py::test_0", "tests/test_2.py::test_2"}
     shards = make_plan(plan_input(nodeids, serial=serial))
     first = shards[0]
-    assert set(first.shard.nodeids) == serial
-    assert first.shard.weight == SERIAL_WEIGHT
-    assert all(s.shard.weight == 1 for s in shards[1:])
-    counted = Counter(n for s in shards for n in s.shard.nodeids)
+    assert set(first.nodeids) == serial
+    assert first.weight == SERIAL_WEIGHT
+    assert all(s.weight == 1 for s in shards[1:])
+    counted = Counter(n for s in shards for n in s.nodeids)
     assert set(counted) == set(nodeids)
     assert set(counted.values()) == {1}
 
@@ -180,9 +181,9 @@ def test_only_unconstrained_shards_may_have_their_tail_stolen() -> None:
     resources = {"tests/test_2.py::test_1": ("db",), "tests/test_2.py::test_2": ("db",)}
     shards = make_plan(plan_input(nodeids, serial=serial, resources=resources))
     for planned in shards:
-        constrained = set(planned.shard.nodeids) & (serial | set(resources))
-        assert planned.shard.splittable is not bool(constrained)
-    assert any(p.shard.splittable for p in shards)
+        constrained = set(planned.nodeids) & (serial | set(resources))
+        assert planned.splittable is not bool(constrained)
+    assert any(p.splittable for p in shards)
 
 
 def test_files_with_constrained_tests_name_their_other_tests() -> None:
@@ -191,9 +192,9 @@ def test_files_with_constrained_tests_name_their_other_tests() -> None:
     shards = make_plan(plan_input(nodeids, serial={"tests/test_0.py::test_1"}))
     for planned in shards[1:]:
         for entry in planned.selection:
-            if entry["file"] == "tests/test_0.py":
-                assert "ids" in entry
-                assert "tests/test_0.py::test_1" not in entry["ids"]
+            if entry.file == "tests/test_0.py":
+                assert isinstance(entry, FileTests)
+                assert "tests/test_0.py::test_1" not in entry.nodeids
 
 
 def test_tests_sharing_a_resource_share_a_shard_transitively() -> None:
@@ -207,7 +208,7 @@ def test_tests_sharing_a_resource_share_a_shard_transitively() -> None:
     shards = make_plan(plan_input(nodeids, resources=resources))
 
     def shard_of(nodeid: str) -> int:
-        return next(s.shard.shard_id for s in shards if nodeid in s.shard.nodeids)
+        return next(s.shard_id for s in shards if nodeid in s.nodeids)
 
     db_port = {shard_of(n) for n in list(resources)[:3]}
     assert len(db_port) == 1
@@ -221,7 +222,7 @@ def test_a_resource_limit_allows_that_many_shards() -> None:
     resources = {n: ["db"] for n in nodeids}
     shards = make_plan(plan_input(nodeids, resources=resources, resource_limits={"db": 3}))
     assert len(shards) == 3
-    assert sorted(len(s.shard.nodeids) for s in shards) == [2, 2, 2]
+    assert sorted(len(s.nodeids) for s in shards) == [2, 2, 2]
 
 
 @pytest.mark.parametrize(

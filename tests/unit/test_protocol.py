@@ -1,4 +1,5 @@
-"""The child protocol parser: JSON lines, a torn last line, a foreign protocol version."""
+"""The child protocol: one schema both sides encode and decode; the engine's reader tolerates a
+torn last line and refuses a foreign protocol version."""
 
 from __future__ import annotations
 
@@ -8,81 +9,143 @@ from pathlib import Path
 import anyio
 import pytest
 
-from test_framework.execution.board import FINISHED, RUNNING, BoardReader, BoardWriter, create
-from test_framework.execution.constants import PROTOCOL_VERSION
-from test_framework.execution.protocol import parse_line, parse_lines, phase_report, read_messages
+from test_framework.execution.channel import read_messages
+from test_framework.worker.board import FINISHED, RUNNING, BoardReader, BoardWriter, create
+from test_framework.worker.protocol import (
+    PROTOCOL_VERSION,
+    Collected,
+    CollectFailed,
+    Deps,
+    Done,
+    Exited,
+    FileSlice,
+    FileTests,
+    Fork,
+    Forked,
+    Hello,
+    Message,
+    Phase,
+    ProtocolError,
+    Release,
+    Released,
+    Result,
+    Skip,
+    decode,
+    decode_line,
+    decode_lines,
+    decode_selection,
+    encode,
+    encode_selection,
+    slice_bounds,
+)
+
+EVERY_MESSAGE: list[Message] = [
+    Hello(pid=42, rootdir="/r", args=("tests", "a.py::t")),
+    Collected(("a.py::t", "a.py::u"), ("a.py::u",), {"a.py::t": ("db",)}, {"a.py::t": 2.5}),
+    CollectFailed("b.py", "ImportError: no", skipped=False),
+    CollectFailed("c.py", "skipped: later", skipped=True),
+    Result("a.py::t", started_at=1.5, cpu=0.25, max_rss=2048, spawned=(7,), passed=0.5),
+    Result(
+        "a.py::u",
+        started_at=2.0,
+        phases=(
+            Phase("setup", "passed", "", 0.1),
+            Phase("call", "failed", "failed", 0.2, "E assert 0", (("Captured stdout", "hi"),)),
+            Phase("teardown", "passed", "", 0.0),
+        ),
+        location=("a.py", 3, "u"),
+    ),
+    Result("a.py::x", 0.0, phases=(Phase("call", "skipped", "xfailed", 0.1, "r", (), "why"),)),
+    Released(("a.py::v",)),
+    Deps(("conftest.py",)),
+    Done(1),
+    Forked(shard=3, pid=99),
+    Exited(pid=99, returncode=-9),
+    Skip(("a.py",), "breaker"),
+    Release(3),
+    Fork(3, "/s/select.json", "/s/out", "/s/stacks", "/s/board"),
+]
 
 
-def line(event: str, **data: object) -> bytes:
-    return (json.dumps({"event": event, **data}) + "\n").encode()
+@pytest.mark.parametrize("message", EVERY_MESSAGE, ids=lambda m: type(m).__name__)
+def test_every_message_survives_a_round_trip(message: Message) -> None:
+    line = encode(message)
+    assert line.endswith(b"\n")
+    assert decode_line(line.rstrip()) == message
 
 
-def test_parse_line_returns_event_and_payload() -> None:
-    message = parse_line(line("started", nodeid="a.py::t").rstrip())
-    assert message is not None
-    assert (message.event, message.data) == ("started", {"nodeid": "a.py::t"})
+def test_a_plain_pass_travels_as_its_duration_alone() -> None:
+    wire = json.loads(encode(Result("a.py::t", 1.0, cpu=0.1, max_rss=1, passed=0.5)))
+    assert "phases" not in wire
+    assert wire["passed"] == 0.5
 
 
-@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b'{"no_event": 1}', b""])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"no_event": 1}',
+        b"",
+        b'{"event": "unknown"}',
+        b'{"event": "forked", "shard": "x"}',
+    ],
+)
 def test_garbage_lines_are_ignored(raw: bytes) -> None:
-    assert parse_line(raw) is None
+    assert decode_line(raw) is None
 
 
 def test_a_different_protocol_version_is_refused() -> None:
-    with pytest.raises(ValueError, match="protocol version"):
-        parse_line(line("hello", v=PROTOCOL_VERSION + 1, pid=1).rstrip())
-
-
-def test_phase_report_keeps_category_and_sections() -> None:
-    report = phase_report(
-        "a.py::t",
-        {
-            "when": "call",
-            "outcome": "failed",
-            "category": "failed",
-            "duration": 0.5,
-            "longrepr": "E assert 0",
-            "sections": [["Captured stdout call", "hi"]],
-        },
-        ["a.py", 3, "t"],
-    )
-    assert report.nodeid == "a.py::t"
-    assert report.sections == (("Captured stdout call", "hi"),)
-    assert report.location == ("a.py", 3, "t")
-    assert report.category == "failed"
+    line = json.dumps({"event": "hello", "v": PROTOCOL_VERSION + 1, "pid": 1, "rootdir": "/"})
+    with pytest.raises(ProtocolError, match="protocol version"):
+        decode_line(line.encode())
 
 
 def test_a_passing_phase_may_leave_out_what_it_does_not_have() -> None:
-    report = phase_report("a.py::t", {"when": "setup", "outcome": "passed", "duration": 0.1})
-    assert (report.longrepr, report.sections, report.category) == ("", (), "")
+    phase = Phase.from_fields({"when": "setup", "outcome": "passed", "duration": 0.1})
+    assert (phase.longrepr, phase.sections, phase.category, phase.wasxfail) == ("", (), "", None)
+    assert phase.plain
+
+
+def test_selections_round_trip_and_slices_partition() -> None:
+    selection = (FileSlice("a.py", 1, 3), FileTests("b.py", ("b.py::t",)))
+    assert decode_selection(encode_selection(selection)) == selection
+    for count in (0, 1, 7, 10):
+        covered = [i for k in range(3) for i in range(*slice_bounds(k, 3, count))]
+        assert covered == list(range(count))
 
 
 @pytest.mark.anyio
 async def test_read_messages_reassembles_split_chunks_and_drops_a_torn_tail() -> None:
     send, receive = anyio.create_memory_object_stream[bytes](1000)
-    payload = line("started", nodeid="x") + line("done", exitstatus=0) + b'{"event": "rep'
+    payload = encode(Deps(("x.py",))) + encode(Done(0)) + b'{"event": "rep'
     async with send:
         for index in range(0, len(payload), 7):  # arbitrary chunking, mid-line cuts included
             await send.send(payload[index : index + 7])
     async with receive:
-        events = [m.event async for m in read_messages(_ByteStream(receive))]
-    assert events == ["started", "done"]
+        messages = [m async for m in read_messages(_ByteStream(receive))]
+    assert messages == [Deps(("x.py",)), Done(0)]
 
 
 def test_a_batch_parses_in_one_go_and_a_bad_line_costs_only_itself() -> None:
-    good = [line("result", nodeid=f"t{n}", passed=0.1).rstrip() for n in range(3)]
-    assert [m.data["nodeid"] for m in parse_lines(good)] == ["t0", "t1", "t2"]
+    good = [encode(Result(f"t{n}", 0.0, passed=0.1)).rstrip() for n in range(3)]
+    assert [m.nodeid for m in decode_lines(good) if isinstance(m, Result)] == ["t0", "t1", "t2"]
     mixed = [good[0], b'{"event": "res', good[2]]
-    assert [m.data["nodeid"] for m in parse_lines(mixed)] == ["t0", "t2"]
+    assert [m.nodeid for m in decode_lines(mixed) if isinstance(m, Result)] == ["t0", "t2"]
+
+
+def test_decode_takes_decoded_json_values() -> None:
+    assert decode({"event": "done", "exitstatus": 5}) == Done(5)
+    assert decode("done") is None
 
 
 @pytest.mark.anyio
 async def test_coalescing_waits_between_quick_chunks_but_never_after_the_last() -> None:
     send, receive = anyio.create_memory_object_stream[bytes](10)
     chunks = [
-        line("result", nodeid="t0", passed=0.0),
-        line("result", nodeid="t1", passed=0.0),  # right after the first: wait, then read
-        line("result", nodeid="t2", passed=0.0) + line("done", exitstatus=0),
+        encode(Result("t0", 0.0, passed=0.0)),
+        encode(Result("t1", 0.0, passed=0.0)),  # right after the first: wait, then read
+        encode(Result("t2", 0.0, passed=0.0)) + encode(Done(0)),
     ]
     async with send:
         for chunk in chunks:
@@ -93,13 +156,13 @@ async def test_coalescing_waits_between_quick_chunks_but_never_after_the_last() 
         waits.append(seconds)
 
     async with receive:
-        events = [
-            m.event
+        kinds = [
+            type(m)
             async for m in read_messages(
                 _ByteStream(receive), coalesce=0.05, clock=lambda: 0.0, sleep=record_wait
             )
         ]
-    assert events == ["result", "result", "result", "done"]
+    assert kinds == [Result, Result, Result, Done]
     # One wait, after the second chunk; none after the first (nothing came before it) and none
     # after the one that ends with `done`.
     assert waits == [0.05]

@@ -19,6 +19,7 @@ import pytest
 from test_framework.events import (
     CapacityChanged,
     Event,
+    RunContext,
     RunFinished,
     RunStarted,
     ShardFinished,
@@ -28,10 +29,12 @@ from test_framework.events import (
 from test_framework.exit_codes import ExitCode
 from test_framework.models import Outcome, PhaseReport, Plan, RunSummary, Shard, TestResult
 from test_framework.outcomes import count_outcomes, exit_code_for, summary_words
+from test_framework.planning import explicit_selection
 from test_framework.reporting.console import ConsoleReporter
 from test_framework.reporting.json_report import JsonReportBuilder
 from test_framework.reporting.junit import JUnitReportBuilder, junit_names
 from test_framework.reporting.plan import PlanPrinter
+from test_framework.worker.protocol import FileSlice
 
 ROOT = "/projects/demo"
 BAD_LONGREPR = (
@@ -112,7 +115,7 @@ def summary(results: Iterable[TestResult], *, duration: float = 0.12, **kw: Any)
 
 def run_started(plan: Plan | None = None) -> RunStarted:
     plan = plan or Plan(shards=(), known_durations=0)
-    return RunStarted(run_id="run-1", plan=plan, capacity=2, project_root=ROOT)
+    return RunStarted(RunContext("run-1", ROOT, "fast", ("unit",)), plan, capacity=2)
 
 
 def drive(subscriber: Callable[[Event], None], events: Iterable[Event]) -> None:
@@ -299,7 +302,10 @@ def test_console_short_summary_prefers_the_engine_message_and_lists_flaky() -> N
 
 
 def test_console_plain_lines_for_retries_and_shards_when_not_a_tty() -> None:
-    plan = Plan(shards=(Shard(0, ("t.py::a", "t.py::b"), 1.0),), known_durations=0)
+    plan = Plan(
+        shards=(Shard(0, ("t.py::a", "t.py::b"), 1.0, explicit_selection(("t.py::a", "t.py::b"))),),
+        known_durations=0,
+    )
     events: list[Event] = [
         run_started(plan),
         TestRetrying(result=failed("t.py::a"), next_attempt=2, delay=0.5),
@@ -335,12 +341,12 @@ def test_json_report_has_every_test_counts_and_failed_attempts(tmp_path: Path) -
         TestResult("t.py::flaky", Outcome.FLAKY, 0.1, attempt=2, shard_id=0),
         bare("t.py::boom", Outcome.CRASHED, message="worker died"),
     ]
-    builder = JsonReportBuilder(path, profile="fast", categories=["unit"])
+    builder = JsonReportBuilder(path)
     drive(
         builder,
         [
             run_started(),
-            CapacityChanged(2, 3, "cpu idle", 10.0, 1 << 30, 5, timestamp=7.0),
+            CapacityChanged(2, 3, "cpu idle", 10.0, 1 << 30, 5, at=7.0),
             TestRetrying(result=first, next_attempt=2, delay=0.1),
             RunFinished(summary(results, errors=("store: disk full",))),
         ],
@@ -375,7 +381,7 @@ def test_json_report_has_every_test_counts_and_failed_attempts(tmp_path: Path) -
 
 def test_json_report_is_written_only_at_run_end(tmp_path: Path) -> None:
     path = tmp_path / "report.json"
-    builder = JsonReportBuilder(path, profile="p", categories=[])
+    builder = JsonReportBuilder(path)
     drive(builder, [run_started(), TestFinished(passed("t.py::a"))])
     assert not path.exists()
     assert not builder.written
@@ -540,8 +546,13 @@ def test_junit_escapes_non_characters(tmp_path: Path) -> None:
 def test_plan_printer_lists_each_shard_and_its_node_ids() -> None:
     plan = Plan(
         shards=(
-            Shard(0, ("tests/test_a.py::test_slow",), 2.5),
-            Shard(1, ("tests/test_b.py::test_1", "tests/test_b.py::test_2[x]"), 0.75),
+            Shard(0, ("tests/test_a.py::test_slow",), 2.5, (FileSlice("tests/test_a.py", 0, 1),)),
+            Shard(
+                1,
+                ("tests/test_b.py::test_1", "tests/test_b.py::test_2[x]"),
+                0.75,
+                (FileSlice("tests/test_b.py", 0, 1),),
+            ),
         ),
         known_durations=2,
         collection_errors=(bare("tests/test_broken.py", Outcome.ERROR),),

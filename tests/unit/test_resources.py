@@ -5,16 +5,16 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from test_framework.events import CapacityChanged, Event
-from test_framework.limiter import AdaptiveLimiter
-from test_framework.monitor import run_monitor
-from test_framework.resources import (
+from test_framework.dispatch.limiter import AdaptiveLimiter
+from test_framework.dispatch.monitor import run_monitor
+from test_framework.dispatch.resources import (
     CapacityPolicy,
     PsutilSampler,
     ResourceSample,
     compute_capacity,
-    cpu_count,
 )
+from test_framework.events import CapacityChanged, Event
+from test_framework.machine import cpu_count
 
 GIB = 1024**3
 POLICY = CapacityPolicy(minimum=1, maximum=8, cpu_high=90.0, cpu_low=60.0, memory_reserve=GIB)

@@ -8,35 +8,61 @@ from pathlib import Path
 import psutil
 import pytest
 
-from test_framework.execution.runner import (
-    ShardListener,
-    ShardSpec,
-    WorkerLink,
-    WorkerSetup,
-    run_shard,
+from test_framework.events import (
+    AttemptFinished,
+    ExecutionEvent,
+    ShardStarted,
+    TestsReleased,
+    TestStarted,
 )
-from test_framework.execution.worker_plugin import _select
+from test_framework.execution.executor import LocalExecutor
+from test_framework.execution.runner import ShardOutcome, WorkerControl, WorkerSetup
 from test_framework.models import NodeId, Outcome, Shard, TestResult
+from test_framework.worker.plugin import select_items
+from test_framework.worker.protocol import (
+    FileSlice,
+    FileTests,
+    Release,
+    SelectionEntry,
+    Skip,
+)
 
 from ..processes import dies
 
 pytestmark = pytest.mark.anyio
 
 
-class Recorder(ShardListener):
+class Recorder:
+    """A shard listener that keeps what execution reported."""
+
     def __init__(self) -> None:
         self.started: list[NodeId] = []
         self.results: list[TestResult] = []
         self.pids: list[int] = []
+        self.released: list[NodeId] = []
+        self.events: list[ExecutionEvent] = []
 
-    def shard_started(self, shard_id: int, pid: int, nodeids: tuple[NodeId, ...]) -> None:
-        self.pids.append(pid)
+    def emit(self, event: ExecutionEvent) -> None:
+        self.events.append(event)
+        if isinstance(event, ShardStarted):
+            self.pids.append(event.pid)
+        elif isinstance(event, TestStarted):
+            self.started.append(event.nodeid)
+        elif isinstance(event, AttemptFinished):
+            self.results.append(event.result)
+        elif isinstance(event, TestsReleased):
+            self.released.extend(event.nodeids)
 
-    def test_started(self, shard_id: int, nodeid: NodeId) -> None:
-        self.started.append(nodeid)
+    def attached(self, shard_id: int, control: WorkerControl) -> None:
+        pass
 
-    def test_result(self, result: TestResult) -> None:
-        self.results.append(result)
+    def detached(self, shard_id: int) -> None:
+        pass
+
+
+async def run_shard(shard: Shard, setup: WorkerSetup, recorder: Recorder) -> ShardOutcome:
+    """One shard through the local executor, spawned (no zygote)."""
+    return await LocalExecutor().run(shard, setup, recorder)
 
 
 def setup_for(
@@ -54,17 +80,14 @@ def setup_for(
     )
 
 
-def spec(selection: list[dict[str, object]], nodeids: tuple[str, ...] = ()) -> ShardSpec:
-    return ShardSpec(
-        shard=Shard(shard_id=1, nodeids=nodeids, expected_duration=0.0),
-        selection=tuple(selection),
-    )
+def spec(selection: list[SelectionEntry], nodeids: tuple[str, ...] = ()) -> Shard:
+    return Shard(shard_id=1, nodeids=nodeids, expected_duration=0.0, selection=tuple(selection))
 
 
 async def test_a_whole_file_runs_and_every_result_arrives(suites: Path, tmp_path: Path) -> None:
     recorder = Recorder()
     outcome = await run_shard(
-        spec([{"file": "test_math.py", "part": [0, 1]}]),
+        spec([FileSlice("test_math.py", 0, 1)]),
         setup_for(suites / "basic", tmp_path),
         recorder,
     )
@@ -93,7 +116,7 @@ async def test_two_slices_of_a_file_cover_it_exactly_once(suites: Path, tmp_path
     for k in range(2):
         recorder = Recorder()
         await run_shard(
-            spec([{"file": "test_math.py", "part": [k, 2]}]),
+            spec([FileSlice("test_math.py", k, 2)]),
             setup_for(suites / "basic", tmp_path),
             recorder,
         )
@@ -106,7 +129,7 @@ async def test_explicit_ids_select_just_those(suites: Path, tmp_path: Path) -> N
     wanted = ["test_math.py::test_square[2-4]", "test_math.py::TestArithmetic::test_sub"]
     recorder = Recorder()
     await run_shard(
-        spec([{"file": "test_math.py", "ids": wanted}]),
+        spec([FileTests("test_math.py", tuple(wanted))]),
         setup_for(suites / "basic", tmp_path),
         recorder,
     )
@@ -118,7 +141,7 @@ async def test_a_crash_blames_the_running_test_and_returns_the_rest(
 ) -> None:
     recorder = Recorder()
     outcome = await run_shard(
-        spec([{"file": "test_crash.py", "part": [0, 1]}]),
+        spec([FileSlice("test_crash.py", 0, 1)]),
         setup_for(suites / "crash", tmp_path),
         recorder,
     )
@@ -136,7 +159,7 @@ async def test_a_crash_blames_the_running_test_and_returns_the_rest(
 async def test_a_hung_test_times_out_with_its_stacks(suites: Path, tmp_path: Path) -> None:
     recorder = Recorder()
     outcome = await run_shard(
-        spec([{"file": "test_hang.py", "part": [0, 1]}]),
+        spec([FileSlice("test_hang.py", 0, 1)]),
         setup_for(suites / "hang", tmp_path, timeout=1.0),
         recorder,
     )
@@ -151,7 +174,7 @@ async def test_a_hung_test_times_out_with_its_stacks(suites: Path, tmp_path: Pat
 async def test_a_timeout_marker_wins_over_the_run_timeout(suites: Path, tmp_path: Path) -> None:
     recorder = Recorder()
     outcome = await run_shard(
-        spec([{"file": "test_marked.py", "part": [0, 1]}]),
+        spec([FileSlice("test_marked.py", 0, 1)]),
         # No run timeout at all: only the marker can stop test_marked_hang.
         setup_for(suites / "timeout_marker", tmp_path, timeout=0.0),
         recorder,
@@ -168,7 +191,7 @@ async def test_a_marker_longer_than_the_run_timeout_lets_the_test_finish(
     recorder = Recorder()
     await run_shard(
         spec(
-            [{"file": "test_marked.py", "ids": ["test_marked.py::test_marked_patient"]}],
+            [FileTests("test_marked.py", ("test_marked.py::test_marked_patient",))],
             ("test_marked.py::test_marked_patient",),
         ),
         setup_for(suites / "timeout_marker", tmp_path, timeout=0.5),
@@ -184,7 +207,7 @@ async def test_a_worker_over_its_memory_limit_is_killed_and_the_test_named(
 ) -> None:
     recorder = Recorder()
     outcome = await run_shard(
-        spec([{"file": "test_memory_hog.py", "part": [0, 1]}]),
+        spec([FileSlice("test_memory_hog.py", 0, 1)]),
         setup_for(suites / "memory_hog", tmp_path, memory_limit=200 * 2**20),
         recorder,
     )
@@ -204,7 +227,7 @@ async def test_leaked_processes_are_found_killed_and_attributed(
     monkeypatch.setenv("LEAK_PID_FILE", str(pid_file))
     recorder = Recorder()
     outcome = await run_shard(
-        spec([{"file": "test_leak.py", "part": [0, 1]}]),
+        spec([FileSlice("test_leak.py", 0, 1)]),
         setup_for(suites / "leak", tmp_path),
         recorder,
     )
@@ -219,14 +242,14 @@ async def test_leaked_processes_are_found_killed_and_attributed(
 class _SkipFile(Recorder):
     """Asks the worker, as soon as it starts, to skip every test of one file."""
 
-    def worker_ready(self, shard_id: int, link: WorkerLink) -> None:
-        link.send({"event": "skip", "files": ["test_math.py"], "reason": "breaker says no"})
+    def attached(self, shard_id: int, control: WorkerControl) -> None:
+        control.send(Skip(("test_math.py",), "breaker says no"))
 
 
 async def test_a_skip_command_reaches_a_running_worker(suites: Path, tmp_path: Path) -> None:
     recorder = _SkipFile()
     outcome = await run_shard(
-        spec([{"file": "test_math.py", "part": [0, 1]}, {"file": "test_misc.py", "part": [0, 1]}]),
+        spec([FileSlice("test_math.py", 0, 1), FileSlice("test_misc.py", 0, 1)]),
         setup_for(suites / "basic", tmp_path),
         recorder,
     )
@@ -245,16 +268,9 @@ class _ReleaseAtOnce(Recorder):
     def __init__(self, pieces: int | None) -> None:
         super().__init__()
         self.pieces = pieces
-        self.released: list[NodeId] = []
 
-    def worker_ready(self, shard_id: int, link: WorkerLink) -> None:
-        command: dict[str, object] = {"event": "release"}
-        if self.pieces is not None:
-            command["pieces"] = self.pieces
-        link.send(command)
-
-    def tests_released(self, shard_id: int, nodeids: tuple[NodeId, ...]) -> None:
-        self.released.extend(nodeids)
+    def attached(self, shard_id: int, control: WorkerControl) -> None:
+        control.send(Release() if self.pieces is None else Release(self.pieces))
 
 
 # Read before the first of six tests: of the five after it, pieces/(pieces+1) go from the end,
@@ -265,7 +281,7 @@ async def test_a_worker_releases_its_share_of_its_waiting_tests(
 ) -> None:
     recorder = _ReleaseAtOnce(pieces)
     outcome = await run_shard(
-        spec([{"file": "test_math.py", "part": [0, 1]}]),
+        spec([FileSlice("test_math.py", 0, 1)]),
         setup_for(suites / "basic", tmp_path),
         recorder,
     )
@@ -291,6 +307,6 @@ def test_slices_partition_any_file(count: int, parts: int) -> None:
     for k in range(parts):
         chosen.extend(
             i.nodeid
-            for i in _select(items, [{"file": "f.py", "part": [k, parts]}])  # type: ignore[arg-type]
+            for i in select_items(items, (FileSlice("f.py", k, parts),))  # type: ignore[arg-type]
         )
     assert sorted(chosen) == sorted(i.nodeid for i in items)

@@ -20,6 +20,7 @@ from test_framework.errors import StoreError
 from test_framework.events import (
     CapacityChanged,
     Event,
+    RunContext,
     RunFinished,
     RunStarted,
     ShardCrashed,
@@ -27,16 +28,15 @@ from test_framework.events import (
     TestFinished,
     TestRetrying,
 )
-from test_framework.models import Outcome, PhaseReport, Plan, RunSummary, TestResult
+from test_framework.models import Collection, Outcome, PhaseReport, Plan, RunSummary, TestResult
 from test_framework.store import connect_store, open_store
 from test_framework.store.queries import (
-    CachedCollection,
     load_collection,
     load_history,
     save_collection,
 )
 from test_framework.store.schema import SCHEMA_VERSION
-from test_framework.store.writer import RunMetadata, StoreWriter
+from test_framework.store.writer import StoreWriter
 
 pytestmark = pytest.mark.anyio
 
@@ -77,9 +77,10 @@ def result(
     )
 
 
-def run_started(run_id: str) -> RunStarted:
+def run_started(run_id: str, project: str = PROJECT) -> RunStarted:
     plan = Plan(shards=(), known_durations=0)
-    return RunStarted(run_id=run_id, plan=plan, capacity=2, project_root=PROJECT)
+    context = RunContext(run_id, project, "fast", ("unit",), argv=("-x", "tests"))
+    return RunStarted(context, plan, capacity=2)
 
 
 def run_finished(run_id: str, results: tuple[TestResult, ...], exit_code: int = 0) -> RunFinished:
@@ -92,11 +93,9 @@ def run_finished(run_id: str, results: tuple[TestResult, ...], exit_code: int = 
     return RunFinished(summary=summary)
 
 
-def writer_for(db: aiosqlite.Connection, run_id: str, project: str = PROJECT) -> StoreWriter:
-    meta = RunMetadata(
-        run_id=run_id, project=project, profile="fast", categories="unit", argv=("-x", "tests")
-    )
-    return StoreWriter(db=db, meta=meta)
+def writer_for(db: aiosqlite.Connection) -> StoreWriter:
+    """A writer: the run it writes for comes with the RunStarted event."""
+    return StoreWriter(db=db)
 
 
 async def record(writer: StoreWriter, events: Iterable[Event]) -> None:
@@ -112,8 +111,8 @@ async def record_run(
 ) -> StoreWriter:
     results = tuple(results)
     async with open_store(path) as db:
-        writer = writer_for(db, run_id, project)
-        events: list[Event] = [run_started(run_id)]
+        writer = writer_for(db)
+        events: list[Event] = [run_started(run_id, project)]
         events += [TestFinished(r) for r in results]
         events.append(run_finished(run_id, results))
         await record(writer, events)
@@ -262,7 +261,7 @@ async def test_writer_records_every_kind_of_event(db_path: Path) -> None:
             cpu_percent=12.5,
             memory_available=1 << 30,
             waiting=4,
-            timestamp=100.0,
+            at=100.0,
         ),
         TestFinished(finals[0]),
         TestFinished(finals[1]),
@@ -280,7 +279,7 @@ async def test_writer_records_every_kind_of_event(db_path: Path) -> None:
         run_finished(run_id, finals, exit_code=1),
     ]
     async with open_store(db_path) as db:
-        writer = writer_for(db, run_id)
+        writer = writer_for(db)
         await record(writer, events)
     assert writer.failed is None
     assert writer.dropped == 0
@@ -380,7 +379,7 @@ async def test_first_result_of_a_crash_seeds_the_estimate_with_its_time(db_path:
 async def test_writer_on_closed_db_records_failure_and_does_not_raise(db_path: Path) -> None:
     db = await connect_store(db_path)
     await db.close()
-    writer = writer_for(db, "run-1")
+    writer = writer_for(db)
     events: list[Event] = [
         run_started("run-1"),
         TestFinished(result("t.py::t")),
@@ -397,7 +396,7 @@ async def test_writer_on_closed_db_records_failure_and_does_not_raise(db_path: P
 async def test_writer_on_closed_db_with_no_events_does_not_raise(db_path: Path) -> None:
     db = await connect_store(db_path)
     await db.close()
-    writer = writer_for(db, "run-1")
+    writer = writer_for(db)
     with structlog.testing.capture_logs():
         await record(writer, [])
     assert writer.failed is not None
@@ -405,7 +404,7 @@ async def test_writer_on_closed_db_with_no_events_does_not_raise(db_path: Path) 
 
 async def test_events_after_close_are_counted_as_dropped(db_path: Path) -> None:
     async with open_store(db_path) as db:
-        writer = writer_for(db, "run-1")
+        writer = writer_for(db)
         writer.close()
         writer.handle(run_started("run-1"))  # never raises: the bus must not see an error
         await writer.run()
@@ -463,7 +462,7 @@ async def test_test_that_last_crashed_or_timed_out_is_a_recent_failure(
 
 
 async def test_collection_round_trip(db_path: Path) -> None:
-    cached = CachedCollection(
+    cached = Collection(
         rootdir="/projects/demo",
         nodeids=("tests/test_a.py::test_x", "tests/test_a.py::test_y[a-b]"),
         positionals=("tests/test_a.py",),
@@ -480,7 +479,7 @@ async def test_collection_round_trip(db_path: Path) -> None:
 async def test_save_collection_keeps_only_the_newest_entries(db_path: Path) -> None:
     async with open_store(db_path) as db:
         for i in range(5):
-            cached = CachedCollection(rootdir="/r", nodeids=(f"t.py::t{i}",), positionals=())
+            cached = Collection(rootdir="/r", nodeids=(f"t.py::t{i}",), positionals=())
             await save_collection(db, f"fp-{i}", cached, keep=3)
         assert [await load_collection(db, f"fp-{i}") is not None for i in range(5)] == [
             False,
@@ -522,8 +521,8 @@ async def test_two_writers_on_one_file_both_succeed(db_path: Path) -> None:
     db_a = await connect_store(db_path)
     db_b = await connect_store(db_path)
     try:
-        writer_a = writer_for(db_a, "a")
-        writer_b = writer_for(db_b, "b")
+        writer_a = writer_for(db_a)
+        writer_b = writer_for(db_b)
         for event_a, event_b in zip(events("a"), events("b"), strict=True):
             writer_a.handle(event_a)
             writer_b.handle(event_b)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -10,22 +9,38 @@ import anyio
 import psutil
 import pytest
 
-from test_framework.execution.board import create as create_board
-from test_framework.execution.process import ShardFiles
-from test_framework.execution.protocol import read_messages
-from test_framework.execution.runner import WORKER_PLUGIN, ShardSpec, WorkerSetup, run_shard
-from test_framework.execution.zygote import ForkOrSpawn, Zygote, ZygoteGone
+from test_framework.execution.channel import read_messages
+from test_framework.execution.executor import LocalExecutor
+from test_framework.execution.process import ScratchFiles
+from test_framework.execution.runner import ShardOutcome, WorkerSetup
+from test_framework.execution.zygote import Zygote, ZygoteGone
 from test_framework.models import Outcome, Shard
+from test_framework.worker.board import create as create_board
+from test_framework.worker.protocol import (
+    WORKER_PLUGIN,
+    Collected,
+    Done,
+    FileSlice,
+    Hello,
+    encode_selection,
+)
 
 from .test_runner import Recorder, setup_for
 
 pytestmark = pytest.mark.anyio
 
 
-def shard_files(scratch: Path, select: Path) -> ShardFiles:
-    paths = ShardFiles(select=select, stacks=scratch / "stacks", board=scratch / "board")
+def shard_files(scratch: Path, select: Path) -> ScratchFiles:
+    paths = ScratchFiles(select=select, stacks=scratch / "stacks", board=scratch / "board")
     create_board(paths.board)
     return paths
+
+
+async def run_shard(
+    shard: Shard, setup: WorkerSetup, recorder: Recorder, zygote: Zygote
+) -> ShardOutcome:
+    """One shard through the local executor: forked from `zygote` while it lives."""
+    return await LocalExecutor(zygote).run(shard, setup, recorder)
 
 
 def zygote_for(root: Path, scratch: Path, *args: str, early: bool = False) -> Zygote:
@@ -35,11 +50,8 @@ def zygote_for(root: Path, scratch: Path, *args: str, early: bool = False) -> Zy
     )
 
 
-def spec(shard_id: int, file: str, part: tuple[int, int] = (0, 1)) -> ShardSpec:
-    return ShardSpec(
-        shard=Shard(shard_id=shard_id, nodeids=(), expected_duration=0.0),
-        selection=({"file": file, "part": list(part)},),
-    )
+def spec(shard_id: int, file: str, part: tuple[int, int] = (0, 1)) -> Shard:
+    return Shard(shard_id, (), 0.0, (FileSlice(file, *part),))
 
 
 async def test_collects_once_and_forks_children_that_run_their_slice(
@@ -134,27 +146,16 @@ async def test_zygote_that_cannot_start_raises_zygote_gone_and_spawn_takes_over(
         assert not zygote.alive
         assert zygote.returncode == 4
         select = tmp_path / "select.json"
-        select.write_text(json.dumps([{"file": "test_misc.py", "part": [0, 1]}]))
+        select.write_text(encode_selection((FileSlice("test_misc.py", 0, 1),)))
         with pytest.raises(ZygoteGone):
             async with zygote.launch(1, [], shard_files(tmp_path, select)):
                 pass  # pragma: no cover - never entered
         recorder = Recorder()
-        both = ForkOrSpawn(zygote, _SpawnOnly(setup_for(suites / "basic", tmp_path)))
         outcome = await run_shard(
-            spec(1, "test_misc.py"), setup_for(suites / "basic", tmp_path), recorder, both
+            spec(1, "test_misc.py"), setup_for(suites / "basic", tmp_path), recorder, zygote
         )
     assert outcome.completed
     assert len(recorder.results) == 3
-
-
-class _SpawnOnly:
-    def __init__(self, setup: WorkerSetup) -> None:
-        from test_framework.execution.runner import SpawnLauncher
-
-        self.inner = SpawnLauncher(setup)
-
-    def launch(self, *args: object) -> object:
-        return self.inner.launch(*args)  # type: ignore[arg-type]
 
 
 async def test_protocol_messages_of_a_forked_child_start_with_hello(
@@ -162,17 +163,17 @@ async def test_protocol_messages_of_a_forked_child_start_with_hello(
 ) -> None:
     zygote = zygote_for(suites / "basic", tmp_path)
     select = tmp_path / "select.json"
-    select.write_text(json.dumps([{"file": "test_misc.py", "part": [0, 1]}]))
+    select.write_text(encode_selection((FileSlice("test_misc.py", 0, 1),)))
     async with anyio.create_task_group() as tg:
         await tg.start(zygote.run)
         await zygote.collected.wait()
         async with zygote.launch(7, [], shard_files(tmp_path, select)) as worker:
-            events = [m.event async for m in read_messages(worker.channel)]
+            events = [type(m) async for m in read_messages(worker.channel)]
             await worker.wait()
             assert worker.returncode == 0
         zygote.close()
-    assert events[:2] == ["hello", "collected"]
-    assert events[-1] == "done"
+    assert events[:2] == [Hello, Collected]
+    assert events[-1] is Done
 
 
 IMPORT_LOGGING = """

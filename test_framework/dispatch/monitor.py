@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import anyio
 
-from .events import CapacityChanged, Event
+from ..events import CapacityChanged, Event
 from .limiter import AdaptiveLimiter
 from .resources import CapacityPolicy, Sampler, compute_capacity
 
@@ -52,6 +52,6 @@ async def run_monitor(
                     cpu_percent=sample.cpu_percent,
                     memory_available=sample.memory_available,
                     waiting=waiting,
-                    timestamp=clock(),
+                    at=clock(),
                 )
             )

@@ -6,42 +6,47 @@ collection the zygote stops pytest's global capture (so no child inherits a capt
 would share with its siblings) and waits for commands; it starts no thread and no event loop,
 so `fork()` copies a quiet, single-threaded process.
 
-Each command is one datagram of JSON, `{"shard", "select", "output", "stacks"}`, carrying the
-child's end of its protocol socket as an SCM_RIGHTS descriptor. The child becomes a session
+Each command is one datagram, a `protocol.Fork` message, carrying the child's end of its
+protocol socket as an SCM_RIGHTS descriptor. The child becomes a session
 leader, points fds 1 and 2 (and pytest's faulthandler) at its own output file, starts a fresh
 capture, narrows `session.items` to its selection and returns into pytest's own run loop, so the
 rest of its life is an ordinary pytest session. The zygote reaps its children and reports
-`forked {shard, pid}` and `exited {pid, returncode}` on its protocol channel.
+`Forked` and `Exited` on its protocol channel.
+
+One loop serves one engine connection: when the engine closes its end, `serve` returns and the
+zygote ends its session. A zygote that outlives a run (a resident process) serves the next
+connection with another call.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import os
 import select
 import socket
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import pytest
+
+from .protocol import Exited, Fork, Forked, Message, decode_line
 
 MAX_COMMAND = 1 << 16
 
 
+@dataclass(frozen=True, slots=True)
 class ChildSetup:
     """What a forked child needs to become a shard's worker."""
 
-    def __init__(self, command: dict[str, Any], channel_fd: int) -> None:
-        self.command = command
-        self.channel_fd = channel_fd
+    command: Fork
+    channel_fd: int
 
 
 def serve(
     session: pytest.Session,
     control: socket.socket,
-    send: Callable[..., None],
+    send: Callable[[Message], None],
     reap_interval: float = 0.05,
 ) -> ChildSetup | None:
     """The zygote's loop. Returns in a forked child (with its setup) or when the engine is gone."""
@@ -63,8 +68,10 @@ def serve(
             return None
         if not data:
             return None  # the engine closed its end: the run is over
-        command = json.loads(data)
-        if not fds:
+        command = decode_line(data)
+        if not isinstance(command, Fork) or not fds:
+            for fd in fds:
+                os.close(fd)
             continue
         pid = os.fork()
         if pid == 0:
@@ -74,10 +81,10 @@ def serve(
             return ChildSetup(command, fds[0])
         for fd in fds:
             os.close(fd)
-        send("forked", shard=command["shard"], pid=pid)
+        send(Forked(command.shard, pid))
 
 
-def _reap(send: Callable[..., None]) -> None:
+def _reap(send: Callable[[Message], None]) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -85,13 +92,13 @@ def _reap(send: Callable[..., None]) -> None:
             return
         if pid == 0:
             return
-        send("exited", pid=pid, returncode=os.waitstatus_to_exitcode(status))
+        send(Exited(pid, os.waitstatus_to_exitcode(status)))
 
 
 def become_child(session: pytest.Session, setup: ChildSetup) -> None:
     """Turn a freshly forked zygote into one shard's worker, before pytest's run loop."""
     os.setsid()
-    output = os.open(setup.command["output"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    output = os.open(setup.command.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(output, 1)
     os.dup2(output, 2)
     _redirect_pytest_faulthandler(session.config, output)

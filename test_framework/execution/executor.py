@@ -1,0 +1,189 @@
+"""The executor seam: how shards run, handed to the orchestrator instead of built inside it.
+
+A `ShardExecutor` runs one shard at a time per call (the dispatcher calls it concurrently) and
+reports through the shard's listener; it may also have collected the run's selection already (a
+warm zygote did), which the collector uses instead of collecting again. The local executor forks
+shards from a warm zygote and spawns a fresh interpreter when there is none (spawn isolation,
+several collection queries) or it died. A resident warm process and a Dask cluster are two more
+implementations of the same protocol, so nothing here assumes that the executor started its warm
+process or that the process ends with the run: the factory that opens an executor owns that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+
+from ..errors import collection_failure
+from ..events import ExecutionEvent, ShardStarted
+from ..models import Collection, Shard
+from ..worker.protocol import ENV_BOARD, ENV_SELECT, ENV_STACKS
+from .process import Launcher, ScratchFiles, WorkerHandle, signal_group, spawn_worker
+from .runner import (
+    STOP_GRACE,
+    ShardListener,
+    ShardOutcome,
+    WorkerControl,
+    WorkerSetup,
+    run_shard,
+)
+from .zygote import Zygote, ZygoteGone
+
+
+class ShardExecutor(Protocol):
+    async def collected(self) -> Collection | None:
+        """What the executor's warm process collected for this run; None when it collected
+        nothing (no warm process, or one that forks before collecting)."""
+        ...
+
+    async def run(self, shard: Shard, setup: WorkerSetup, listener: ShardListener) -> ShardOutcome:
+        """Run one shard to its end; never raises for what the tests or the worker did."""
+        ...
+
+    def kill_all(self) -> None:
+        """A second interrupt: SIGKILL every process the executor started, at once."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorStart:
+    """What any executor needs before the collection is known: where and how workers start,
+    and the warm process's pytest arguments (None: no warm process)."""
+
+    cwd: str
+    env: Mapping[str, str]
+    scratch: Path
+    warm_argv: tuple[str, ...] | None = None
+    # The collection is known (cached): the warm process forks before collecting.
+    early: bool = False
+    grace: float = STOP_GRACE
+
+
+class ExecutorFactory(Protocol):
+    def __call__(self, start: ExecutorStart) -> AbstractAsyncContextManager[ShardExecutor]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnLauncher:
+    """A fresh `python -m pytest` per shard: pays start-up and collection every time, shares
+    nothing with other shards; the conservative choice and the fallback where fork is not."""
+
+    setup: WorkerSetup
+
+    def launch(
+        self, shard_id: int, files: Sequence[str], paths: ScratchFiles
+    ) -> AbstractAsyncContextManager[WorkerHandle]:
+        return spawn_worker(
+            self.setup.argv(files),
+            cwd=self.setup.cwd,
+            env=self.setup.env,
+            protocol_env={
+                ENV_SELECT: str(paths.select),
+                ENV_STACKS: str(paths.stacks),
+                ENV_BOARD: str(paths.board),
+            },
+            grace=self.setup.grace,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ForkOrSpawn:
+    """Fork from the zygote while it lives; spawn a fresh worker when it does not."""
+
+    zygote: Zygote | None
+    spawn: Launcher
+
+    @contextlib.asynccontextmanager
+    async def launch(
+        self, shard_id: int, files: Sequence[str], paths: ScratchFiles
+    ) -> AsyncIterator[WorkerHandle]:
+        async with contextlib.AsyncExitStack() as stack:
+            worker: WorkerHandle | None = None
+            if self.zygote is not None and self.zygote.alive:
+                with contextlib.suppress(ZygoteGone):
+                    worker = await stack.enter_async_context(
+                        self.zygote.launch(shard_id, files, paths)
+                    )
+            if worker is None:
+                worker = await stack.enter_async_context(self.spawn.launch(shard_id, files, paths))
+            yield worker
+
+
+@dataclass
+class LocalExecutor:
+    """Shards on this machine: forked from `zygote` while it lives, spawned otherwise."""
+
+    zygote: Zygote | None = None
+    _pids: dict[int, int] = field(default_factory=dict)
+
+    async def collected(self) -> Collection | None:
+        zygote = self.zygote
+        if zygote is None or zygote.early:
+            return None
+        await zygote.collected.wait()
+        collection = zygote.collection
+        if not zygote.alive and not collection.rootdir:
+            raise collection_failure(zygote.returncode, zygote.output_tail)
+        if not zygote.alive and not collection.nodeids and zygote.returncode not in (0, 1, 2, 5):
+            raise collection_failure(zygote.returncode, zygote.output_tail)
+        return collection
+
+    async def run(self, shard: Shard, setup: WorkerSetup, listener: ShardListener) -> ShardOutcome:
+        launcher = ForkOrSpawn(self.zygote, SpawnLauncher(setup))
+        return await run_shard(shard, setup, _Tracking(listener, self._pids), launcher)
+
+    def kill_all(self) -> None:
+        zygote_pid = self.zygote.pid if self.zygote is not None else None
+        for pid in (*self._pids.values(), zygote_pid):
+            if pid is not None:
+                signal_group(pid, signal.SIGKILL)
+
+
+@dataclass(frozen=True, slots=True)
+class _Tracking:
+    """Passes a shard's events on and keeps its worker's pid while it runs (for kill_all)."""
+
+    listener: ShardListener
+    pids: dict[int, int]
+
+    def emit(self, event: ExecutionEvent) -> None:
+        if isinstance(event, ShardStarted):
+            self.pids[event.shard_id] = event.pid
+        self.listener.emit(event)
+
+    def attached(self, shard_id: int, control: WorkerControl) -> None:
+        self.listener.attached(shard_id, control)
+
+    def detached(self, shard_id: int) -> None:
+        self.pids.pop(shard_id, None)
+        self.listener.detached(shard_id)
+
+
+@contextlib.asynccontextmanager
+async def local_executor(start: ExecutorStart) -> AsyncIterator[LocalExecutor]:
+    """The local executor for one run: with `warm_argv`, a zygote started now (in a task group
+    of its own) and closed when the run leaves; else spawn only."""
+    if start.warm_argv is None:
+        yield LocalExecutor()
+        return
+    zygote = Zygote(
+        start.warm_argv,
+        cwd=start.cwd,
+        env=start.env,
+        scratch=start.scratch,
+        grace=start.grace,
+        early=start.early,
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(zygote.run)
+        try:
+            yield LocalExecutor(zygote)
+        finally:
+            zygote.close()

@@ -1,0 +1,503 @@
+"""The pytest plugin inside every worker, zygote and discovery process: the child protocol's
+sending side.
+
+Loaded with `-p test_framework.worker.plugin`. Inert unless `TEST_FRAMEWORK_CHANNEL_FD` names an
+open descriptor; then a `WorkerPlugin` holds the process's state and writes protocol messages
+(protocol.py) to that descriptor, never to stdout, which belongs to the tests. Standard library
+and pytest only: it runs inside the user's environment and must not load the engine there.
+
+The hooks stay module functions that forward to the one plugin object, so pytest registers them
+when it loads the module (`-p`), in the same order relative to the user's conftest hooks as
+always; the state lives in the object.
+
+A process plays one of three roles: a worker (spawned for a shard, or discovery with
+`--collect-only`), a zygote (collects, or with `TEST_FRAMEWORK_ZYGOTE_EARLY` does not, and
+forks a child per shard), or a forked child (a zygote's copy that became a shard's worker).
+
+`TEST_FRAMEWORK_SELECT` names a file holding the shard's selection (protocol.Selection): slices
+of files, `part k of n`, or named tests. The engine may write commands back on the channel, read
+before each test: `Skip` (the circuit breaker) and `Release` (work stealing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import fnmatch
+import io
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from .board import FINISHED, RUNNING, BoardWriter
+from .fork_server import ChildSetup, become_child, serve, silence_terminal
+from .proc import now, own_children
+from .protocol import (
+    ENV_BOARD,
+    ENV_CHANNEL,
+    ENV_SELECT,
+    ENV_STACKS,
+    ENV_ZYGOTE,
+    ENV_ZYGOTE_EARLY,
+    Collected,
+    CollectFailed,
+    Deps,
+    Done,
+    FileSlice,
+    Hello,
+    Message,
+    Phase,
+    Release,
+    Released,
+    Result,
+    Selection,
+    Skip,
+    decode_lines,
+    decode_selection,
+    encode,
+    slice_bounds,
+)
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def load_selection(path: str | None) -> Selection | None:
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return decode_selection(handle.read())
+
+
+def select_items(items: list[pytest.Item], selection: Selection) -> list[pytest.Item]:
+    """The items a selection names, in collection order."""
+    by_file: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        by_file.setdefault(_file_of(item.nodeid), []).append(item)
+    keep: set[int] = set()
+    for entry in selection:
+        file_items = by_file.get(entry.file, [])
+        if isinstance(entry, FileSlice):
+            start, end = slice_bounds(entry.part, entry.parts, len(file_items))
+            keep.update(id(i) for i in file_items[start:end])
+        else:
+            wanted = set(entry.nodeids)
+            keep.update(id(i) for i in file_items if i.nodeid in wanted)
+    return [item for item in items if id(item) in keep]
+
+
+def plain_pass(phases: list[Phase]) -> bool:
+    """Setup, call and teardown passed, said nothing and were counted as pytest counts a plain
+    pass: such a test travels as its duration alone."""
+    return len(phases) == 3 and all(
+        p.plain and p.when == when
+        for p, when in zip(phases, ("setup", "call", "teardown"), strict=False)
+    )
+
+
+class WorkerPlugin:
+    """One process's side of the protocol, with everything it must remember between hooks."""
+
+    def __init__(self, channel_fd: int, config: pytest.Config) -> None:
+        self.fd = channel_fd
+        self.config = config
+        self.zygote = bool(os.environ.get(ENV_ZYGOTE))
+        self.early = bool(os.environ.get(ENV_ZYGOTE_EARLY))
+        # A forked child, or the zygote once its loop ended: it leaves without tearing down.
+        self.quick_exit = False
+        self.exitstatus = 0
+        self.stacks_file: IO[str] | None = None
+        self.board: BoardWriter | None = None
+        self.index: dict[int, int] = {}  # id(item) -> its position in `Collected`
+        self.early_files: frozenset[str] | None = None  # an early child collects only these
+        self.control: socket.socket | None = None  # the channel's reading side, for commands
+        self.pending = b""
+        self.skip_files: dict[str, str] = {}
+        self.phases: list[Phase] = []
+        self.started_at = 0.0
+        self.position = -1
+        self.cpu_at_start = 0.0
+        self.children_before: set[int] | None = None
+
+    # ---- sending ---------------------------------------------------------------------------
+    def send(self, message: Message) -> None:
+        view = memoryview(encode(message))
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+
+    def hello(self, args: tuple[str, ...] = ()) -> None:
+        self.send(Hello(os.getpid(), str(self.config.rootpath), args))
+
+    def register_stacks(self, path: str | None) -> None:
+        """SIGUSR1 dumps every thread's stack into `path`: how a hung test shows where."""
+        if not path or not hasattr(faulthandler, "register"):
+            return
+        if self.stacks_file is not None:
+            self.stacks_file.close()
+        self.stacks_file = open(path, "w")  # noqa: SIM115 - must outlive this call
+        faulthandler.register(signal.SIGUSR1, file=self.stacks_file, all_threads=True)
+
+    def open_board(self, path: str | None) -> None:
+        self.board = None
+        if path:
+            with contextlib.suppress(OSError, ValueError):
+                self.board = BoardWriter(path)
+
+    def send_collected(self, session: pytest.Session, *, constraints: bool = True) -> None:
+        self.index = {id(item): position for position, item in enumerate(session.items)}
+        timeouts = {}
+        for item in session.items:
+            seconds = marker_timeout(item)
+            if seconds is not None:
+                timeouts[item.nodeid] = seconds
+        serial, resources = constraints_of(session.items) if constraints else ((), {})
+        nodeids = tuple(item.nodeid for item in session.items)
+        self.send(Collected(nodeids, serial, resources, timeouts))
+
+    # ---- the zygote's roles -------------------------------------------------------------------
+    def waiting_zygote(self, *, early: bool) -> bool:
+        """Whether this process is a zygote of that kind that has not served yet."""
+        return self.zygote and not self.quick_exit and self.early == early
+
+    def serve_forks(self, session: pytest.Session) -> ChildSetup | None:
+        """The zygote's loop. Returns in each forked child, turned into a shard's worker (its
+        setup returned), or in the zygote once the engine closed (None: it then runs nothing and
+        reports nothing)."""
+        control = socket.socket(fileno=int(os.environ[ENV_ZYGOTE]))
+        child = serve(session, control, self.send)
+        self.quick_exit = True
+        if child is None:
+            session.items[:] = []
+            silence_terminal(session.config)
+            return None
+        os.close(self.fd)
+        self.fd = child.channel_fd
+        self.control = None
+        self.zygote = False
+        # A test that starts pytest must not see them.
+        os.environ.pop(ENV_ZYGOTE, None)
+        os.environ.pop(ENV_ZYGOTE_EARLY, None)
+        become_child(session, child)
+        self.register_stacks(child.command.stacks)
+        self.hello()
+        return child
+
+    # ---- commands from the engine ---------------------------------------------------------------
+    def read_commands(self, item: pytest.Item) -> None:
+        """What the engine wrote since the last test, without waiting."""
+        if self.control is None:
+            try:
+                self.control = socket.socket(fileno=os.dup(self.fd))
+            except OSError:
+                return
+        while True:
+            try:
+                chunk = self.control.recv(65536, socket.MSG_DONTWAIT)
+            except OSError:  # nothing waiting (EAGAIN), or the engine is gone
+                break
+            if not chunk:
+                break
+            self.pending += chunk
+        *lines, self.pending = self.pending.split(b"\n")
+        for command in decode_lines(lines):
+            if isinstance(command, Skip):
+                self.skip_files.update(dict.fromkeys(command.files, command.reason))
+            elif isinstance(command, Release):
+                self.release_tail(item, command.pieces)
+
+    def release_tail(self, item: pytest.Item, pieces: int) -> None:
+        """Give back pieces/(pieces+1) of the tests after `item` (half, for one piece), from the
+        end. pytest's run loop reads `session.items` afresh at each step, and the test right
+        after `item` (its `nextitem`, which fixture teardown was planned around) always stays."""
+        items = item.session.items
+        position = self.index.get(id(item), -1)
+        remaining = len(items) - position - 1 if position >= 0 else 0
+        count = min(max(0, remaining - 1), remaining * pieces // (pieces + 1))
+        released = tuple(i.nodeid for i in items[len(items) - count :]) if count else ()
+        if count:
+            del items[len(items) - count :]
+        self.send(Released(released))
+
+    # ---- one test ------------------------------------------------------------------------------
+    def test_starts(self, item: pytest.Item) -> None:
+        self.read_commands(item)
+        self.position = self.index.get(id(item), -1)
+        if self.board is not None:
+            self.board.write(RUNNING, self.position, time.monotonic())
+        self.phases.clear()
+        self.started_at = now()
+        self.cpu_at_start = cpu_seconds()
+        self.children_before = own_children()
+
+    def phase_reported(self, report: pytest.TestReport) -> None:
+        category = ""
+        status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
+        if status:
+            category = status[0] if isinstance(status[0], str) else str(status[0])
+        if report.outcome == "skipped" and report.when != "call" and not category:
+            category = "skipped"
+        longrepr = ""
+        if report.longrepr is not None and report.outcome != "passed":
+            longrepr = skip_reason(report) if report.skipped else render(report)
+        sections = tuple(report.sections) if report.outcome == "failed" else ()
+        wasxfail = getattr(report, "wasxfail", None)
+        self.phases.append(
+            Phase(
+                report.when,
+                report.outcome,
+                category,
+                report.duration,
+                longrepr,
+                sections,
+                None if wasxfail is None else str(wasxfail),
+            )
+        )
+        if report.when == "teardown":
+            self.test_ends(report)
+
+    def test_ends(self, report: pytest.TestReport) -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        phases = list(self.phases)
+        self.phases.clear()
+        plain = plain_pass(phases)
+        location = report.location
+        result = Result(
+            nodeid=report.nodeid,
+            started_at=self.started_at,
+            # What the test cost: CPU seconds of this process since it started (threads
+            # included, children not), the process's peak RSS so far, children left running.
+            cpu=usage.ru_utime + usage.ru_stime - self.cpu_at_start,
+            max_rss=usage.ru_maxrss * 1024,
+            spawned=self.spawned(),
+            passed=sum(p.duration for p in phases) if plain else None,
+            phases=() if plain else tuple(phases),
+            location=None if plain or not location else (location[0], location[1], location[2]),
+        )
+        if self.board is not None:
+            self.board.write(FINISHED, self.position, time.monotonic())
+        self.send(result)
+
+    def spawned(self) -> tuple[int, ...]:
+        """Children that appeared during this test and are still running at its end."""
+        if self.children_before is None:
+            return ()
+        after = own_children()
+        return tuple(sorted(after - self.children_before)) if after else ()
+
+    # ---- the end ---------------------------------------------------------------------------------
+    def session_finished(self, session: pytest.Session, exitstatus: int) -> None:
+        self.exitstatus = int(exitstatus)
+        rootdir = str(session.config.rootpath)
+        self.send(Deps(tuple(project_modules(rootdir, session.config))))
+        self.send(Done(self.exitstatus))
+
+    def leave_quickly(self) -> None:
+        """A forked child or the zygote ends here: atexit handlers run (coverage and the like
+        save their data), then the process leaves without tearing down its heap object by
+        object, which costs a few hundred milliseconds per process and tells nobody anything."""
+        import atexit
+
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        atexit._run_exitfuncs()
+        os._exit(self.exitstatus)
+
+
+# ---- pytest's hooks: forwarded to the process's one plugin object ------------------------------
+_plugin: WorkerPlugin | None = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    global _plugin
+    raw = os.environ.get(ENV_CHANNEL)
+    if not raw:
+        return
+    _plugin = WorkerPlugin(int(raw), config)
+    _plugin.register_stacks(os.environ.get(ENV_STACKS))
+    _plugin.hello(tuple(str(a) for a in (config.option.file_or_dir or [])))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session: pytest.Session) -> bool | None:
+    """In an early zygote: serve forks before collecting. Each child then collects like a
+    spawned worker, only its own files (pytest_ignore_collect) narrowed to its selection, so
+    collection is spread over the workers instead of done once, on one core, before any test."""
+    plugin = _plugin
+    if plugin is None or not plugin.waiting_zygote(early=True):
+        return None
+    child = plugin.serve_forks(session)
+    if child is None:
+        return True
+    os.environ[ENV_SELECT] = child.command.select
+    os.environ[ENV_BOARD] = child.command.board
+    plugin.early_files = frozenset(e.file for e in load_selection(child.command.select) or ())
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if _plugin is None or _plugin.early_files is None:
+        return None
+    if collection_path.name in ("conftest.py", "__init__.py") or collection_path.is_dir():
+        return None
+    relative = os.path.relpath(collection_path, config.rootpath).replace(os.sep, "/")
+    return True if relative not in _plugin.early_files else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _plugin is None:
+        return
+    selection = load_selection(os.environ.get(ENV_SELECT))
+    if selection is None:
+        return
+    kept = select_items(items, selection)
+    if len(kept) != len(items):
+        kept_ids = {id(i) for i in kept}
+        config.hook.pytest_deselected(items=[i for i in items if id(i) not in kept_ids])
+        items[:] = kept
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if _plugin is None:
+        return
+    if report.failed:
+        _plugin.send(CollectFailed(report.nodeid, str(report.longrepr)))
+    elif report.skipped:
+        # A module-level skip: pytest counts it as one skipped "test" named after the file.
+        _plugin.send(CollectFailed(report.nodeid, skip_reason(report), skipped=True))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if _plugin is None:
+        return
+    _plugin.send_collected(session)
+    _plugin.open_board(os.environ.get(ENV_BOARD))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    """In a zygote that collected: serve forks instead of running tests; in each forked child,
+    fall through to pytest's own run loop over the child's share of the items."""
+    plugin = _plugin
+    if plugin is None or not plugin.waiting_zygote(early=False):
+        return None
+    child = plugin.serve_forks(session)
+    if child is None:
+        return True
+    session.items[:] = select_items(session.items, load_selection(child.command.select) or ())
+    plugin.send_collected(session, constraints=False)
+    plugin.open_board(child.command.board)
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    if _plugin is not None:
+        _plugin.test_starts(item)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    reason = _plugin.skip_files.get(_file_of(item.nodeid)) if _plugin is not None else None
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if _plugin is not None:
+        _plugin.phase_reported(report)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _plugin is not None:
+        _plugin.session_finished(session, exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _plugin is not None and _plugin.quick_exit:
+        _plugin.leave_quickly()
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def constraints_of(
+    items: list[pytest.Item],
+) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """Which tests must run alone (`serial`) or hold named resources (`resource(...)`)."""
+    serial: list[str] = []
+    resources: dict[str, tuple[str, ...]] = {}
+    for item in items:
+        if item.get_closest_marker("serial") or item.get_closest_marker("parallel_unsafe"):
+            serial.append(item.nodeid)
+        names = [str(n) for mark in item.iter_markers("resource") for n in mark.args]
+        if names:
+            resources[item.nodeid] = tuple(sorted(set(names)))
+    return tuple(serial), resources
+
+
+def marker_timeout(item: pytest.Item) -> float | None:
+    """`@pytest.mark.timeout(seconds)` (pytest-timeout's spelling): this test's own limit."""
+    mark = item.get_closest_marker("timeout")
+    if mark is None:
+        return None
+    raw = mark.args[0] if mark.args else mark.kwargs.get("timeout")
+    try:
+        seconds = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def skip_reason(report: Any) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def render(report: pytest.TestReport) -> str:
+    """pytest's own rendering, leading indentation kept (longreprtext strips the first line's)."""
+    try:
+        from _pytest._io import TerminalWriter
+
+        buffer = io.StringIO()
+        writer = TerminalWriter(file=buffer)
+        writer.hasmarkup = False
+        report.toterminal(writer)
+        return buffer.getvalue().rstrip()
+    except Exception:
+        return report.longreprtext
+
+
+def project_modules(rootdir: str, config: pytest.Config) -> list[str]:
+    """Files under the rootdir that this process imported (site-packages excluded), test modules
+    left out: collection imports every test file of the selection (a forked worker inherits
+    the zygote's whole collection), so they say nothing about what a test file depends on."""
+    prefix = rootdir.rstrip(os.sep) + os.sep
+    test_patterns = [str(p) for p in config.getini("python_files")]
+    found = set()
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if not path or not path.startswith(prefix) or "site-packages" in path:
+            continue
+        if any(fnmatch.fnmatch(os.path.basename(path), pattern) for pattern in test_patterns):
+            continue
+        found.add(os.path.relpath(path, rootdir))
+    return sorted(found)

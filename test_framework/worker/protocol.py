@@ -1,0 +1,494 @@
+"""The child protocol: every message between the engine and a pytest child, typed, in one place.
+
+Both sides import this module (the child plugin, the zygote's fork server, discovery, the shard
+runner), so a message is defined once and encoded and decoded by the same code. Standard library
+only: it runs inside the user's pytest.
+
+Wire format: one JSON object per line, `{"event": NAME, ...fields}`. A line that does not decode
+is dropped (a worker killed mid-write leaves a torn last line); a `hello` of another protocol
+version is an error, since engine and child must come from the same installation.
+
+Child -> engine, on the protocol channel (`TEST_FRAMEWORK_CHANNEL_FD`):
+  Hello         once, at configure (again in a forked child, for its own channel)
+  Collected     the items this process will run, in order, and their constraints
+  CollectFailed a file that failed to collect (or was skipped at module level)
+  Result        one finished test: its phases, or for a plain pass only its duration
+  Released      the tail a worker gave back for free slots (answer to Release)
+  Deps          project files this process imported (for the skip cache)
+  Done          the session finished
+  Forked, Exited  the zygote's children (only on a zygote's channel)
+Engine -> child, on the same socket, read before each test: Skip, Release.
+Engine -> zygote, one datagram each on the command socket (`TEST_FRAMEWORK_ZYGOTE_FD`): Fork.
+
+Which test runs right now is not a message but the progress board (board.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+PROTOCOL_VERSION = 3
+
+# The environment of a child: every name starts with the prefix, so a nested run (the engine
+# testing itself) strips its parent's before setting its own.
+PROTOCOL_ENV_PREFIX = "TEST_FRAMEWORK_"
+ENV_CHANNEL = "TEST_FRAMEWORK_CHANNEL_FD"  # the protocol socket's descriptor
+ENV_SELECT = "TEST_FRAMEWORK_SELECT"  # JSON file narrowing a worker's collection
+ENV_STACKS = "TEST_FRAMEWORK_STACKS"  # file that SIGUSR1 dumps every thread's stack into
+ENV_BOARD = "TEST_FRAMEWORK_BOARD"  # the progress board: which test runs, since when
+ENV_ZYGOTE = "TEST_FRAMEWORK_ZYGOTE_FD"  # the zygote's command socket
+# Set: the zygote forks before collecting and each child collects only its own files (the
+# engine knows the tests already, from its collection cache).
+ENV_ZYGOTE_EARLY = "TEST_FRAMEWORK_ZYGOTE_EARLY"
+
+# The module pytest loads in every child (`-p`).
+WORKER_PLUGIN = "test_framework.worker.plugin"
+
+
+class ProtocolError(ValueError):
+    """A child speaks another protocol version: engine and plugin come from different installs."""
+
+
+# ---- selections: which of a file's tests one worker runs ------------------------------------
+@dataclass(frozen=True, slots=True)
+class FileSlice:
+    """The k-th of n contiguous slices of a file's items, computed by the worker over what it
+    collects now, so every item lands in exactly one slice whatever the file holds today."""
+
+    file: str
+    part: int
+    parts: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileTests:
+    """Named tests of one file (reruns, constrained tests, ids the user gave)."""
+
+    file: str
+    nodeids: tuple[str, ...]
+
+
+SelectionEntry = FileSlice | FileTests
+Selection = tuple[SelectionEntry, ...]
+
+
+def slice_bounds(part: int, parts: int, count: int) -> tuple[int, int]:
+    """Where slice `part` of `parts` starts and ends in `count` items: the one formula the
+    planner, work stealing and the worker share."""
+    return part * count // parts, (part + 1) * count // parts
+
+
+def selection_files(selection: Selection) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(entry.file for entry in selection))
+
+
+def encode_selection(selection: Selection) -> str:
+    return json.dumps([_selection_entry(entry) for entry in selection])
+
+
+def _selection_entry(entry: SelectionEntry) -> dict[str, Any]:
+    if isinstance(entry, FileSlice):
+        return {"file": entry.file, "part": [entry.part, entry.parts]}
+    return {"file": entry.file, "ids": list(entry.nodeids)}
+
+
+def decode_selection(text: str) -> Selection:
+    entries: list[SelectionEntry] = []
+    for raw in json.loads(text):
+        if "ids" in raw:
+            entries.append(FileTests(str(raw["file"]), tuple(str(n) for n in raw["ids"])))
+        else:
+            part, parts = raw["part"]
+            entries.append(FileSlice(str(raw["file"]), int(part), int(parts)))
+    return tuple(entries)
+
+
+# ---- messages ----------------------------------------------------------------------------------
+M = TypeVar("M", bound="Message")
+
+
+class Message:
+    """Base of every message: `EVENT` names it on the wire; `fields` and `from_fields` convert."""
+
+    EVENT: ClassVar[str]
+
+    def fields(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_fields(cls: type[M], data: Mapping[str, Any]) -> M:
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Message]] = {}
+
+
+def _message(cls: type[M]) -> type[M]:
+    _REGISTRY[cls.EVENT] = cls
+    return cls
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    EVENT: ClassVar[str] = "hello"
+    pid: int
+    rootdir: str
+    args: tuple[str, ...] = ()  # the positional arguments pytest was given (paths, node ids)
+    version: int = PROTOCOL_VERSION
+
+    def fields(self) -> dict[str, Any]:
+        return {"v": self.version, "pid": self.pid, "rootdir": self.rootdir, "args": self.args}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> Hello:
+        if data.get("v") != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"child protocol version {data.get('v')!r}, expected {PROTOCOL_VERSION}: the "
+                "worker plugin and the engine come from different installations"
+            )
+        return cls(int(data["pid"]), str(data["rootdir"]), _strings(data.get("args")))
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class Collected(Message):
+    EVENT: ClassVar[str] = "collected"
+    nodeids: tuple[str, ...]
+    serial: tuple[str, ...] = ()  # tests marked serial: they run alone
+    resources: Mapping[str, tuple[str, ...]] | None = None  # test -> named resources it holds
+    timeouts: Mapping[str, float] | None = None  # test -> seconds, from @pytest.mark.timeout
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "nodeids": self.nodeids,
+            "serial": self.serial,
+            "resources": dict(self.resources or {}),
+            "timeouts": dict(self.timeouts or {}),
+        }
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> Collected:
+        return cls(
+            _strings(data["nodeids"]),
+            _strings(data.get("serial")),
+            {str(n): _strings(r) for n, r in (data.get("resources") or {}).items()},
+            {str(n): float(s) for n, s in (data.get("timeouts") or {}).items()},
+        )
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class CollectFailed(Message):
+    """A collector that failed (an import error) or was skipped at module level: pytest counts
+    it as one error or one skipped 'test' named after the file."""
+
+    EVENT: ClassVar[str] = "collect_failed"
+    nodeid: str
+    longrepr: str
+    skipped: bool = False
+
+    def fields(self) -> dict[str, Any]:
+        return {"nodeid": self.nodeid, "longrepr": self.longrepr, "skipped": self.skipped}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> CollectFailed:
+        return cls(str(data["nodeid"]), str(data.get("longrepr") or ""), bool(data.get("skipped")))
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """One of a test's reports (setup, call, teardown). `category` is what pytest's own
+    `pytest_report_teststatus` said, so the engine counts exactly as pytest does."""
+
+    when: str
+    outcome: str
+    category: str
+    duration: float
+    longrepr: str = ""
+    sections: tuple[tuple[str, str], ...] = ()
+    wasxfail: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "when": self.when,
+            "outcome": self.outcome,
+            "category": self.category,
+            "duration": self.duration,
+        }
+        if self.longrepr:
+            data["longrepr"] = self.longrepr
+        if self.sections:
+            data["sections"] = self.sections
+        if self.wasxfail is not None:
+            data["wasxfail"] = self.wasxfail
+        return data
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> Phase:
+        sections = data.get("sections")
+        wasxfail = data.get("wasxfail")
+        return cls(
+            str(data["when"]),
+            str(data["outcome"]),
+            str(data.get("category") or ""),
+            float(data.get("duration") or 0.0),
+            str(data.get("longrepr") or ""),
+            tuple((str(a), str(b)) for a, b in sections) if sections else (),
+            None if wasxfail is None else str(wasxfail),
+        )
+
+    @property
+    def plain(self) -> bool:
+        """Passed and said nothing: the phase pytest counts as part of a plain pass."""
+        expected = "passed" if self.when == "call" else ""
+        return (
+            self.outcome == "passed"
+            and self.category == expected
+            and not self.longrepr
+            and not self.sections
+            and self.wasxfail is None
+        )
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class Result(Message):
+    """One finished test. A plain pass (three silent passing phases) travels as its total
+    duration alone (`passed`): most tests, and the cheapest message."""
+
+    EVENT: ClassVar[str] = "result"
+    nodeid: str
+    started_at: float  # proc.now() on the worker's clock, to place leaked processes
+    cpu: float | None = None  # CPU seconds of the worker while the test ran
+    max_rss: int | None = None  # the worker's peak RSS so far, bytes
+    spawned: tuple[int, ...] = ()  # children the test left running
+    passed: float | None = None  # set for a plain pass: its total duration
+    phases: tuple[Phase, ...] = ()
+    location: tuple[str, int | None, str] | None = None
+
+    def fields(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "nodeid": self.nodeid,
+            "t": self.started_at,
+            "cpu": self.cpu,
+            "maxrss": self.max_rss,
+            "spawned": self.spawned,
+        }
+        if self.passed is not None:
+            data["passed"] = self.passed
+        else:
+            data["phases"] = [phase.fields() for phase in self.phases]
+            data["location"] = self.location
+        return data
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> Result:
+        passed = data.get("passed")
+        location = data.get("location")
+        return cls(
+            nodeid=str(data["nodeid"]),
+            started_at=float(data.get("t") or 0.0),
+            cpu=_number(data.get("cpu")),
+            max_rss=int(data["maxrss"]) if data.get("maxrss") else None,
+            spawned=tuple(int(pid) for pid in data.get("spawned") or ()),
+            passed=None if passed is None else float(passed),
+            phases=tuple(Phase.from_fields(p) for p in data.get("phases") or ()),
+            location=(str(location[0]), location[1], str(location[2])) if location else None,
+        )
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class Released(Message):
+    EVENT: ClassVar[str] = "released"
+    nodeids: tuple[str, ...]
+
+    def fields(self) -> dict[str, Any]:
+        return {"nodeids": self.nodeids}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> Released:
+        return cls(_strings(data.get("nodeids")))
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class Deps(Message):
+    EVENT: ClassVar[str] = "deps"
+    files: tuple[str, ...]
+
+    def fields(self) -> dict[str, Any]:
+        return {"files": self.files}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> Deps:
+        return cls(_strings(data.get("files")))
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class Done(Message):
+    EVENT: ClassVar[str] = "done"
+    exitstatus: int
+
+    def fields(self) -> dict[str, Any]:
+        return {"exitstatus": self.exitstatus}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> Done:
+        return cls(int(data.get("exitstatus") or 0))
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class Forked(Message):
+    EVENT: ClassVar[str] = "forked"
+    shard: int
+    pid: int
+
+    def fields(self) -> dict[str, Any]:
+        return {"shard": self.shard, "pid": self.pid}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> Forked:
+        return cls(int(data["shard"]), int(data["pid"]))
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class Exited(Message):
+    EVENT: ClassVar[str] = "exited"
+    pid: int
+    returncode: int
+
+    def fields(self) -> dict[str, Any]:
+        return {"pid": self.pid, "returncode": self.returncode}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> Exited:
+        return cls(int(data["pid"]), int(data["returncode"]))
+
+
+# ---- commands ----------------------------------------------------------------------------------
+@_message
+@dataclass(frozen=True, slots=True)
+class Skip(Message):
+    """The circuit breaker: tests of these files are skipped with `reason`."""
+
+    EVENT: ClassVar[str] = "skip"
+    files: tuple[str, ...]
+    reason: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"files": self.files, "reason": self.reason}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> Skip:
+        return cls(_strings(data["files"]), str(data["reason"]))
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class Release(Message):
+    """Work stealing: keep the test about to run and the next; give back pieces/(pieces+1) of
+    the tests after them, from the end, answering `Released`."""
+
+    EVENT: ClassVar[str] = "release"
+    pieces: int = 1
+
+    def fields(self) -> dict[str, Any]:
+        return {"pieces": self.pieces}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> Release:
+        return cls(max(1, int(data.get("pieces") or 1)))
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class Fork(Message):
+    """Engine -> zygote: fork a worker for one shard; the datagram carries the child's end of its
+    protocol socket (SCM_RIGHTS)."""
+
+    EVENT: ClassVar[str] = "fork"
+    shard: int
+    select: str  # path of the shard's selection file
+    output: str  # the child's stdout and stderr
+    stacks: str
+    board: str
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "shard": self.shard,
+            "select": self.select,
+            "output": self.output,
+            "stacks": self.stacks,
+            "board": self.board,
+        }
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> Fork:
+        return cls(
+            int(data["shard"]),
+            str(data["select"]),
+            str(data["output"]),
+            str(data["stacks"]),
+            str(data["board"]),
+        )
+
+
+# ---- encoding ----------------------------------------------------------------------------------
+def encode(message: Message) -> bytes:
+    """One line of JSON, newline included."""
+    data = {"event": message.EVENT, **message.fields()}
+    return (json.dumps(data, default=str) + "\n").encode()
+
+
+def decode(data: object) -> Message | None:
+    """A decoded JSON value as a message; None for anything that is not one (an unknown event,
+    a malformed field). A `hello` of another version raises ProtocolError."""
+    if not isinstance(data, dict):
+        return None
+    kind = _REGISTRY.get(data.get("event"))  # type: ignore[arg-type]
+    if kind is None:
+        return None
+    try:
+        return kind.from_fields(data)
+    except ProtocolError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+
+
+def decode_line(line: bytes) -> Message | None:
+    try:
+        return decode(json.loads(line))
+    except ValueError as exc:
+        if isinstance(exc, ProtocolError):
+            raise
+        return None
+
+
+def decode_lines(lines: Sequence[bytes]) -> list[Message]:
+    """Many lines in one JSON parse (a batch of results costs one call, not one per test); a
+    batch with a bad line falls back to one parse per line, dropping the bad one."""
+    if len(lines) > 1:
+        try:
+            values = json.loads(b"[" + b",".join(lines) + b"]")
+        except ValueError:
+            values = None
+        if isinstance(values, list):
+            return [m for m in map(decode, values) if m is not None]
+    return [m for m in map(decode_line, lines) if m is not None]
+
+
+def _strings(values: Iterable[object] | None) -> tuple[str, ...]:
+    return tuple(str(v) for v in values or ())
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
