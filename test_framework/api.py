@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 
 from .errors import InternalError, TestFrameworkError
+from .execution.executor import ExecutorFactory, local_executor
 from .logging import internal_error_line, log_internal_error
 from .models import FAILING_OUTCOMES, Outcome, RunSummary
 from .orchestrator import run_events
@@ -37,7 +38,10 @@ async def run(
     per_test_timeout: float | None = None,
     cache_dir: str | Path | None = None,
     quiet: bool = False,
+    executors: ExecutorFactory = local_executor,
 ) -> RunSummary:
+    """Run the suite; raises UsageError (exit 4), NoTestsCollected (5), CollectionFailed (3) or
+    InternalError (3, an engine bug) from errors.py; test failures are in the summary."""
     request = RunRequest(
         categories=tuple(categories),
         optimization=optimization,
@@ -54,7 +58,7 @@ async def run(
     settings = resolve(request)
     out = io.StringIO() if quiet else sys.stdout
     try:
-        return await run_events(settings, subscribers_for(settings, out))
+        return await run_events(settings, subscribers_for(settings, out), executors=executors)
     except (TestFrameworkError, KeyboardInterrupt):
         raise
     except Exception as exc:

@@ -24,6 +24,7 @@ import structlog
 from .arguments import CommandParser, add_project_options, non_negative_int, positive_int, seconds
 from .config import CATEGORY_NAMES, PROFILE_NAMES
 from .errors import TestFrameworkError
+from .execution.executor import ExecutorFactory, local_executor
 from .exit_codes import ExitCode
 from .flaky_command import main as flaky_main
 from .logging import configure_logging, internal_error_line, log_internal_error
@@ -180,8 +181,10 @@ def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bo
     return request, bool(ns.clear_cache)
 
 
-async def run_settings(settings: RunSettings, out: TextIO) -> RunSummary:
-    return await run_events(settings, subscribers_for(settings, out))
+async def run_settings(
+    settings: RunSettings, out: TextIO, executors: ExecutorFactory = local_executor
+) -> RunSummary:
+    return await run_events(settings, subscribers_for(settings, out), executors=executors)
 
 
 def _log_own_cost() -> None:
@@ -194,7 +197,14 @@ def _log_own_cost() -> None:
     )
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str = PROG,
+    executors: ExecutorFactory = local_executor,
+) -> int:
+    """The command line; `executors` is the executor seam (the local one unless a caller hands
+    another, as the tests do)."""
     args = list(sys.argv[1:] if argv is None else argv)
     settings: RunSettings | None = None
     try:
@@ -207,7 +217,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         )
         if clear_cache and settings.cache_dir.exists():
             shutil.rmtree(settings.cache_dir)
-        summary = anyio.run(run_settings, settings, sys.stdout, backend="asyncio")
+        summary = anyio.run(run_settings, settings, sys.stdout, executors, backend="asyncio")
         _log_own_cost()
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

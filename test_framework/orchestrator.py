@@ -126,7 +126,6 @@ class Orchestrator:
                     summary = await self._execute(
                         db, outer, executor, collection, setup, explicit, start, started
                     )
-            # Only now: the writer task in `outer` has drained its queue.
         finally:
             if db is not None:
                 with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
@@ -172,23 +171,26 @@ class Orchestrator:
         if writer is not None:
             self.bus.subscribe(writer.handle)
             outer.start_soon(writer.run)
-        self.ledger.plan([*collection.nodeids, *(e.nodeid for e in collection.errors)])
-        dispatcher.load(shards)
-        if forked and fraction is None:
-            dispatcher.first = FirstTests.for_cores(settings.cores)
-        self.bus.emit(started_event)
-        if fraction is not None:
-            dispatcher.widen(busy, f"learned: these tests keep a core {fraction:.0%} busy")
-        dispatcher.conclude(collection.error_results())
-        await dispatcher.run(setup, started)
-        dispatcher.conclude_rest()
-        warnings = [*self.store_warnings, *self.bus.failures]
-        if writer is not None and writer.failed:
-            warnings.append(f"results store: {writer.failed}")
-        summary = self.ledger.summary(self.run_id, self.clock() - started, warnings)
-        self.bus.emit(RunFinished(summary=summary))
-        if writer is not None:
-            writer.close()
+        try:
+            self.ledger.plan([*collection.nodeids, *(e.nodeid for e in collection.errors)])
+            dispatcher.load(shards)
+            if forked and fraction is None:
+                dispatcher.first = FirstTests.for_cores(settings.cores)
+            self.bus.emit(started_event)
+            if fraction is not None:
+                dispatcher.widen(busy, f"learned: these tests keep a core {fraction:.0%} busy")
+            dispatcher.conclude(collection.error_results())
+            await dispatcher.run(setup, started)
+            dispatcher.conclude_rest()
+            warnings = [*self.store_warnings, *self.bus.failures]
+            if writer is not None and writer.failed:
+                warnings.append(f"results store: {writer.failed}")
+            summary = self.ledger.summary(self.run_id, self.clock() - started, warnings)
+            self.bus.emit(RunFinished(summary=summary))
+        finally:
+            # Whatever ended the run, every result recorded so far reaches the store.
+            if writer is not None:
+                await writer.finish()
         return summary
 
     def _plan(

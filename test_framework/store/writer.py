@@ -24,6 +24,8 @@ from .rows import INSERT_RESULT, RunRows
 log = structlog.get_logger("test_framework.store")
 
 BATCH_ROWS = 500
+# How long the end of a run waits for the last rows to be written.
+FINISH_SECONDS = 30.0
 
 
 @dataclass
@@ -39,6 +41,7 @@ class StoreWriter:
     # Rows wait here, grouped by statement in first-seen order, and go in one executemany each:
     # a thread hop per batch, not per test (50,000 tests are 50,000 rows).
     _batch: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    _finished: anyio.Event = field(default_factory=anyio.Event)
 
     def __post_init__(self) -> None:
         self._send, self._receive = anyio.create_memory_object_stream[Event](math.inf)
@@ -54,7 +57,20 @@ class StoreWriter:
         """No more events: the writer task finishes what is queued, commits and returns."""
         self._send.close()
 
+    async def finish(self, limit: float = FINISH_SECONDS) -> None:
+        """Close and wait until everything queued is written, even while the run is being
+        cancelled (an interrupt, an engine error); a store slower than `limit` is left."""
+        self.close()
+        with anyio.CancelScope(shield=True), anyio.move_on_after(limit):
+            await self._finished.wait()
+
     async def run(self) -> None:
+        try:
+            await self._drain()
+        finally:
+            self._finished.set()
+
+    async def _drain(self) -> None:
         async with self._receive:
             async for event in self._receive:
                 await self._take(event)

@@ -39,7 +39,7 @@ def test_crashing_tests_are_reported_and_the_rest_still_run(isolation: str, tmp_
     assert result["test_crash.py::test_os_exit"] == "crashed"
     assert result["test_crash.py::test_segfault"] == "crashed"
     assert list(result.values()).count("passed") == 5
-    tests = {t["nodeid"]: t for t in document["tests"]}  # type: ignore[union-attr]
+    tests = {t["nodeid"]: t for t in document["tests"]}
     assert "exited with status 3" in tests["test_crash.py::test_os_exit"]["message"]
     assert "SIGSEGV" in tests["test_crash.py::test_segfault"]["message"]
     assert "Fatal Python error" in tests["test_crash.py::test_segfault"]["longrepr"]

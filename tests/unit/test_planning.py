@@ -15,6 +15,7 @@ from test_framework.planning import (
     explicit_selection,
     make_plan,
     pick_next,
+    plan_slots,
     split_contiguous,
     steal_pieces,
 )
@@ -271,3 +272,24 @@ def test_split_contiguous_keeps_order_and_balance(count: int, parts: int) -> Non
     assert [n for run in runs for n in run] == nodeids
     assert len(runs) == min(parts, count)
     assert max(map(len, runs)) - min(map(len, runs)) <= 1
+
+
+@pytest.mark.parametrize(
+    ("tests", "known", "forked", "busy", "fixed", "slots"),
+    [
+        (100, 0, True, None, 3, 3),  # --workers wins
+        (100, 0, False, None, None, 2),  # spawn: the starting workers, a spawn is dear
+        (100, 80, True, 12, None, 12),  # known costs: what the CPU share says
+        (100, 80, True, None, None, 16),  # known durations, no shares: the ceiling
+        (100, 10, True, None, None, 8),  # unknown costs: four per starting worker
+    ],
+)
+def test_plan_slots(
+    tests: int, known: int, forked: bool, busy: int | None, fixed: int | None, slots: int
+) -> None:
+    assert (
+        plan_slots(
+            tests=tests, known=known, forked=forked, busy=busy, initial=2, maximum=16, fixed=fixed
+        )
+        == slots
+    )

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+from anyio.abc import ByteReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from test_framework.execution.channel import read_messages
 from test_framework.worker.board import FINISHED, RUNNING, BoardReader, BoardWriter, create
@@ -187,11 +189,14 @@ def test_the_board_tells_which_test_runs_and_since_when(tmp_path: Path) -> None:
         reader.close()
 
 
-class _ByteStream:
+class _ByteStream(ByteReceiveStream):
     """Adapts a memory object stream of bytes to the ByteReceiveStream the reader expects."""
 
-    def __init__(self, receive: anyio.streams.memory.MemoryObjectReceiveStream[bytes]) -> None:
+    def __init__(self, receive: MemoryObjectReceiveStream[bytes]) -> None:
         self._receive = receive
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         return await self._receive.receive()
+
+    async def aclose(self) -> None:
+        await self._receive.aclose()

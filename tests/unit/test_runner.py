@@ -18,7 +18,7 @@ from test_framework.events import (
 from test_framework.execution.executor import LocalExecutor
 from test_framework.execution.runner import ShardOutcome, WorkerControl, WorkerSetup
 from test_framework.models import NodeId, Outcome, Shard, TestResult
-from test_framework.worker.plugin import select_items
+from test_framework.worker.items import select_items
 from test_framework.worker.protocol import (
     FileSlice,
     FileTests,
