@@ -89,11 +89,13 @@ class Orchestrator:
             flaky_fails=settings.flaky_result == "fail",
         )
         self.store_warnings: list[str] = []
-        self.log = log.bind(run_id=self.run_id)
 
     async def run(self) -> RunSummary:
         try:
-            with tempfile.TemporaryDirectory(prefix="test_framework-") as scratch:
+            with (
+                structlog.contextvars.bound_contextvars(run_id=self.run_id),
+                tempfile.TemporaryDirectory(prefix="test_framework-") as scratch,
+            ):
                 return await self._run(Path(scratch))
         except BaseExceptionGroup as group:
             # Task groups wrap; callers (the CLI's exit-code mapping, API users) want the one
@@ -275,7 +277,7 @@ class Orchestrator:
             return await connect_store(self.settings.store_path)
         except StoreError as exc:
             self.store_warnings.append(str(exc))
-            self.log.warning("store_unavailable", error=str(exc))
+            log.warning("store_unavailable", error=str(exc))
             return None
 
     async def _load_history(self, db: aiosqlite.Connection | None) -> History:

@@ -93,7 +93,6 @@ class Dispatcher:
         )
         self.sampler = sampler
         self.clock = clock
-        self.log = log
         self.setup: WorkerSetup | None = None
         # A cold forked run measures its first tests to learn the CPU share the store lacks.
         self.first: FirstTests | None = None
@@ -172,7 +171,7 @@ class Dispatcher:
             return
         for piece in reversed(split_contiguous(nodeids, pieces)):
             shard = self._rerun(piece, parent.attempt, parent)
-            self.log.debug(
+            log.debug(
                 "tail_released", from_shard=shard_id, to_shard=shard.shard_id, tests=len(piece)
             )
             self._enqueue(shard, front=True)
@@ -359,7 +358,7 @@ class Dispatcher:
             self._wakeup.set()
 
     def _after_shard(self, shard: Shard, outcome: ShardOutcome) -> None:
-        self.log.info(
+        log.info(
             "shard_finished",
             shard_id=shard.shard_id,
             tests=len(outcome.results),
