@@ -37,6 +37,7 @@ class Collector:
 
     def __post_init__(self) -> None:
         self.queries = queries_for(self.settings.categories, self.settings.project_root)
+        self._warm = self._warm_query()
 
     @property
     def cache(self) -> aiosqlite.Connection | None:
@@ -46,6 +47,9 @@ class Collector:
     def warm_query(self) -> CollectionQuery | None:
         """The one query a warm process collects: fork isolation with a single query (several
         queries are collected, and their shards spawned, one by one)."""
+        return self._warm
+
+    def _warm_query(self) -> CollectionQuery | None:
         if self.settings.isolation != "fork":
             return None
         if len(self.queries) != 1:

@@ -146,7 +146,9 @@ class Dispatcher:
         self._send_skips([control])
 
     def detached(self, shard_id: int) -> None:
+        """The worker is gone: no more commands, and a tail asked of it will not come."""
         self.controls.pop(shard_id, None)
+        self.stealing.asked.pop(shard_id, None)
 
     def _attempt(self, result: TestResult) -> None:
         self.stealing.finished(result)
