@@ -4,11 +4,13 @@ When several tests fail with the same error signature (the exception type and it
 addresses and temporary names normalized away: a refused connection to one address, the same
 ImportError), the cause is probably outside the tests. After `threshold` such failures the circuit
 for that signature is half-open: the next test of an affected file to finish is the probe. If the
-probe fails the same way the circuit opens and the caller skips the rest of the affected files with
-the signature as the reason; if it passes or fails otherwise, the circuit closes and counting starts
+probe fails the same way the circuit opens and the rest of the affected files is not run, with the
+signature as the reason; if it passes or fails otherwise, the circuit closes and counting starts
 again. Assertion failures never form a signature: they are about the code under test.
 
-Pure logic over results, so it is tested without processes; the orchestrator does the skipping.
+Pure logic over results, so it is tested without processes; the ledger asks it, the dispatcher
+keeps the tests from running. Opt-in: a test kept from running is `not_run`, which is not what
+plain pytest would report.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ failure.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiosqlite
 import structlog
@@ -19,7 +19,7 @@ import structlog
 from .discovery import CollectionQuery, pytest_argv, queries_for, worker_args
 from .execution.collect import collect
 from .execution.executor import ShardExecutor
-from .fingerprint import collection_fingerprint
+from .fingerprint import collection_fingerprint, input_digests
 from .models import Collection
 from .request import RunSettings
 from .store.queries import load_collection, save_collection
@@ -103,6 +103,7 @@ class Collector:
         return self._fingerprints[query]
 
     async def _cached(self, query: CollectionQuery) -> Collection | None:
+        """The cached collection, if the data files and folders it read are as they were."""
         if self.cache is None:
             return None
         try:
@@ -110,14 +111,23 @@ class Collector:
         except Exception as exc:
             self.warnings.append(f"results store: cannot read collection cache: {exc}")
             return None
-        if hit is not None:
-            log.debug("collection_cache_hit", tests=len(hit.nodeids))
+        if hit is None:
+            return None
+        now = input_digests(self.settings.project_root, hit.read)
+        changed = [path for path, digest in hit.read.items() if now[path] != digest]
+        if changed:
+            log.info("collection_cache_stale", changed=changed[:10])
+            return None
+        log.debug("collection_cache_hit", tests=len(hit.nodeids))
         return hit
 
     async def _save(self, query: CollectionQuery, found: Collection) -> None:
         if self.cache is None or not found.nodeids or found.errors:
             return
+        digests = input_digests(self.settings.project_root, found.read)
         try:
-            await save_collection(self.cache, self._fingerprint(query), found)
+            await save_collection(
+                self.cache, self._fingerprint(query), replace(found, read=digests)
+            )
         except Exception as exc:
             self.warnings.append(f"results store: cannot save collection: {exc}")

@@ -57,6 +57,17 @@ class ShardStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class ShardCollected:
+    """What the shard's worker collected of its selection: the tests it will run, in order.
+    The plan came from a collection that may be older (the cache) or another process's (ids
+    that embed the time differ between two collections); this is what the run owes."""
+
+    shard_id: int
+    nodeids: tuple[NodeId, ...]
+    at: float = field(default_factory=_now, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
 class TestStarted:
     __test__ = False
     shard_id: int
@@ -177,6 +188,7 @@ class RunFinished:
 # What a shard's execution says while it runs: the executor seam's whole output.
 ExecutionEvent = (
     ShardStarted
+    | ShardCollected
     | TestStarted
     | AttemptFinished
     | TestsReleased

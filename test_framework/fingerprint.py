@@ -2,7 +2,9 @@
 
 The collection fingerprint covers every Python and pytest-config file under the project (size and
 mtime in nanoseconds, so any edit, checkout or new file changes it), the interpreter, pytest's
-version and the environment variables pytest reads. Conservative on purpose: a stale collection
+version and the environment variables pytest reads. What else a collection read (data files a
+parametrize reads, folders it lists) is recorded by the worker and checked by content
+(`input_digests`) before a cached collection is used. Conservative on purpose: a stale collection
 would silently drop tests, a needless recollection only costs a second.
 """
 
@@ -80,3 +82,20 @@ def _pytest_version() -> str:
         return version("pytest")
     except Exception:
         return "unknown"
+
+
+def input_digests(root: Path, paths: Iterable[str]) -> dict[str, str]:
+    """A digest per file or folder a collection read besides Python source (a folder's path ends
+    in "/"): a file's content, a folder's sorted listing, or "missing"."""
+    return {path: input_digest(root, path) for path in paths}
+
+
+def input_digest(root: Path, path: str) -> str:
+    target = root / path
+    try:
+        if path.endswith("/"):
+            listing = "\0".join(sorted(os.listdir(target)))
+            return hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest()
+        return hashlib.sha256(target.read_bytes()).hexdigest()
+    except OSError:
+        return "missing"

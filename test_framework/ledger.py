@@ -26,6 +26,7 @@ from .models import (
     Outcome,
     RunSummary,
     TestResult,
+    file_of,
 )
 from .outcomes import count_outcomes, exit_code_for
 
@@ -86,11 +87,14 @@ class Ledger:
         self.flaky_fails = flaky_fails
         self.planned: dict[NodeId, None] = {}
         self.final: dict[NodeId, TestResult] = {}
+        # Failed attempts waiting for their retry: if the run stops first, the failure stands.
+        self.pending: dict[NodeId, TestResult] = {}
         self.failures = 0
         self.stop_reason: str | None = None
         self.interrupted = False
         # What the engine decided on its own that changed what ran, for the summary.
         self.notes: list[str] = []
+        self.circuits: list[BreakerOpened] = []
 
     @property
     def stopped(self) -> bool:
@@ -100,11 +104,24 @@ class Ledger:
         """Tests the run owes an answer for; any still unanswered at the end is `not_run`."""
         self.planned.update(dict.fromkeys(nodeids))
 
+    def collected(self, expected: Iterable[NodeId], actual: Iterable[NodeId]) -> None:
+        """A worker collected its share: the tests it runs are owed an answer; a planned test
+        it did not collect is no test of this run (its id came from an older collection, or
+        embeds the time), so it is never reported `not run`. A test with an answer, or a
+        failure waiting for its retry, stays."""
+        found = dict.fromkeys(actual)
+        for nodeid in expected:
+            if nodeid not in found and nodeid not in self.final and nodeid not in self.pending:
+                self.planned.pop(nodeid, None)
+        for nodeid in found:
+            self.planned.setdefault(nodeid)
+
     def record(self, result: TestResult) -> tuple[Decision, ...]:
         """An attempt a worker finished: run it again, or its outcome is final."""
         retryable = result.outcome in RETRYABLE_OUTCOMES and "::" in result.nodeid
         if retryable and result.attempt <= self.retry.retries and not self.stopped:
             delay = self.retry.delay(result.attempt)
+            self.pending[result.nodeid] = result
             return (Retry(result, result.attempt + 1, delay),)
         if result.attempt > 1 and result.outcome is Outcome.PASSED:
             result = replace(
@@ -116,6 +133,7 @@ class Ledger:
         """A final result; a test already answered keeps its first answer."""
         if result.nodeid in self.final:
             return ()
+        self.pending.pop(result.nodeid, None)
         self.final[result.nodeid] = result
         decisions: list[Decision] = [Final(result)]
         if result.outcome in FAILING_OUTCOMES:
@@ -128,11 +146,7 @@ class Ledger:
                     decisions.append(stop)
         opened = self.breaker.record(result)
         if opened is not None:
-            self.notes.append(
-                f"circuit breaker opened for `{opened.signature}` after {len(opened.failures)} "
-                f"failures (probe {opened.probe}); the rest of {', '.join(opened.files)} was "
-                "skipped"
-            )
+            self.circuits.append(opened)
             decisions.append(OpenCircuit(opened))
         return tuple(decisions)
 
@@ -149,11 +163,17 @@ class Ledger:
         return self.breaker.open_files()
 
     def close(self) -> tuple[Decision, ...]:
-        """The run is over: every planned test without an answer is `not_run`, with why."""
-        reason = f"not run: {self.stop_reason or 'never dispatched'}"
+        """The run is over. A test whose failure was waiting for its retry failed (the run
+        stopped first: an interrupt, a timeout, maxfail); every other test without an answer is
+        `not_run`, with why."""
+        why = self.stop_reason or "never dispatched"
         decisions: list[Decision] = []
+        for failed in list(self.pending.values()):
+            note = f"{failed.message}; " if failed.message else ""
+            message = f"{note}its retry did not run: {why}"
+            decisions.extend(self.conclude(replace(failed, message=message)))
         for nodeid in [n for n in self.planned if n not in self.final]:
-            result = TestResult(nodeid, Outcome.NOT_RUN, 0.0, message=reason)
+            result = TestResult(nodeid, Outcome.NOT_RUN, 0.0, message=f"not run: {why}")
             decisions.extend(self.conclude(result))
         return tuple(decisions)
 
@@ -170,5 +190,22 @@ class Ledger:
             exit_code=int(code),
             interrupted=self.interrupted,
             errors=tuple(errors),
-            notes=tuple(self.notes),
+            notes=(*self.notes, *map(self._circuit_note, self.circuits)),
         )
+
+    def _circuit_note(self, opened: BreakerOpened) -> str:
+        """What an open circuit did: the files where it kept tests from running, and how many;
+        a file whose tests had all run is not named."""
+        withheld = f"not run: {opened.reason}"
+        stopped: dict[str, int] = {}
+        for result in self.final.values():
+            if result.outcome is Outcome.NOT_RUN and result.message == withheld:
+                stopped[file_of(result.nodeid)] = stopped.get(file_of(result.nodeid), 0) + 1
+        head = (
+            f"circuit breaker opened for `{opened.signature}` after {len(opened.failures)} "
+            f"failures (probe {opened.probe})"
+        )
+        if not stopped:
+            return f"{head}; every test of its files had already run"
+        files = ", ".join(f"{file} ({count})" for file, count in stopped.items())
+        return f"{head}; it kept {sum(stopped.values())} tests from running, in {files}"

@@ -208,6 +208,9 @@ class Collection:
     positionals: tuple[str, ...] = ()
     serial: tuple[NodeId, ...] = ()
     resources: Mapping[NodeId, tuple[str, ...]] = field(default_factory=dict)
+    # What the collection read besides Python source (data files; folders end in "/"), with a
+    # digest of each once the collector has taken one: the cache holds only while they match.
+    read: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def merged(cls, collections: Sequence[Collection]) -> Collection:
@@ -223,6 +226,7 @@ class Collection:
             positionals=tuple(dict.fromkeys(p for c in collections for p in c.positionals)),
             serial=tuple(dict.fromkeys(n for c in collections for n in c.serial)),
             resources={n: r for c in collections for n, r in c.resources.items()},
+            read={p: d for c in collections for p, d in c.read.items()},
         )
 
     def error_results(self) -> tuple[TestResult, ...]:

@@ -30,12 +30,19 @@ from ..events import (
     ExecutionEvent,
     ProcessesLeaked,
     RunStopping,
+    ShardCollected,
     TestFinished,
     TestRetrying,
     TestsReleased,
 )
 from ..execution.executor import ShardExecutor
-from ..execution.runner import ShardOutcome, WorkerControl, WorkerSetup, with_output_tail
+from ..execution.runner import (
+    ShardOutcome,
+    WorkerControl,
+    WorkerSetup,
+    with_output_tail,
+    withheld,
+)
 from ..exit_codes import ExitCode
 from ..ledger import Decision, Final, Ledger, OpenCircuit, Retry, Stop
 from ..models import NodeId, Outcome, Shard, TestResult, engine_result, file_of
@@ -138,6 +145,10 @@ class Dispatcher:
             self._attempt(event.result)
         elif isinstance(event, TestsReleased):
             self._released(event.shard_id, event.nodeids)
+        elif isinstance(event, ShardCollected):
+            shard = self.running.get(event.shard_id)
+            if shard is not None:
+                self.ledger.collected(shard.nodeids, event.nodeids)
         elif isinstance(event, ProcessesLeaked):
             self.ledger.notes.extend(f"leaked process (killed): {p}" for p in event.processes)
 
@@ -216,18 +227,10 @@ class Dispatcher:
                 control.send(Skip(tuple(files), reason))
 
     def _skip(self, shard: Shard) -> None:
+        """Queued tests an open circuit keeps from running: not run, with the reason."""
         skips = self.ledger.skips()
         for nodeid in shard.nodeids:
-            reason = skips[file_of(nodeid)]
-            result = engine_result(
-                nodeid,
-                Outcome.SKIPPED,
-                "setup",
-                reason,
-                attempt=shard.attempt,
-                shard_id=shard.shard_id,
-            )
-            self._act(self.ledger.conclude(result))
+            self._act(self.ledger.conclude(withheld(nodeid, skips[file_of(nodeid)], shard)))
 
     def stop(self, reason: str, *, interrupted: bool = False) -> None:
         """Stop dispatching (the first reason wins) and stop the running shards."""

@@ -43,4 +43,5 @@ async def collect(argv: tuple[str, ...], *, cwd: Path, env: Mapping[str, str]) -
         positionals=hello.args,
         serial=collected.serial,
         resources=dict(collected.resources or {}),
+        read=dict.fromkeys(collected.read, ""),
     )

@@ -25,6 +25,7 @@ from ..events import (
     AttemptFinished,
     ExecutionEvent,
     ProcessesLeaked,
+    ShardCollected,
     ShardCrashed,
     ShardFinished,
     ShardStarted,
@@ -280,6 +281,7 @@ def _handle(
     elif isinstance(message, Collected):
         outcome.collected = progress.collected = message.nodeids
         progress.timeouts = dict(message.timeouts or {})
+        listener.emit(ShardCollected(shard.shard_id, message.nodeids))
     elif isinstance(message, CollectFailed):
         outcome_kind = Outcome.SKIPPED if message.skipped else Outcome.ERROR
         result = engine_result(
@@ -303,6 +305,8 @@ def _handle(
 
 
 def _test_result(message: Result, shard: Shard) -> TestResult:
+    if message.withheld is not None:
+        return withheld(message.nodeid, message.withheld, shard)
     if message.passed is not None:
         return TestResult(
             message.nodeid,
@@ -468,6 +472,18 @@ def _judge_crash(
         )
     done = progress.finished | progress.released | ({culprit} if culprit else set())
     outcome.unstarted = tuple(n for n in planned if n not in done)
+
+
+def withheld(nodeid: NodeId, reason: str, shard: Shard) -> TestResult:
+    """A test the engine kept from running (the circuit breaker): not run, with why."""
+    return TestResult(
+        nodeid,
+        Outcome.NOT_RUN,
+        0.0,
+        shard.attempt,
+        message=f"not run: {reason}",
+        shard_id=shard.shard_id,
+    )
 
 
 def with_output_tail(message: str, output_tail: str) -> str:

@@ -164,6 +164,7 @@ class Zygote:
                 positionals=self.collection.positionals,
                 serial=message.serial,
                 resources=dict(message.resources or {}),
+                read=dict.fromkeys(message.read, ""),
             )
             self.collected.set()
         elif isinstance(message, Forked):

@@ -168,6 +168,13 @@ class ConsoleReporter:
             self._write(banner("short test summary info", "=", self.width) + "\n")
             for result in shown:
                 self._write(f"{_WORDS[result.outcome]} {result.nodeid}{_reason(result)}\n")
+        unrun = [r for r in summary.results if r.outcome is Outcome.NOT_RUN]
+        if unrun and self.verbose:
+            self._write(banner(f"{len(unrun)} not run", "=", self.width) + "\n")
+            for result in unrun:
+                self._write(
+                    f"NOT RUN {result.nodeid} - {result.message.removeprefix('not run: ')}\n"
+                )
         for error in summary.errors:
             self._write(f"warning: {error}\n")
         for note in summary.notes:
@@ -180,7 +187,10 @@ class ConsoleReporter:
 
 
 def _reason(result: TestResult) -> str:
-    text = result.message or _last_line(result.longrepr)
+    line = _last_line(result.longrepr)
+    if result.message and line and result.outcome in (Outcome.FAILED, Outcome.ERROR):
+        return f" - {line} ({result.message})"
+    text = result.message or line
     return f" - {text}" if text else ""
 
 

@@ -92,6 +92,7 @@ async def load_collection(db: aiosqlite.Connection, fingerprint: str) -> Collect
         positionals=tuple(json.loads(row[2])),
         serial=tuple(constraints.get("serial", ())),
         resources={n: tuple(r) for n, r in constraints.get("resources", {}).items()},
+        read=dict(constraints.get("read", {})),
     )
 
 
@@ -108,7 +109,13 @@ async def save_collection(
             json.dumps(list(cached.nodeids)),
             json.dumps(list(cached.positionals)),
             time.time(),
-            json.dumps({"serial": list(cached.serial), "resources": dict(cached.resources)}),
+            json.dumps(
+                {
+                    "serial": list(cached.serial),
+                    "resources": dict(cached.resources),
+                    "read": dict(cached.read),
+                }
+            ),
         ),
     )
     # Old fingerprints are never read again; keep the table small.

@@ -69,6 +69,7 @@ from .protocol import (
     decode_lines,
     encode,
 )
+from .reads import ReadRecorder
 
 
 def plain_pass(phases: list[Phase]) -> bool:
@@ -98,11 +99,13 @@ class WorkerPlugin:
         self.control: socket.socket | None = None  # the channel's reading side, for commands
         self.pending = b""
         self.skip_files: dict[str, str] = {}
+        self.withheld: dict[str, str] = {}  # nodeid -> why the engine kept it from running
         self.phases: list[Phase] = []
         self.started_at = 0.0
         self.position = -1
         self.cpu_at_start = 0.0
         self.children_before: set[int] | None = None
+        self.reads = ReadRecorder(str(config.rootpath))
 
     # ---- sending ---------------------------------------------------------------------------
     def send(self, message: Message) -> None:
@@ -138,7 +141,8 @@ class WorkerPlugin:
                 timeouts[item.nodeid] = seconds
         serial, resources = constraints_of(session.items) if constraints else ((), {})
         nodeids = tuple(item.nodeid for item in session.items)
-        self.send(Collected(nodeids, serial, resources, timeouts))
+        self.reads.recording = False
+        self.send(Collected(nodeids, serial, resources, timeouts, self.reads.read()))
 
     # ---- the zygote's roles -------------------------------------------------------------------
     def waiting_zygote(self, *, early: bool) -> bool:
@@ -258,6 +262,7 @@ class WorkerPlugin:
             passed=sum(p.duration for p in phases) if plain else None,
             phases=() if plain else tuple(phases),
             location=None if plain or not location else (location[0], location[1], location[2]),
+            withheld=self.withheld.pop(report.nodeid, None),
         )
         if self.board is not None:
             self.board.write(FINISHED, self.position, time.monotonic())
@@ -301,6 +306,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not raw:
         return
     _plugin = WorkerPlugin(int(raw), config)
+    _plugin.reads.install()
     _plugin.register_stacks(os.environ.get(ENV_STACKS))
     _plugin.hello(tuple(str(a) for a in (config.option.file_or_dir or [])))
 
@@ -311,7 +317,10 @@ def pytest_collection(session: pytest.Session) -> bool | None:
     spawned worker, only its own files (pytest_ignore_collect) narrowed to its selection, so
     collection is spread over the workers instead of done once, on one core, before any test."""
     plugin = _plugin
-    if plugin is None or not plugin.waiting_zygote(early=True):
+    if plugin is None:
+        return None
+    if not plugin.waiting_zygote(early=True):
+        plugin.reads.recording = True  # what this collection reads, until Collected
         return None
     child = plugin.serve_forks(session)
     if child is None:
@@ -319,6 +328,7 @@ def pytest_collection(session: pytest.Session) -> bool | None:
     os.environ[ENV_SELECT] = child.command.select
     os.environ[ENV_BOARD] = child.command.board
     plugin.early_files = frozenset(e.file for e in load_selection(child.command.select) or ())
+    plugin.reads.recording = True
     return None
 
 
@@ -388,7 +398,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     reason = _plugin.skip_files.get(file_of(item.nodeid)) if _plugin is not None else None
-    if reason is not None:
+    if _plugin is not None and reason is not None:
+        _plugin.withheld[item.nodeid] = reason
         pytest.skip(reason)
 
 

@@ -161,6 +161,9 @@ class Collected(Message):
     serial: tuple[str, ...] = ()  # tests marked serial: they run alone
     resources: Mapping[str, tuple[str, ...]] | None = None  # test -> named resources it holds
     timeouts: Mapping[str, float] | None = None  # test -> seconds, from @pytest.mark.timeout
+    # Project files (and folders, ending in "/") the collection read besides Python source: the
+    # collection cache is valid only while they are unchanged.
+    read: tuple[str, ...] = ()
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -168,6 +171,7 @@ class Collected(Message):
             "serial": self.serial,
             "resources": dict(self.resources or {}),
             "timeouts": dict(self.timeouts or {}),
+            "read": self.read,
         }
 
     @classmethod
@@ -177,6 +181,7 @@ class Collected(Message):
             _strings(data.get("serial")),
             {str(n): _strings(r) for n, r in (data.get("resources") or {}).items()},
             {str(n): float(s) for n, s in (data.get("timeouts") or {}).items()},
+            _strings(data.get("read")),
         )
 
 
@@ -269,6 +274,8 @@ class Result(Message):
     passed: float | None = None  # set for a plain pass: its total duration
     phases: tuple[Phase, ...] = ()
     location: tuple[str, int | None, str] | None = None
+    # Set when the engine's `Skip` kept the test from running: why (it is not a pytest skip).
+    withheld: str | None = None
 
     def fields(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -278,6 +285,8 @@ class Result(Message):
             "maxrss": self.max_rss,
             "spawned": self.spawned,
         }
+        if self.withheld is not None:
+            data["withheld"] = self.withheld
         if self.passed is not None:
             data["passed"] = self.passed
         else:
@@ -298,6 +307,7 @@ class Result(Message):
             passed=None if passed is None else float(passed),
             phases=tuple(Phase.from_fields(p) for p in data.get("phases") or ()),
             location=(str(location[0]), location[1], str(location[2])) if location else None,
+            withheld=None if data.get("withheld") is None else str(data["withheld"]),
         )
 
 
@@ -377,7 +387,9 @@ class Exited(Message):
 @_message
 @dataclass(frozen=True, slots=True)
 class Skip(Message):
-    """The circuit breaker: tests of these files are skipped with `reason`."""
+    """The circuit breaker: tests of these files are not run, for `reason`. The worker keeps
+    them from running (through pytest's skip, so fixtures stay consistent) and reports each as
+    withheld, which the engine reports as not run, never as a pytest skip."""
 
     EVENT: ClassVar[str] = "skip"
     files: tuple[str, ...]

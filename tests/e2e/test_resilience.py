@@ -186,6 +186,9 @@ def test_sigint_mid_run_keeps_every_result_and_leaves_nothing_behind(
 
 @pytest.mark.parametrize("isolation", ["fork", "spawn"])
 def test_a_failure_storm_opens_the_breaker_after_a_probe(isolation: str, tmp_path: Path) -> None:
+    """Opted in, the breaker keeps the rest of the storm's file from running: those tests are
+    `not_run` with the reason (never `skipped`, which pytest would not say), listed under their
+    own heading with -v; every test that ran keeps its outcome; the note names the file."""
     done, document = run_suite(
         "breaker",
         tmp_path,
@@ -194,6 +197,7 @@ def test_a_failure_storm_opens_the_breaker_after_a_probe(isolation: str, tmp_pat
         "--breaker-threshold",
         "3",
         f"--isolation={isolation}",
+        "-v",
     )
     assert done.returncode == 1, done.stdout + done.stderr
     tests = {t["nodeid"]: t for t in document["tests"]}
@@ -204,26 +208,34 @@ def test_a_failure_storm_opens_the_breaker_after_a_probe(isolation: str, tmp_pat
     assert list(other.values()).count("passed") == 5
     assert other["test_other.py::test_wrong_arithmetic"] == "failed"
     errors = [t for t in service.values() if t["outcome"] == "error"]
-    skipped = [t for t in service.values() if t["outcome"] == "skipped"]
-    assert len(errors) + len(skipped) == 30
+    unrun = [t for t in service.values() if t["outcome"] == "not_run"]
+    assert len(errors) + len(unrun) == 30
     assert len(errors) >= 4  # three to reach the threshold, one probe to confirm
-    assert skipped
+    assert unrun
+    assert "skipped" not in {t["outcome"] for t in tests.values()}
     for test in errors:
         assert "ConnectionRefusedError" in test["longrepr"]
-    for test in skipped:
-        assert "circuit breaker: " in test["longrepr"]
-        assert "ConnectionRefusedError: [Errno 111] Connection refused" in test["longrepr"]
-    assert "circuit breaker opened for `ConnectionRefusedError" in done.stdout
-    assert f"{len(skipped)} skipped" in done.stdout
-    assert any("circuit breaker opened" in note for note in document["notes"])
+    for test in unrun:
+        assert test["message"].startswith("not run: circuit breaker: ")
+        assert "ConnectionRefusedError: [Errno 111] Connection refused" in test["message"]
+    assert f"{len(unrun)} not run" in done.stdout.splitlines()[-1]
+    assert f"== {len(unrun)} not run ==" in done.stdout
+    (note,) = [n for n in document["notes"] if "circuit breaker opened" in n]
+    assert f"it kept {len(unrun)} tests from running, in test_service.py ({len(unrun)})" in note
+    assert "test_other.py" not in note
 
 
-def test_with_the_breaker_off_every_test_of_the_storm_runs(tmp_path: Path) -> None:
-    done, document = run_suite("breaker", tmp_path, "--retries", "0", "--breaker-threshold", "0")
+@pytest.mark.parametrize("profile", ["ultra_fast", "aggressive", "balanced", "conservative"])
+def test_every_shipped_profile_reports_the_storm_as_pytest_does(
+    profile: str, tmp_path: Path
+) -> None:
+    """The breaker is opt-in: no shipped profile changes an outcome plain pytest reports."""
+    done, document = run_suite("breaker", tmp_path, "--retries", "0", "--optimization", profile)
     assert done.returncode == 1
     result = outcomes(document)
     assert list(result.values()).count("error") == 30
-    assert "skipped" not in result.values()
+    assert list(result.values()).count("passed") == 5
+    assert list(result.values()).count("failed") == 1
     assert "circuit breaker" not in done.stdout
 
 
@@ -416,3 +428,56 @@ def _processes_in(folder: Path, tmp_path: Path) -> list[psutil.Process]:
             if process.environ().get(RUN_TAG) == str(tmp_path):
                 found.append(process)
     return found
+
+
+@pytest.mark.parametrize("isolation", ["fork", "spawn"])
+def test_sigint_while_a_failure_waits_for_its_retry_keeps_the_failure(
+    isolation: str, tmp_path: Path
+) -> None:
+    """The failure is reported failed (console, JSON, JUnit), not `not_run`: its retry never
+    ran, but it did fail."""
+    report, junit = tmp_path / "report.json", tmp_path / "junit.xml"
+    process = subprocess.Popen(
+        engine_command(
+            "retry_wait",
+            tmp_path / "cache",
+            "--optimization",
+            "balanced",
+            "--report",
+            str(report),
+            "--junitxml",
+            str(junit),
+            f"--isolation={isolation}",
+            "-v",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    seen: list[str] = []
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        seen.append(line)
+        if "RETRY test_retry_wait.py::test_fails_at_once" in line or not line:
+            break
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=60)
+    output = "".join(seen) + rest
+    assert process.returncode == 2, output
+    assert "FAILED test_retry_wait.py::test_fails_at_once" in output
+    document = json.loads(report.read_text(encoding="utf-8"))
+    result = outcomes(document)
+    assert result == {
+        "test_retry_wait.py::test_fails_at_once": "failed",
+        "test_retry_wait.py::test_keeps_the_run_busy": "not_run",
+    }
+    tests = {t["nodeid"]: t for t in document["tests"]}
+    assert (
+        "its retry did not run: interrupted by SIGINT"
+        in tests["test_retry_wait.py::test_fails_at_once"]["message"]
+    )
+    suite = ET.parse(junit).getroot()
+    suite = suite if suite.tag == "testsuite" else suite[0]
+    assert suite.get("failures") == "1"

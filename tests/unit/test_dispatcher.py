@@ -117,13 +117,14 @@ class ScriptedExecutor:
         listener.attached(shard.shard_id, WorkerControl(send, lambda: None, lambda: waiting))
         with anyio.move_on_after(5):
             await got.wait()
-        listener.detached(shard.shard_id)
         if not asked:
+            listener.detached(shard.shard_id)
             return shard.nodeids
         pieces = asked[0]
         count = min(waiting - 1, waiting * pieces // (pieces + 1))
         kept, tail = shard.nodeids[: len(shard.nodeids) - count], shard.nodeids[-count:]
         listener.emit(TestsReleased(shard.shard_id, tail))
+        listener.detached(shard.shard_id)  # as a real worker: after its answer, when it ends
         return kept
 
 

@@ -91,8 +91,21 @@ def test_one_cause_behind_many_failures_opens_the_circuit_and_leaves_a_note() ->
     (opened,) = [d for d in decisions if isinstance(d, OpenCircuit)]
     assert opened.opened.files == ("db.py",)
     assert ledger.skips() == {"db.py": opened.opened.reason}
-    (note,) = ledger.notes
+    ledger.conclude(
+        TestResult("db.py::later", Outcome.NOT_RUN, 0.0, message=f"not run: {opened.opened.reason}")
+    )
+    (note,) = ledger.summary("r", 0.1).notes
     assert "ConnectionRefusedError" in note
+    assert note.endswith("it kept 1 tests from running, in db.py (1)")
+
+
+def test_a_circuit_that_stopped_nothing_says_so() -> None:
+    ledger = Ledger(breaker=FailureBreaker(1))
+    refused = "E   ConnectionRefusedError: [Errno 111] refused"
+    ledger.record(result("db.py::t0", Outcome.FAILED, error=refused))
+    ledger.record(result("db.py::probe", Outcome.FAILED, error=refused))
+    (note,) = ledger.summary("r", 0.1).notes
+    assert note.endswith("every test of its files had already run")
 
 
 def test_closing_reports_every_unanswered_test_not_run_and_the_summary_fails() -> None:
@@ -131,3 +144,43 @@ def test_flaky_fails_the_run_only_when_asked() -> None:
         ledger.record(result("a.py::t", Outcome.FAILED))
         ledger.record(result("a.py::t", Outcome.PASSED, attempt=2))
         assert ledger.summary("r", 0.1).exit_code == code
+
+
+def test_a_failure_waiting_for_its_retry_when_the_run_stops_stays_a_failure() -> None:
+    ledger = Ledger(retry=RetryPolicy(retries=2, random=lambda: 0.5))
+    ledger.plan(["a.py::t", "a.py::u"])
+    failed = result("a.py::t", Outcome.FAILED)
+    ledger.record(failed)
+    ledger.stop("interrupted by SIGINT", interrupted=True)
+    closed = ledger.close()
+    finals = {d.result.nodeid: d.result for d in closed if isinstance(d, Final)}
+    assert finals["a.py::t"].outcome is Outcome.FAILED
+    assert finals["a.py::t"].reports == failed.reports  # the failure's text is kept
+    assert finals["a.py::t"].message == "its retry did not run: interrupted by SIGINT"
+    assert finals["a.py::u"].outcome is Outcome.NOT_RUN
+    summary = ledger.summary("r", 0.1)
+    assert summary.counts == {"failed": 1, "not_run": 1}
+    assert summary.exit_code == 2
+
+
+def test_a_planned_test_no_worker_collected_is_no_test_of_the_run() -> None:
+    """Ids from an older collection (or ones that embed the time): the worker's are the truth."""
+    ledger = Ledger()
+    ledger.plan(["a.py::t[at-1]", "a.py::u"])
+    ledger.collected(["a.py::t[at-1]", "a.py::u"], ["a.py::t[at-2]", "a.py::u"])
+    ledger.conclude(result("a.py::t[at-2]", Outcome.PASSED))
+    ledger.conclude(result("a.py::u", Outcome.PASSED))
+    assert ledger.close() == ()
+    summary = ledger.summary("r", 0.1)
+    assert [r.nodeid for r in summary.results] == ["a.py::u", "a.py::t[at-2]"]
+    assert summary.exit_code == 0
+
+
+def test_a_failure_waiting_for_its_retry_is_kept_when_its_rerun_collects_nothing() -> None:
+    ledger = Ledger(retry=RetryPolicy(retries=1, random=lambda: 0.5))
+    ledger.plan(["a.py::t"])
+    ledger.record(result("a.py::t", Outcome.FAILED))
+    ledger.collected(["a.py::t"], [])
+    (final,) = ledger.close()
+    assert isinstance(final, Final)
+    assert final.result.outcome is Outcome.FAILED
