@@ -22,6 +22,7 @@ import anyio
 import structlog
 
 from .arguments import CommandParser, add_project_options, non_negative_int, positive_int, seconds
+from .audit import audit
 from .config import CATEGORY_NAMES, PROFILE_NAMES
 from .errors import TestFrameworkError
 from .execution.executor import ExecutorFactory, local_executor
@@ -42,7 +43,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         description="Run a project's pytest suite in parallel worker processes, "
         "longest tests first, with results kept in SQLite.",
         epilog="Arguments after `--` go to pytest unchanged (-k, -m, -x, paths, ...). "
-        "`%(prog)s flaky --help`: flake rates of the project's tests from the results store.",
+        "`%(prog)s flaky --help`: flake rates of the project's tests from the results store. "
+        "`%(prog)s audit [options]`: run the selection the engine's way and in plain pytest's "
+        "serial order, list every test whose outcome differs and the earlier tests behind it.",
     )
     add = parser.add_argument
     add(
@@ -210,13 +213,16 @@ def main(
     try:
         if args and args[0] == "flaky":
             return flaky_main(args[1:], prog)
-        request, clear_cache = parse_request(args, prog)
+        auditing = bool(args) and args[0] == "audit"
+        request, clear_cache = parse_request(args[1:] if auditing else args, prog)
         settings = resolve(request)
         configure_logging(
             log_format=settings.log_format, verbose=settings.verbose, debug=settings.debug
         )
         if clear_cache and settings.cache_dir.exists():
             shutil.rmtree(settings.cache_dir)
+        if auditing:
+            return anyio.run(audit, settings, sys.stdout, backend="asyncio")
         summary = anyio.run(run_settings, settings, sys.stdout, executors, backend="asyncio")
         _log_own_cost()
     except KeyboardInterrupt:

@@ -53,6 +53,8 @@ class ShardStarted:
     pid: int
     nodeids: tuple[NodeId, ...]
     attempt: int = 1
+    # The worker collected the whole selection before narrowing, as pytest does.
+    full_collection: bool = False
     at: float = field(default_factory=_now, kw_only=True)
 
 
@@ -102,6 +104,29 @@ class TestRetrying:
     result: TestResult
     next_attempt: int
     delay: float
+    at: float = field(default_factory=_now, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class TestConfirming:
+    """A failure seen outside pytest's context (`why`) runs again in it before it is reported:
+    its file from the first test up to it, in a worker that collected the whole selection."""
+
+    __test__ = False
+    result: TestResult
+    why: str
+    at: float = field(default_factory=_now, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextNeeded:
+    """A test failed outside pytest's context and passed in it: its file needs that context.
+    `digest` is the file's content now, so the lesson holds until the file changes."""
+
+    nodeid: NodeId
+    file: str
+    why: str
+    digest: str
     at: float = field(default_factory=_now, kw_only=True)
 
 
@@ -202,6 +227,8 @@ Event = (
     | ExecutionEvent
     | TestFinished
     | TestRetrying
+    | TestConfirming
+    | ContextNeeded
     | RunStopping
     | CircuitOpened
     | CapacityChanged

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .worker.protocol import CollectFailed, Selection
+from .worker.protocol import CollectFailed
+from .worker.selection import Selection
 
 NodeId = str
 
@@ -189,6 +190,9 @@ class Shard:
     # never for serial or resource shards, whose tests must not run beside each other.
     splittable: bool = True
     attempt: int = 1
+    # Its worker collects the whole selection first, as pytest does (then runs only its own
+    # tests): the context a failure is confirmed in, and files that need it run in.
+    full_collection: bool = False
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -211,6 +215,9 @@ class Collection:
     # What the collection read besides Python source (data files; folders end in "/"), with a
     # digest of each once the collector has taken one: the cache holds only while they match.
     read: Mapping[str, str] = field(default_factory=dict)
+    # The non-test modules the whole collection imported, in order (an early zygote preloads
+    # them next time).
+    modules: tuple[str, ...] = ()
 
     @classmethod
     def merged(cls, collections: Sequence[Collection]) -> Collection:
@@ -227,6 +234,7 @@ class Collection:
             serial=tuple(dict.fromkeys(n for c in collections for n in c.serial)),
             resources={n: r for c in collections for n, r in c.resources.items()},
             read={p: d for c in collections for p, d in c.read.items()},
+            modules=tuple(dict.fromkeys(m for c in collections for m in c.modules)),
         )
 
     def error_results(self) -> tuple[TestResult, ...]:
@@ -250,6 +258,9 @@ class Plan:
     shards: tuple[Shard, ...]
     known_durations: int
     collection_errors: tuple[TestResult, ...] = ()
+    # Files kept whole, in order, in a fully collected worker, and why (an earlier run learnt
+    # that their tests need pytest's context).
+    context_files: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def test_count(self) -> int:

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -41,18 +41,20 @@ from .events import Event, EventBus, RunContext, RunFinished, RunStarted
 from .execution.executor import ExecutorFactory, ExecutorStart, ShardExecutor, local_executor
 from .execution.importable import worker_env
 from .execution.runner import STOP_GRACE, WorkerSetup
+from .fingerprint import input_digest
 from .ledger import Ledger, RetryPolicy
-from .models import Collection, Plan, RunSummary, Shard
+from .models import Collection, Plan, RunSummary, Shard, file_of
 from .planning import (
     FORK_MIN_SHARD_SECONDS,
     SPAWN_MIN_SHARD_SECONDS,
     PlanInput,
+    in_order_shard,
     make_plan,
     plan_slots,
 )
 from .request import RunSettings
 from .store import connect_store
-from .store.queries import History, load_history
+from .store.queries import History, load_context_needs, load_history
 from .store.writer import StoreWriter
 
 log = structlog.get_logger("test_framework")
@@ -120,6 +122,7 @@ class Orchestrator:
                     warm_argv=collector.warm_argv(),
                     early=cached is not None,
                     grace=STOP_GRACE,
+                    preload=cached.modules if cached is not None else (),
                 )
                 async with self.executors(start) as executor:
                     collection = cached or await collector.collect(executor)
@@ -147,6 +150,7 @@ class Orchestrator:
     ) -> RunSummary:
         settings = self.settings
         history = await self._load_history(db)
+        context_files = await self._context_files(db)
         dispatcher = Dispatcher(
             settings,
             executor,
@@ -160,7 +164,13 @@ class Orchestrator:
         fraction = history.cpu_fraction(collection.nodeids)
         busy = dispatcher.slots.busy_workers(fraction) if forked else None
         shards, plan = self._plan(
-            collection, history, explicit_ids, forked=forked, busy=busy, early=start.early
+            collection,
+            history,
+            explicit_ids,
+            forked=forked,
+            busy=busy,
+            early=start.early,
+            context_files=context_files,
         )
         if not collection.nodeids and not collection.errors:
             raise self._nothing_collected()
@@ -174,8 +184,9 @@ class Orchestrator:
             self.bus.subscribe(writer.handle)
             outer.start_soon(writer.run)
         try:
-            self.ledger.plan([*collection.nodeids, *(e.nodeid for e in collection.errors)])
-            dispatcher.load(shards)
+            owed = shards[0].nodeids if settings.only else collection.nodeids
+            self.ledger.plan([*owed, *(e.nodeid for e in collection.errors)])
+            dispatcher.load(shards, collection.nodeids)
             if forked and fraction is None:
                 dispatcher.first = FirstTests.for_cores(settings.cores)
             self.bus.emit(started_event)
@@ -184,6 +195,7 @@ class Orchestrator:
             dispatcher.conclude(collection.error_results())
             await dispatcher.run(setup, started)
             dispatcher.conclude_rest()
+            await dispatcher.name_needs()
             warnings = [*self.store_warnings, *self.bus.failures]
             if writer is not None and writer.failed:
                 warnings.append(f"results store: {writer.failed}")
@@ -204,9 +216,13 @@ class Orchestrator:
         forked: bool,
         busy: int | None,
         early: bool,
+        context_files: Mapping[str, str],
     ) -> tuple[list[Shard], Plan]:
         settings = self.settings
         known = sum(1 for n in collection.nodeids if n in history.durations)
+        if settings.one_worker_in_order:
+            shard = in_order_shard(collection.nodeids, settings.only)
+            return [shard], Plan((shard,), known, collection.error_results())
         slots = plan_slots(
             tests=len(collection.nodeids),
             known=known,
@@ -230,9 +246,12 @@ class Orchestrator:
                 resource_limits=settings.resource_limits,
                 # Each shard collects its own files: an early warm process, or spawned workers.
                 collects_per_shard=early or not forked,
+                context_files=context_files,
             )
         )
-        plan = Plan(tuple(shards), known, collection.error_results())
+        files = {file_of(n) for n in collection.nodeids}
+        learnt = {f: why for f, why in context_files.items() if f in files}
+        plan = Plan(tuple(shards), known, collection.error_results(), learnt)
         return shards, plan
 
     def _nothing_collected(self) -> NoTestsCollected:
@@ -270,6 +289,10 @@ class Orchestrator:
             scratch_dir=scratch,
             timeout=profile.timeout,
             memory_limit=profile.memory_limit_mb * 1024 * 1024,
+            all_files=(
+                *dict.fromkeys(file_of(n) for n in collection.nodeids),
+                *(e.nodeid for e in collection.errors if e.nodeid not in collection.nodeids),
+            ),
         )
 
     async def _open_store(self) -> aiosqlite.Connection | None:
@@ -279,6 +302,20 @@ class Orchestrator:
             self.store_warnings.append(str(exc))
             log.warning("store_unavailable", error=str(exc))
             return None
+
+    async def _context_files(self, db: aiosqlite.Connection | None) -> dict[str, str]:
+        """Files an earlier run learnt need pytest's context, while they are unchanged."""
+        if db is None:
+            return {}
+        root = self.settings.project_root
+        try:
+            needs = await load_context_needs(db, str(root))
+        except Exception as exc:
+            self.store_warnings.append(f"results store: cannot read context needs: {exc}")
+            return {}
+        return {
+            file: why for file, (why, digest) in needs.items() if input_digest(root, file) == digest
+        }
 
     async def _load_history(self, db: aiosqlite.Connection | None) -> History:
         if db is not None:

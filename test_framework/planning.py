@@ -16,7 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from .models import NodeId, Shard, file_of
-from .worker.protocol import FileSlice, FileTests, Selection, SelectionEntry, slice_bounds
+from .worker.selection import FileSlice, FileTests, Selection, SelectionEntry, slice_bounds
 
 DEFAULT_TEST_ESTIMATE = 0.05
 # Spawning a pytest worker costs about half a second here; a shard shorter than a few of those
@@ -45,6 +45,9 @@ class PlanInput:
     # slices is then collected once per slice, so it is cut only when it alone would hold a
     # slot longer than the slots' fair share of all the work.
     collects_per_shard: bool = False
+    # Files whose tests needed pytest's context in an earlier run (-> why): they run whole, in
+    # order, in one worker that collects the whole selection first.
+    context_files: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,12 +124,56 @@ def make_plan(plan: PlanInput) -> list[Shard]:
         special.append(_explicit_shard(serial, expected, SERIAL_WEIGHT))
     for group in _resource_groups(plan, set(serial)):
         special.extend(_explicit_shard(ids, expected, 1) for ids in group)
-    rest = [n for n in plan.nodeids if n not in constrained]
+    in_context = [
+        n for n in plan.nodeids if file_of(n) in plan.context_files and n not in constrained
+    ]
+    if in_context:
+        special.append(_context_shard(in_context, expected, constrained, plan.explicit_ids))
+    placed = constrained | set(in_context)
+    rest = [n for n in plan.nodeids if n not in placed]
     touched = {file_of(n) for n in constrained}
     packed = _pack(rest, expected, plan, touched) if rest else []
     failures = set(plan.recent_failures)
     packed.sort(key=lambda s: (not any(n in failures for n in s.nodeids), -s.expected_duration))
     return [replace(s, shard_id=index) for index, s in enumerate(special + packed, start=1)]
+
+
+def in_order_shard(nodeids: Sequence[NodeId], only: Sequence[NodeId] = ()) -> Shard:
+    """Plain pytest's run as one shard: every file whole, in collection order, in one worker
+    that collected everything (`only`: just those tests, in that order, for a probe)."""
+    if only:
+        return Shard(
+            1, tuple(only), 0.0, explicit_selection(only), splittable=False, full_collection=True
+        )
+    files = tuple(dict.fromkeys(file_of(n) for n in nodeids))
+    selection = tuple(FileSlice(f, 0, 1) for f in files)
+    return Shard(1, tuple(nodeids), 0.0, selection, splittable=False, full_collection=True)
+
+
+def _context_shard(
+    nodeids: Sequence[NodeId],
+    expected: Mapping[NodeId, float],
+    constrained: Collection[NodeId],
+    explicit_ids: bool,
+) -> Shard:
+    """The files that need pytest's context, whole and in order, in one fully collecting
+    worker that no free slot may split."""
+    files: dict[str, list[NodeId]] = {}
+    for nodeid in nodeids:
+        files.setdefault(file_of(nodeid), []).append(nodeid)
+    touched = {file_of(n) for n in constrained}
+    selection = tuple(
+        FileTests(f, tuple(ids)) if explicit_ids or f in touched else FileSlice(f, 0, 1)
+        for f, ids in files.items()
+    )
+    return Shard(
+        shard_id=0,
+        nodeids=tuple(nodeids),
+        expected_duration=sum(expected[n] for n in nodeids),
+        selection=selection,
+        splittable=False,
+        full_collection=True,
+    )
 
 
 def _explicit_shard(

@@ -67,6 +67,15 @@ class RunSettings:
     isolation: str = "spawn"
     flaky_result: str = "pass"
     resource_limits: Mapping[str, int] = field(default_factory=dict)
+    # `audit` only: run the selection as plain pytest would, in one worker that collects
+    # everything and runs every file whole, in order (`serial`); or just these tests, in that
+    # worker (`only`, a bisection's probe).
+    serial: bool = False
+    only: tuple[str, ...] = ()
+
+    @property
+    def one_worker_in_order(self) -> bool:
+        return self.serial or bool(self.only)
 
     @property
     def store_path(self) -> Path:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..request import RunSettings
 from ..store.queries import bounded_fraction
+from .resources import CapacityPolicy
 
 # How many finished tests (at least one per core) a run without known CPU shares measures
 # before it widens to what they show.
@@ -68,3 +70,16 @@ class FirstTests:
     @property
     def complete(self) -> bool:
         return self.count >= self.needed
+
+
+def capacity_policy(settings: RunSettings) -> CapacityPolicy:
+    """The monitor's bounds and thresholds, from the run's profile."""
+    profile = settings.profile
+    return CapacityPolicy(
+        minimum=profile.min_workers,
+        maximum=settings.max_workers,
+        cpu_high=profile.cpu_high,
+        cpu_low=profile.cpu_low,
+        memory_reserve=profile.memory_reserve_mb * 1024 * 1024,
+        saturation_floor=settings.initial_workers,
+    )

@@ -1,15 +1,14 @@
 """The dispatcher: acts. It starts shards through the executor as the limiter admits them,
 follows what execution reports, carries out the ledger's decisions and publishes events.
 
-It owns the queue, admission, work stealing, reruns (retries after their backoff, a crashed
-worker's unstarted tests, stolen tails), the circuit breaker's commands to running workers, the
-session clock, interrupts, and the monitor that moves the limiter's capacity. It decides nothing
-about results: every attempt goes to the ledger, whose decisions come back as values.
+It owns the queue, admission, work stealing, reruns (retries after their backoff, confirmations
+in pytest's context, a crashed worker's unstarted tests, stolen tails), the circuit breaker's
+commands, the session clock, interrupts, and the monitor that moves the limiter's capacity. It
+decides nothing about results: every attempt goes to the ledger, whose decisions come back.
 
 Structured concurrency: `run` holds one task group for the services (monitor, session clock,
 signals) and one for the shards; a stop cancels the shards' scope and every worker is stopped by
-its executor under a shielded scope.
-"""
+its executor under a shielded scope."""
 
 from __future__ import annotations
 
@@ -26,34 +25,53 @@ from ..events import (
     AttemptFinished,
     CapacityChanged,
     CircuitOpened,
+    ContextNeeded,
     Event,
     ExecutionEvent,
     ProcessesLeaked,
     RunStopping,
     ShardCollected,
+    ShardStarted,
+    TestConfirming,
     TestFinished,
     TestRetrying,
     TestsReleased,
 )
 from ..execution.executor import ShardExecutor
-from ..execution.runner import (
-    ShardOutcome,
-    WorkerControl,
-    WorkerSetup,
-    with_output_tail,
-    withheld,
-)
+from ..execution.runner import ShardOutcome, WorkerControl, WorkerSetup
+from ..execution.verdicts import crashed_before_start, withheld
 from ..exit_codes import ExitCode
-from ..ledger import Decision, Final, Ledger, OpenCircuit, Retry, Stop
-from ..models import NodeId, Outcome, Shard, TestResult, engine_result, file_of
+from ..fingerprint import input_digest
+from ..ledger import (
+    Confirm,
+    Decision,
+    Final,
+    Ledger,
+    NeedsContext,
+    OpenCircuit,
+    Reproduce,
+    Retry,
+    Stop,
+)
+from ..models import (
+    NodeId,
+    Outcome,
+    Shard,
+    TestResult,
+    engine_result,
+    file_of,
+)
 from ..planning import DEFAULT_TEST_ESTIMATE, explicit_selection, split_contiguous
 from ..request import RunSettings
 from ..worker.protocol import Skip
-from .capacity import FirstTests, SlotPolicy
+from ..worker.selection import Selection
+from .capacity import FirstTests, SlotPolicy, capacity_policy
+from .context import Rechecks, context_gap
+from .culprits import NEEDS_BUDGET_SECONDS, needs_notes
 from .limiter import AdaptiveLimiter
 from .monitor import run_monitor
 from .queue import ShardCosts, ShardQueue, split_files
-from .resources import CapacityPolicy, PsutilSampler, Sampler
+from .resources import PsutilSampler, Sampler
 from .stealing import WorkStealing
 
 log = structlog.get_logger("test_framework")
@@ -106,6 +124,11 @@ class Dispatcher:
         # Live workers and what they run, for commands, stealing and the session timeout.
         self.controls: dict[int, WorkerControl] = {}
         self.running: dict[int, Shard] = {}
+        # Whether each started shard's worker collected the whole selection, as pytest does;
+        # and each file's tests in collection order: a failure's context is judged by them.
+        self.full_collection: dict[int, bool] = {}
+        self.files: dict[str, list[NodeId]] = {}
+        self.rechecks = Rechecks()
         self._next_shard_id = 0
         self._busy = 0  # shards running, and retries waiting for their backoff
         self._wakeup = anyio.Event()
@@ -114,10 +137,13 @@ class Dispatcher:
         self._pending_retries: list[_PendingRetry] = []
 
     # ---- before the run -------------------------------------------------------------------------
-    def load(self, shards: Sequence[Shard]) -> None:
+    def load(self, shards: Sequence[Shard], nodeids: Sequence[NodeId] = ()) -> None:
+        """The planned shards, and every test of the run in collection order."""
         for shard in shards:
             self.queue.push(shard)
         self._next_shard_id = max((s.shard_id for s in shards), default=0)
+        for nodeid in nodeids:
+            self.files.setdefault(file_of(nodeid), []).append(nodeid)
 
     def widen(self, busy: int | None, reason: str) -> None:
         """Widen to what the tests' CPU share says they can use; the monitor still narrows."""
@@ -141,7 +167,9 @@ class Dispatcher:
     # ---- ShardListener: what execution reports while shards run --------------------------------
     def emit(self, event: ExecutionEvent) -> None:
         self.publish(event)
-        if isinstance(event, AttemptFinished):
+        if isinstance(event, ShardStarted):
+            self.full_collection[event.shard_id] = event.full_collection
+        elif isinstance(event, AttemptFinished):
             self._attempt(event.result)
         elif isinstance(event, TestsReleased):
             self._released(event.shard_id, event.nodeids)
@@ -172,7 +200,15 @@ class Dispatcher:
                         f"measured: the first {first.count} tests keep a core {fraction:.0%} busy"
                     )
                     self.widen(self.slots.busy_workers(fraction), reason)
-        self._act(self.ledger.record(result))
+        self._act(self.ledger.record(result, self._context_gap(result)))
+
+    def _context_gap(self, result: TestResult) -> str | None:
+        """How the attempt's run differed from pytest's (None: it did not)."""
+        shard = self.running.get(result.shard_id) if result.shard_id is not None else None
+        if shard is None or self.settings.one_worker_in_order:
+            return None
+        full = self.full_collection.get(shard.shard_id, False)
+        return context_gap(shard, full, result.nodeid, self.files)
 
     def _released(self, shard_id: int, nodeids: tuple[NodeId, ...]) -> None:
         """A running worker gave back the tail of its tests: new shards for free slots, as many
@@ -201,6 +237,17 @@ class Dispatcher:
                 self._retry_buffer.setdefault(result.shard_id, []).append(
                     (result.nodeid, decision.delay)
                 )
+            elif isinstance(decision, Confirm):
+                result = decision.result
+                self.publish(TestConfirming(result, decision.why))
+                # Held until the shard ends: one worker confirms all of its failures.
+                self.rechecks.confirm(result)
+            elif isinstance(decision, Reproduce):
+                self.rechecks.reproduce(decision.result)
+            elif isinstance(decision, NeedsContext):
+                file = file_of(decision.nodeid)
+                digest = input_digest(self.settings.project_root, file)
+                self.publish(ContextNeeded(decision.nodeid, file, decision.why, digest))
             elif isinstance(decision, Stop):
                 self._stopped(decision)
             elif isinstance(decision, OpenCircuit):
@@ -250,15 +297,29 @@ class Dispatcher:
         """A new shard for some of `parent`'s tests (a retry, a crashed worker's unstarted
         tests, a stolen tail): it keeps the parent's constraints, so a serial test still runs
         alone and a resource group's tests are never split across workers."""
+        return self._new_shard(nodeids, parent=parent, attempt=attempt)
+
+    def _new_shard(
+        self,
+        nodeids: Sequence[NodeId],
+        selection: Selection | None = None,
+        *,
+        parent: Shard | None = None,
+        attempt: int = 1,
+        full_collection: bool = False,
+    ) -> Shard:
+        """A shard the run makes as it goes, with the next id; a full-collection one (a
+        confirmation, a probe) is never split by stealing."""
         self._next_shard_id += 1
         return Shard(
             shard_id=self._next_shard_id,
             nodeids=tuple(nodeids),
             expected_duration=sum(self._expected(n) for n in nodeids),
-            selection=explicit_selection(nodeids),
-            weight=parent.weight,
-            splittable=parent.splittable,
+            selection=selection or explicit_selection(nodeids),
+            weight=parent.weight if parent else 1,
+            splittable=(parent.splittable if parent else True) and not full_collection,
             attempt=attempt,
+            full_collection=full_collection,
         )
 
     def _enqueue(self, shard: Shard, *, front: bool = False) -> None:
@@ -289,7 +350,7 @@ class Dispatcher:
                     run_monitor,
                     self.limiter,
                     self.sampler or PsutilSampler(),
-                    self._capacity_policy(),
+                    capacity_policy(self.settings),
                     profile.monitor_interval,
                     self.publish,
                     time.time,
@@ -302,17 +363,6 @@ class Dispatcher:
                     self._stop_scope.cancel()
                 await self._dispatch()
             services.cancel_scope.cancel()
-
-    def _capacity_policy(self) -> CapacityPolicy:
-        settings, profile = self.settings, self.settings.profile
-        return CapacityPolicy(
-            minimum=profile.min_workers,
-            maximum=settings.max_workers,
-            cpu_high=profile.cpu_high,
-            cpu_low=profile.cpu_low,
-            memory_reserve=profile.memory_reserve_mb * 1024 * 1024,
-            saturation_floor=settings.initial_workers,
-        )
 
     async def _dispatch(self) -> None:
         async with anyio.create_task_group() as shards:
@@ -356,6 +406,7 @@ class Dispatcher:
                 self.running.pop(current.shard_id, None)
                 self.stealing.shard_ended(current.shard_id)
             self._after_shard(current, outcome)
+            self._flush_confirmations(current)
             self._flush_retries(current)
         finally:
             self.limiter.release(taken)
@@ -377,10 +428,19 @@ class Dispatcher:
             # Died before its first test (a crash at import or in a conftest): running it again
             # would only die again, so every test it held is reported crashed, with its output.
             for nodeid in outcome.unstarted:
-                self._act(self.ledger.conclude(_crashed_before_start(nodeid, shard, outcome)))
+                self._act(self.ledger.conclude(crashed_before_start(nodeid, shard, outcome)))
             return
         if outcome.unstarted and not self.ledger.stopped:
             self._enqueue(self._rerun(outcome.unstarted, shard.attempt, shard), front=True)
+
+    def _flush_confirmations(self, shard: Shard) -> None:
+        """What the shard's failures and context passes need next, before anything waiting."""
+        if self.ledger.stopped:
+            self.rechecks.forget(shard.shard_id)
+            return
+        for again in self.rechecks.shards(shard, self.files, self._new_shard):
+            log.debug("rechecking", from_shard=shard.shard_id, to_shard=again.shard_id)
+            self._enqueue(again, front=True)
 
     def _flush_retries(self, shard: Shard) -> None:
         pending = self._retry_buffer.pop(shard.shard_id, [])
@@ -390,6 +450,22 @@ class Dispatcher:
             delay = max(delay for _, delay in pending)
             self._pending_retries.append(_PendingRetry(nodeids, shard.attempt + 1, delay, shard))
             self._wakeup.set()
+
+    async def name_needs(self, budget: float = NEEDS_BUDGET_SECONDS) -> None:
+        """After the run, within `budget`: for each test that failed outside pytest's context and
+        passed in it, the earlier tests of its file it needs (or the whole collection)."""
+        if self.setup is None or self.ledger.stopped or not self.ledger.context_passes:
+            return
+        notes = await needs_notes(
+            list(self.ledger.context_passes),
+            self.files,
+            self.executor,
+            self.setup,
+            lambda tests: self._new_shard(tests, full_collection=True),
+            budget,
+            self.clock,
+        )
+        self.ledger.notes.extend(notes)
 
     async def _session_clock(self, limit: float, started: float) -> None:
         """End the run at its session timeout: the running tests are reported as timed out,
@@ -418,18 +494,3 @@ class Dispatcher:
                     self.executor.kill_all()
                     os._exit(int(ExitCode.INTERRUPTED))
                 self.stop(f"interrupted by {signal.Signals(signum).name}", interrupted=True)
-
-
-def _crashed_before_start(nodeid: NodeId, shard: Shard, outcome: ShardOutcome) -> TestResult:
-    code = outcome.returncode
-    how = f"signal {-code}" if code is not None and code < 0 else f"exit status {code}"
-    message = f"crashed: the worker died ({how}) before this test started"
-    return engine_result(
-        nodeid,
-        Outcome.CRASHED,
-        "setup",
-        message,
-        with_output_tail(message, outcome.output_tail),
-        attempt=shard.attempt,
-        shard_id=shard.shard_id,
-    )

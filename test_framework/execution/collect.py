@@ -44,4 +44,5 @@ async def collect(argv: tuple[str, ...], *, cwd: Path, env: Mapping[str, str]) -
         serial=collected.serial,
         resources=dict(collected.resources or {}),
         read=dict.fromkeys(collected.read, ""),
+        modules=collected.modules,
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,9 +61,11 @@ class ExecutorStart:
     env: Mapping[str, str]
     scratch: Path
     warm_argv: tuple[str, ...] | None = None
-    # The collection is known (cached): the warm process forks before collecting.
+    # The collection is known (cached): the warm process forks before collecting, after it
+    # imported the modules the cached collection imported (`preload`).
     early: bool = False
     grace: float = STOP_GRACE
+    preload: tuple[str, ...] = ()
 
 
 class ExecutorFactory(Protocol):
@@ -77,11 +79,15 @@ class SpawnLauncher:
 
     setup: WorkerSetup
 
-    def launch(
-        self, shard_id: int, files: Sequence[str], paths: ScratchFiles
-    ) -> AbstractAsyncContextManager[WorkerHandle]:
-        return spawn_worker(
-            self.setup.argv(files),
+    @contextlib.asynccontextmanager
+    async def launch(self, shard: Shard, paths: ScratchFiles) -> AsyncIterator[WorkerHandle]:
+        """A full-collection shard's worker is given every file of the run, in collection
+        order, so it imports what pytest's whole collection imports before it narrows."""
+        every = self.setup.all_files
+        # A shard that holds every file of the run collects everything anyway.
+        full = bool(every) and (shard.full_collection or set(shard.files) >= set(every))
+        async with spawn_worker(
+            self.setup.argv(self.setup.all_files if full else shard.files),
             cwd=self.setup.cwd,
             env=self.setup.env,
             protocol_env={
@@ -90,7 +96,9 @@ class SpawnLauncher:
                 ENV_BOARD: str(paths.board),
             },
             grace=self.setup.grace,
-        )
+        ) as worker:
+            worker.full_collection = full
+            yield worker
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,18 +109,14 @@ class ForkOrSpawn:
     spawn: Launcher
 
     @contextlib.asynccontextmanager
-    async def launch(
-        self, shard_id: int, files: Sequence[str], paths: ScratchFiles
-    ) -> AsyncIterator[WorkerHandle]:
+    async def launch(self, shard: Shard, paths: ScratchFiles) -> AsyncIterator[WorkerHandle]:
         async with contextlib.AsyncExitStack() as stack:
             worker: WorkerHandle | None = None
             if self.zygote is not None and self.zygote.alive:
                 with contextlib.suppress(ZygoteGone):
-                    worker = await stack.enter_async_context(
-                        self.zygote.launch(shard_id, files, paths)
-                    )
+                    worker = await stack.enter_async_context(self.zygote.launch(shard, paths))
             if worker is None:
-                worker = await stack.enter_async_context(self.spawn.launch(shard_id, files, paths))
+                worker = await stack.enter_async_context(self.spawn.launch(shard, paths))
             yield worker
 
 
@@ -180,6 +184,7 @@ async def local_executor(start: ExecutorStart) -> AsyncIterator[LocalExecutor]:
         scratch=start.scratch,
         grace=start.grace,
         early=start.early,
+        preload=start.preload,
     )
     async with anyio.create_task_group() as tg:
         await tg.start(zygote.run)

@@ -21,6 +21,7 @@ from typing import Protocol
 import anyio
 from anyio.abc import ByteReceiveStream, Process, SocketStream
 
+from ..models import Shard
 from ..worker.protocol import ENV_CHANNEL, PROTOCOL_ENV_PREFIX
 
 OUTPUT_TAIL_BYTES = 64 * 1024
@@ -51,6 +52,12 @@ class WorkerHandle(Protocol):
     def channel(self) -> ByteReceiveStream: ...
     @property
     def returncode(self) -> int | None: ...
+    @property
+    def full_collection(self) -> bool:
+        """Whether it collected the whole selection before narrowing to its shard, as pytest
+        would (a child of a collecting zygote, or a worker started with every file)."""
+        ...
+
     async def wait(self) -> None: ...
     def output_text(self) -> str: ...
 
@@ -77,7 +84,7 @@ class Launcher(Protocol):
     """Starts one shard's worker: a fresh interpreter (spawn) or a fork of the zygote."""
 
     def launch(
-        self, shard_id: int, files: Sequence[str], paths: ScratchFiles
+        self, shard: Shard, paths: ScratchFiles
     ) -> AbstractAsyncContextManager[WorkerHandle]: ...
 
 
@@ -88,6 +95,7 @@ class Worker:
     process: Process
     channel: SocketStream
     output: OutputTail
+    full_collection: bool = False
 
     @property
     def pid(self) -> int:

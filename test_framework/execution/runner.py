@@ -33,7 +33,7 @@ from ..events import (
     TestStarted,
 )
 from ..machine import tree_rss
-from ..models import NodeId, Outcome, PhaseReport, Shard, TestResult, engine_result, final_outcome
+from ..models import NodeId, Outcome, Shard, TestResult, engine_result
 from ..worker.board import RUNNING, BoardReader
 from ..worker.board import create as create_board
 from ..worker.protocol import (
@@ -46,11 +46,12 @@ from ..worker.protocol import (
     Released,
     Result,
     encode,
-    encode_selection,
 )
+from ..worker.selection import encode_selection
 from .channel import read_messages
 from .leaks import describe, find_session_members, kill_processes
 from .process import Launcher, ScratchFiles, WorkerHandle, signal_group
+from .verdicts import culprit_result, test_result
 
 STOP_GRACE = 0.8
 # Results of tests quicker than this are read in batches (channel.read_messages).
@@ -73,6 +74,9 @@ class WorkerSetup:
     grace: float = STOP_GRACE
     memory_limit: int = 0  # bytes of RSS, the worker and its children together; 0: none
     watch_interval: float = 0.2
+    # Every test file of the run in collection order: what a spawned full-collection worker
+    # is given (a fork of a collecting zygote has collected them already).
+    all_files: tuple[str, ...] = ()
 
     def argv(self, files: Sequence[str]) -> list[str]:
         return [
@@ -188,9 +192,13 @@ async def run_shard(
     started = clock()
     session_id: int | None = None
     try:
-        async with launcher.launch(shard.shard_id, shard.files, paths) as worker:
+        async with launcher.launch(shard, paths) as worker:
             session_id = worker.pid
-            listener.emit(ShardStarted(shard.shard_id, worker.pid, shard.nodeids, shard.attempt))
+            listener.emit(
+                ShardStarted(
+                    shard.shard_id, worker.pid, shard.nodeids, shard.attempt, worker.full_collection
+                )
+            )
             control = WorkerControl(_sender(worker), progress.now, progress.waiting)
             listener.attached(shard.shard_id, control)
             try:
@@ -271,7 +279,7 @@ def _handle(
     listener: ShardListener,
 ) -> None:
     if isinstance(message, Result):
-        result = _test_result(message, shard)
+        result = test_result(message, shard)
         progress.finished.add(message.nodeid)
         progress.started_at.append((message.started_at, message.nodeid))
         for pid in message.spawned:
@@ -302,46 +310,6 @@ def _handle(
         outcome.deps = message.files
     elif isinstance(message, Done):
         outcome.completed = True
-
-
-def _test_result(message: Result, shard: Shard) -> TestResult:
-    if message.withheld is not None:
-        return withheld(message.nodeid, message.withheld, shard)
-    if message.passed is not None:
-        return TestResult(
-            message.nodeid,
-            Outcome.PASSED,
-            message.passed,
-            shard.attempt,
-            (),
-            "",
-            shard.shard_id,
-            message.cpu,
-            message.max_rss,
-        )
-    reports = tuple(
-        PhaseReport(
-            message.nodeid,
-            p.when,
-            p.outcome,
-            p.category,
-            p.duration,
-            p.longrepr,
-            p.sections,
-            message.location,
-        )
-        for p in message.phases
-    )
-    return TestResult(
-        nodeid=message.nodeid,
-        outcome=final_outcome(reports),
-        duration=sum(r.duration for r in reports),
-        attempt=shard.attempt,
-        reports=reports,
-        shard_id=shard.shard_id,
-        cpu_time=message.cpu,
-        max_rss=message.max_rss,
-    )
 
 
 async def _watchdog(
@@ -409,18 +377,6 @@ def _running_at(progress: _Progress, when: float) -> NodeId | None:
     return found
 
 
-def _describe_exit(returncode: int | None) -> str:
-    if returncode is None:
-        return "the worker did not exit"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"the worker was killed by {name}"
-    return f"the worker exited with status {returncode}"
-
-
 def _judge_crash(
     shard: Shard,
     progress: _Progress,
@@ -433,62 +389,17 @@ def _judge_crash(
     planned = outcome.collected if outcome.collected is not None else shard.nodeids
     culprit = progress.running
     if culprit is not None:
-        if progress.timed_out is not None:
-            stacks = _read(stacks_path)
-            message = (
-                f"timeout: the test ran longer than {progress.timed_out:g}s; its worker was killed"
-            )
-            detail = f"{message}\n\n--- stacks of the hung worker ---\n{stacks}"
-            kind = Outcome.TIMEOUT
-        elif progress.memory_exceeded is not None:
-            message = (
-                f"crashed: memory limit: the worker's RSS reached "
-                f"{progress.memory_exceeded / 2**20:.0f} MB, above the "
-                f"{setup.memory_limit / 2**20:.0f} MB limit, while this test ran; "
-                "its worker was killed"
-            )
-            detail = message
-            kind = Outcome.CRASHED
-        else:
-            message = f"crashed: {_describe_exit(outcome.returncode)} while this test ran"
-            detail = message
-            kind = Outcome.CRASHED
-        crash_report = PhaseReport(
-            nodeid=culprit,
-            when="call",
-            outcome="failed",
-            category=kind.value,
-            duration=now - progress.running_since,
-            longrepr=with_output_tail(detail, outcome.output_tail),
-        )
-        outcome.culprit = TestResult(
-            nodeid=culprit,
-            outcome=kind,
-            duration=crash_report.duration,
-            attempt=shard.attempt,
-            reports=(crash_report,),
-            message=message,
-            shard_id=shard.shard_id,
+        outcome.culprit = culprit_result(
+            shard,
+            culprit,
+            now - progress.running_since,
+            outcome,
+            timed_out=progress.timed_out,
+            stacks=_read(stacks_path) if progress.timed_out is not None else "",
+            memory=(progress.memory_exceeded, setup.memory_limit),
         )
     done = progress.finished | progress.released | ({culprit} if culprit else set())
     outcome.unstarted = tuple(n for n in planned if n not in done)
-
-
-def withheld(nodeid: NodeId, reason: str, shard: Shard) -> TestResult:
-    """A test the engine kept from running (the circuit breaker): not run, with why."""
-    return TestResult(
-        nodeid,
-        Outcome.NOT_RUN,
-        0.0,
-        shard.attempt,
-        message=f"not run: {reason}",
-        shard_id=shard.shard_id,
-    )
-
-
-def with_output_tail(message: str, output_tail: str) -> str:
-    """A crash report: what happened, then the last output the worker left."""
-    return f"{message}\n\n--- last output of the worker ---\n{output_tail[-8000:]}"
 
 
 def _read(path: Path) -> str:

@@ -23,8 +23,9 @@ from pathlib import Path
 import anyio
 from anyio.abc import ByteReceiveStream, SocketStream, TaskStatus
 
-from ..models import Collection
+from ..models import Collection, Shard
 from ..worker.protocol import (
+    ENV_PRELOAD,
     ENV_ZYGOTE,
     ENV_ZYGOTE_EARLY,
     Collected,
@@ -55,8 +56,11 @@ class _Child:
 class ForkedWorker:
     """A shard's worker forked from the zygote; its exit status comes from the zygote."""
 
-    def __init__(self, child: _Child, channel: SocketStream, output: Path) -> None:
+    def __init__(
+        self, child: _Child, channel: SocketStream, output: Path, full_collection: bool
+    ) -> None:
         assert child.pid is not None
+        self.full_collection = full_collection
         self._child = child
         self._pid = child.pid
         self._channel = channel
@@ -97,6 +101,7 @@ class Zygote:
         scratch: Path,
         grace: float,
         early: bool = False,
+        preload: tuple[str, ...] = (),
     ) -> None:
         self.argv = list(argv)
         self.cwd = cwd
@@ -104,6 +109,7 @@ class Zygote:
         self.scratch = scratch
         self.grace = grace
         self.early = early  # forks before collecting: each child collects its own files
+        self.preload = preload  # modules an early zygote imports before it forks
         self.collection = Collection(rootdir="", nodeids=())
         self.collected = anyio.Event()
         self._errors: list[CollectFailed] = []
@@ -126,6 +132,7 @@ class Zygote:
                 protocol_env={
                     ENV_ZYGOTE: str(zygote_end.fileno()),
                     **({ENV_ZYGOTE_EARLY: "1"} if self.early else {}),
+                    **self._preload_env(),
                 },
                 grace=self.grace,
                 extra_fds=(zygote_end.fileno(),),
@@ -151,6 +158,13 @@ class Zygote:
             zygote_end.close()
             engine_end.close()
 
+    def _preload_env(self) -> dict[str, str]:
+        if not (self.early and self.preload):
+            return {}
+        path = self.scratch / "preload.txt"
+        path.write_text("\n".join(self.preload) + "\n", encoding="utf-8")
+        return {ENV_PRELOAD: str(path)}
+
     def _dispatch(self, message: Message) -> None:
         if isinstance(message, Hello):
             self.collection = Collection(message.rootdir, (), positionals=message.args)
@@ -165,6 +179,7 @@ class Zygote:
                 serial=message.serial,
                 resources=dict(message.resources or {}),
                 read=dict.fromkeys(message.read, ""),
+                modules=message.modules,
             )
             self.collected.set()
         elif isinstance(message, Forked):
@@ -195,18 +210,17 @@ class Zygote:
                 self._control.shutdown(socket.SHUT_RDWR)
 
     @contextlib.asynccontextmanager
-    async def launch(
-        self, shard_id: int, files: Sequence[str], paths: ScratchFiles
-    ) -> AsyncIterator[ForkedWorker]:
-        del files  # the zygote already collected them
+    async def launch(self, shard: Shard, paths: ScratchFiles) -> AsyncIterator[ForkedWorker]:
+        shard_id = shard.shard_id
         if not self.alive or self._control is None:
             raise ZygoteGone(f"the zygote is not running (exit status {self.returncode})")
         parent, child_end = socket.socketpair()
         output = self.scratch / f"shard-{shard_id}.out"
         child = _Child()
         self._by_shard[shard_id] = child
+        full = shard.full_collection
         command = Fork(
-            shard_id, str(paths.select), str(output), str(paths.stacks), str(paths.board)
+            shard_id, str(paths.select), str(output), str(paths.stacks), str(paths.board), full
         )
         try:
             socket.send_fds(self._control, [encode(command)], [child_end.fileno()])
@@ -222,7 +236,7 @@ class Zygote:
         parent.setblocking(False)
         channel = await SocketStream.from_socket(parent)
         try:
-            yield ForkedWorker(child, channel, output)
+            yield ForkedWorker(child, channel, output, full_collection=full or not self.early)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._stop(child)

@@ -23,6 +23,7 @@ from ..events import (
     RunStopping,
     ShardCrashed,
     ShardFinished,
+    TestConfirming,
     TestFinished,
     TestRetrying,
 )
@@ -75,6 +76,11 @@ class ConsoleReporter:
             self._line(
                 f"RETRY {event.result.nodeid} ({event.result.outcome.value}, attempt "
                 f"{event.result.attempt}; again in {event.delay:.2f}s)"
+            )
+        elif isinstance(event, TestConfirming):
+            self._line(
+                f"CONFIRM {event.result.nodeid} ({event.result.outcome.value} {event.why}; "
+                "again in pytest's order and context)"
             )
         elif isinstance(event, ShardFinished):
             if not self.tty:

@@ -16,7 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..events import CapacityChanged, Event, RunFinished, RunStarted, TestRetrying
+from ..events import (
+    CapacityChanged,
+    Event,
+    RunFinished,
+    RunStarted,
+    TestConfirming,
+    TestRetrying,
+)
 from ..models import RunSummary
 
 SCHEMA_VERSION = 1
@@ -41,7 +48,7 @@ class JsonReportBuilder:
             self.capacity.append(
                 {"t": event.at, "old": event.old, "new": event.new, "reason": event.reason}
             )
-        elif isinstance(event, TestRetrying):
+        elif isinstance(event, (TestRetrying, TestConfirming)):
             self.failed_attempts.setdefault(event.result.nodeid, []).append(
                 {
                     "attempt": event.result.attempt,

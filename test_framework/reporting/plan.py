@@ -23,10 +23,16 @@ class PlanPrinter:
         )
         for error in plan.collection_errors:
             write(f"collection {error.outcome.value}: {error.nodeid}\n")
+        for file, why in plan.context_files.items():
+            write(
+                f"kept whole, in order, in a fully collected worker: {file} (a test of it "
+                f"failed when run {why} and passed in pytest's order and context)\n"
+            )
         for shard in plan.shards:
+            how = ", whole files in order after a full collection" if shard.full_collection else ""
             write(
                 f"shard {shard.shard_id}: {len(shard.nodeids)} tests, "
-                f"~{shard.expected_duration:.2f}s\n"
+                f"~{shard.expected_duration:.2f}s{how}\n"
             )
             for nodeid in shard.nodeids:
                 write(f"  {nodeid}\n")

@@ -93,6 +93,7 @@ async def load_collection(db: aiosqlite.Connection, fingerprint: str) -> Collect
         serial=tuple(constraints.get("serial", ())),
         resources={n: tuple(r) for n, r in constraints.get("resources", {}).items()},
         read=dict(constraints.get("read", {})),
+        modules=tuple(constraints.get("modules", ())),
     )
 
 
@@ -114,6 +115,7 @@ async def save_collection(
                     "serial": list(cached.serial),
                     "resources": dict(cached.resources),
                     "read": dict(cached.read),
+                    "modules": list(cached.modules),
                 }
             ),
         ),
@@ -125,6 +127,14 @@ async def save_collection(
         (keep,),
     )
     await db.commit()
+
+
+async def load_context_needs(db: aiosqlite.Connection, project: str) -> dict[str, tuple[str, str]]:
+    """Test files that needed pytest's context: file -> (why, the file's digest then)."""
+    cursor = await db.execute(
+        "SELECT file, why, file_digest FROM context_needs WHERE project = ?", (project,)
+    )
+    return {str(file): (str(why), str(digest)) for file, why, digest in await cursor.fetchall()}
 
 
 async def recent_runs(db: aiosqlite.Connection, limit: int = 20) -> list[dict[str, object]]:

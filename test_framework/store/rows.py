@@ -15,11 +15,13 @@ from typing import Any
 
 from ..events import (
     CapacityChanged,
+    ContextNeeded,
     Event,
     RunFinished,
     RunStarted,
     ShardCrashed,
     ShardFinished,
+    TestConfirming,
     TestFinished,
     TestRetrying,
 )
@@ -63,6 +65,10 @@ UPSERT_STATS = _UPSERT_STATS.format(
 UPSERT_STATS_COUNTS = _UPSERT_STATS.format(durations="")
 INSERT_CAPACITY = "INSERT INTO capacity_samples VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_DEP = "INSERT OR IGNORE INTO deps VALUES (?, ?, ?)"
+LEARN_CONTEXT = (
+    "INSERT OR REPLACE INTO context_needs (project, file, why, nodeid, file_digest, learned_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 Write = tuple[str, tuple[Any, ...]]
 
@@ -88,6 +94,8 @@ class RunRows:
             RunStarted: self._run_started,
             TestFinished: self._test_finished,
             TestRetrying: lambda e: Rows((self._attempt(e.result),)),
+            TestConfirming: lambda e: Rows((self._attempt(e.result),)),
+            ContextNeeded: self._context_needed,
             CapacityChanged: self._capacity,
             ShardFinished: self._shard_finished,
             ShardCrashed: lambda e: Rows(commit=True),
@@ -171,6 +179,10 @@ class RunRows:
             for dep in event.deps
         )
         return Rows(deps, commit=True)
+
+    def _context_needed(self, event: ContextNeeded) -> Rows:
+        row = (self.project, event.file, event.why, event.nodeid, event.digest, event.at)
+        return Rows(((LEARN_CONTEXT, row),), commit=True)
 
     def _run_finished(self, event: RunFinished) -> Rows:
         summary = event.summary

@@ -79,6 +79,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE test_stats ADD COLUMN max_rss INTEGER",
         "ALTER TABLE collections ADD COLUMN constraints TEXT NOT NULL DEFAULT '{}'",
     ),
+    # 3: test files whose tests need pytest's context (the whole collection, the file in
+    # order): later runs keep them whole, in order, in a fully collected worker, until the file
+    # changes (its digest).
+    (
+        """CREATE TABLE context_needs (
+            project TEXT NOT NULL,
+            file TEXT NOT NULL,
+            why TEXT NOT NULL,
+            nodeid TEXT NOT NULL,
+            file_digest TEXT NOT NULL,
+            learned_at REAL NOT NULL,
+            PRIMARY KEY (project, file)
+        )""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .protocol import FileSlice, Selection, decode_selection, slice_bounds
+from .selection import FileHead, FileSlice, Selection, decode_selection, slice_bounds
 
 
 def file_of(nodeid: str) -> str:
@@ -38,6 +38,8 @@ def select_items(items: list[pytest.Item], selection: Selection) -> list[pytest.
         if isinstance(entry, FileSlice):
             start, end = slice_bounds(entry.part, entry.parts, len(file_items))
             keep.update(id(i) for i in file_items[start:end])
+        elif isinstance(entry, FileHead):
+            keep.update(id(i) for i in file_items[: entry.count])
         else:
             wanted = set(entry.nodeids)
             keep.update(id(i) for i in file_items if i.nodeid in wanted)
@@ -113,3 +115,54 @@ def project_modules(rootdir: str, config: pytest.Config) -> list[str]:
             continue
         found.add(os.path.relpath(path, rootdir))
     return sorted(found)
+
+
+_NEVER_PRELOADED = ("_pytest", "pytest", "pluggy", "py", "test_framework", "__main__")
+
+
+def collected_modules(config: pytest.Config, before: set[str]) -> tuple[str, ...]:
+    """The modules a whole collection imported that a narrowed one may not: everything new
+    since `before` except test modules and conftests (a child collects its own), modules pytest
+    rewrote or must rewrite (importing them early would cost the rewrite and warn "already
+    imported"), and pytest's own. In import order."""
+    hook = getattr(getattr(config, "_assertstate", None), "hook", None)
+    rewritten = set(getattr(hook, "_rewritten_names", ()) or ())
+    must = tuple(getattr(hook, "_must_rewrite", ()) or ())
+    patterns = [str(p) for p in config.getini("python_files")]
+    found = []
+    for name, module in list(sys.modules.items()):
+        if name in before or module is None or name in rewritten:
+            continue
+        if name.split(".", 1)[0] in _NEVER_PRELOADED:
+            continue
+        if any(name == m or name.startswith(m + ".") for m in must):
+            continue
+        if hook is not None and isinstance(getattr(module, "__loader__", None), type(hook)):
+            continue
+        path = getattr(module, "__file__", None) or ""
+        base = os.path.basename(path)
+        if base == "conftest.py" or any(fnmatch.fnmatch(base, p) for p in patterns):
+            continue
+        found.append(name)
+    return tuple(found)
+
+
+def preload(path: str | None) -> None:
+    """Import the modules named in `path`, one per line, in order; a module that fails or warns
+    is left to the collection that needs it."""
+    if not path:
+        return
+    import importlib
+    import warnings
+
+    with open(path, encoding="utf-8") as handle:
+        names = [line.strip() for line in handle if line.strip()]
+    for name in names:
+        if name in sys.modules:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            try:
+                importlib.import_module(name)
+            except Exception:  # anything: the child imports it itself, as before
+                sys.modules.pop(name, None)

@@ -37,11 +37,13 @@ import pytest
 from .board import FINISHED, RUNNING, BoardWriter
 from .fork_server import ChildSetup, become_child, serve, silence_terminal
 from .items import (
+    collected_modules,
     constraints_of,
     cpu_seconds,
     file_of,
     load_selection,
     marker_timeout,
+    preload,
     project_modules,
     render,
     select_items,
@@ -51,6 +53,7 @@ from .proc import now, own_children
 from .protocol import (
     ENV_BOARD,
     ENV_CHANNEL,
+    ENV_PRELOAD,
     ENV_SELECT,
     ENV_STACKS,
     ENV_ZYGOTE,
@@ -106,6 +109,7 @@ class WorkerPlugin:
         self.cpu_at_start = 0.0
         self.children_before: set[int] | None = None
         self.reads = ReadRecorder(str(config.rootpath))
+        self.modules_before: set[str] = set()  # sys.modules when collection began
 
     # ---- sending ---------------------------------------------------------------------------
     def send(self, message: Message) -> None:
@@ -142,7 +146,9 @@ class WorkerPlugin:
         serial, resources = constraints_of(session.items) if constraints else ((), {})
         nodeids = tuple(item.nodeid for item in session.items)
         self.reads.recording = False
-        self.send(Collected(nodeids, serial, resources, timeouts, self.reads.read()))
+        whole = self.zygote or bool(self.config.option.collectonly)
+        modules = collected_modules(self.config, self.modules_before) if whole else ()
+        self.send(Collected(nodeids, serial, resources, timeouts, self.reads.read(), modules))
 
     # ---- the zygote's roles -------------------------------------------------------------------
     def waiting_zygote(self, *, early: bool) -> bool:
@@ -167,6 +173,7 @@ class WorkerPlugin:
         # A test that starts pytest must not see them.
         os.environ.pop(ENV_ZYGOTE, None)
         os.environ.pop(ENV_ZYGOTE_EARLY, None)
+        os.environ.pop(ENV_PRELOAD, None)
         become_child(session, child)
         self.register_stacks(child.command.stacks)
         self.hello()
@@ -321,13 +328,18 @@ def pytest_collection(session: pytest.Session) -> bool | None:
         return None
     if not plugin.waiting_zygote(early=True):
         plugin.reads.recording = True  # what this collection reads, until Collected
+        plugin.modules_before = set(sys.modules)
         return None
+    # What the last whole collection imported, so each child's narrowed collection starts from
+    # the sys.modules pytest's whole collection would have; then serve forks.
+    preload(os.environ.get(ENV_PRELOAD))
     child = plugin.serve_forks(session)
     if child is None:
         return True
     os.environ[ENV_SELECT] = child.command.select
     os.environ[ENV_BOARD] = child.command.board
-    plugin.early_files = frozenset(e.file for e in load_selection(child.command.select) or ())
+    if not child.command.full:
+        plugin.early_files = frozenset(e.file for e in load_selection(child.command.select) or ())
     plugin.reads.recording = True
     return None
 

@@ -43,6 +43,10 @@ ENV_ZYGOTE = "TEST_FRAMEWORK_ZYGOTE_FD"  # the zygote's command socket
 # Set: the zygote forks before collecting and each child collects only its own files (the
 # engine knows the tests already, from its collection cache).
 ENV_ZYGOTE_EARLY = "TEST_FRAMEWORK_ZYGOTE_EARLY"
+# A file naming, one per line, the modules an early zygote imports before it forks: the non-test
+# modules the last full collection imported, so a child's narrowed collection starts from the
+# same `sys.modules` as pytest's whole one.
+ENV_PRELOAD = "TEST_FRAMEWORK_PRELOAD"
 
 # The module pytest loads in every child (`-p`).
 WORKER_PLUGIN = "test_framework.worker.plugin"
@@ -50,60 +54,6 @@ WORKER_PLUGIN = "test_framework.worker.plugin"
 
 class ProtocolError(ValueError):
     """A child speaks another protocol version: engine and plugin come from different installs."""
-
-
-# ---- selections: which of a file's tests one worker runs ------------------------------------
-@dataclass(frozen=True, slots=True)
-class FileSlice:
-    """The k-th of n contiguous slices of a file's items, computed by the worker over what it
-    collects now, so every item lands in exactly one slice whatever the file holds today."""
-
-    file: str
-    part: int
-    parts: int
-
-
-@dataclass(frozen=True, slots=True)
-class FileTests:
-    """Named tests of one file (reruns, constrained tests, ids the user gave)."""
-
-    file: str
-    nodeids: tuple[str, ...]
-
-
-SelectionEntry = FileSlice | FileTests
-Selection = tuple[SelectionEntry, ...]
-
-
-def slice_bounds(part: int, parts: int, count: int) -> tuple[int, int]:
-    """Where slice `part` of `parts` starts and ends in `count` items: the one formula the
-    planner, work stealing and the worker share."""
-    return part * count // parts, (part + 1) * count // parts
-
-
-def selection_files(selection: Selection) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(entry.file for entry in selection))
-
-
-def encode_selection(selection: Selection) -> str:
-    return json.dumps([_selection_entry(entry) for entry in selection])
-
-
-def _selection_entry(entry: SelectionEntry) -> dict[str, Any]:
-    if isinstance(entry, FileSlice):
-        return {"file": entry.file, "part": [entry.part, entry.parts]}
-    return {"file": entry.file, "ids": list(entry.nodeids)}
-
-
-def decode_selection(text: str) -> Selection:
-    entries: list[SelectionEntry] = []
-    for raw in json.loads(text):
-        if "ids" in raw:
-            entries.append(FileTests(str(raw["file"]), tuple(str(n) for n in raw["ids"])))
-        else:
-            part, parts = raw["part"]
-            entries.append(FileSlice(str(raw["file"]), int(part), int(parts)))
-    return tuple(entries)
 
 
 # ---- messages ----------------------------------------------------------------------------------
@@ -164,6 +114,8 @@ class Collected(Message):
     # Project files (and folders, ending in "/") the collection read besides Python source: the
     # collection cache is valid only while they are unchanged.
     read: tuple[str, ...] = ()
+    # A whole collection's non-test modules, in import order (what an early zygote preloads).
+    modules: tuple[str, ...] = ()
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -172,6 +124,7 @@ class Collected(Message):
             "resources": dict(self.resources or {}),
             "timeouts": dict(self.timeouts or {}),
             "read": self.read,
+            "modules": self.modules,
         }
 
     @classmethod
@@ -182,6 +135,7 @@ class Collected(Message):
             {str(n): _strings(r) for n, r in (data.get("resources") or {}).items()},
             {str(n): float(s) for n, s in (data.get("timeouts") or {}).items()},
             _strings(data.get("read")),
+            _strings(data.get("modules")),
         )
 
 
@@ -432,6 +386,9 @@ class Fork(Message):
     output: str  # the child's stdout and stderr
     stacks: str
     board: str
+    # A child of an early zygote collects the whole selection, as pytest would, instead of only
+    # its own files (then narrows to its selection).
+    full: bool = False
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -440,6 +397,7 @@ class Fork(Message):
             "output": self.output,
             "stacks": self.stacks,
             "board": self.board,
+            "full": self.full,
         }
 
     @classmethod
@@ -450,6 +408,7 @@ class Fork(Message):
             str(data["output"]),
             str(data["stacks"]),
             str(data["board"]),
+            bool(data.get("full")),
         )
 
 

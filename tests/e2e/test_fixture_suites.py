@@ -104,3 +104,25 @@ def test_failure_reports_read_the_same_in_fork_and_spawn(tmp_path: Path) -> None
     assert texts["fork"] == texts["spawn"]
     assert any("assert" in text and "AssertionError" in text for text in texts["fork"].values())
     assert not any("terminalreporter" in text for text in texts["fork"].values())
+
+
+PROFILES = ("ultra_fast", "aggressive", "balanced", "conservative")
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("name", ["needs_import", "order_dependent"])
+def test_context_dependent_suites_match_pytest_cold_and_warm_in_every_profile(
+    name: str, profile: str, tmp_path: Path
+) -> None:
+    """A file that needs another file's import, a file whose later tests need its first one:
+    whatever the profile cuts, narrows or steals, every test gets plain pytest's outcome, in a
+    cold run and again warm, where the first run's lesson keeps the file whole and in order."""
+    expected = EXPECTED[name]
+    args = ("--optimization", profile, "--cache-dir", str(tmp_path / "cache"), "-v")
+    for run in ("cold", "warm"):
+        result = run_engine(sys.executable, SUITES / name, engine_args=args)
+        assert differences(expected["outcomes"], result.outcomes) == [], (  # type: ignore[arg-type]
+            run,
+            result.output[-4000:],
+        )
+        assert result.exit_code == expected["exit_code"], (run, result.output[-4000:])

@@ -22,6 +22,7 @@ from test_framework.events import (
     ShardCrashed,
     ShardFinished,
     ShardStarted,
+    TestConfirming,
     TestFinished,
     TestRetrying,
     TestsReleased,
@@ -37,6 +38,7 @@ from test_framework.models import Collection, NodeId, Outcome, Shard, TestResult
 from test_framework.planning import explicit_selection
 from test_framework.request import RunRequest, resolve
 from test_framework.worker.protocol import Release
+from test_framework.worker.selection import FileHead, FileSlice
 
 pytestmark = pytest.mark.anyio
 
@@ -54,6 +56,9 @@ class ScriptedExecutor:
     die_before_start: set[int] = field(default_factory=set)  # shard ids
     # Shard 1 waits for the dispatcher to ask for its tail (work stealing) before it runs.
     releasing: bool = False
+    # Whether workers collect the whole selection (a collecting zygote's children) or only
+    # their own files (an early zygote's, spawned workers); a full-collection shard always does.
+    full: bool = True
 
     async def collected(self) -> Collection | None:
         return None
@@ -61,7 +66,10 @@ class ScriptedExecutor:
     async def run(self, shard: Shard, setup: WorkerSetup, listener: ShardListener) -> ShardOutcome:
         self.shards.append(shard)
         outcome = ShardOutcome(shard.shard_id, collected=shard.nodeids)
-        listener.emit(ShardStarted(shard.shard_id, 1000 + shard.shard_id, shard.nodeids))
+        full = self.full or shard.full_collection
+        listener.emit(
+            ShardStarted(shard.shard_id, 1000 + shard.shard_id, shard.nodeids, shard.attempt, full)
+        )
         nodeids = shard.nodeids
         if self.releasing and shard.shard_id == 1:
             nodeids = await self._release_when_asked(shard, listener)
@@ -152,8 +160,9 @@ def setup(tmp_path: Path) -> WorkerSetup:
 
 
 async def run(dispatcher: Dispatcher, tmp_path: Path, *shards: Shard) -> dict[NodeId, Outcome]:
-    dispatcher.ledger.plan(n for s in shards for n in s.nodeids)
-    dispatcher.load(shards)
+    nodeids = [n for s in shards for n in s.nodeids]
+    dispatcher.ledger.plan(nodeids)
+    dispatcher.load(shards, nodeids)
     with anyio.fail_after(10):
         await dispatcher.run(setup(tmp_path), started=0.0)
     dispatcher.conclude_rest()
@@ -266,3 +275,65 @@ async def test_free_slots_take_a_running_shards_tail_in_as_many_pieces(tmp_path:
         ("w.py::5", "w.py::6"),
         ("w.py::7", "w.py::8"),
     ]
+
+
+async def test_a_failure_in_a_narrowed_collection_is_confirmed_in_pytests_context(
+    tmp_path: Path,
+) -> None:
+    """It fails where its worker collected only its own files, passes where the whole
+    selection was collected first, and fails again alone as it first ran: reported passed, with
+    why the first run differed."""
+    events: list[Event] = []
+    executor = ScriptedExecutor(
+        {"a.py::2": ["fail", "pass", "fail"], "a.py::3": ["fail", "fail"]}, full=False
+    )
+    dispatcher = make(tmp_path, executor, events, retries=0)
+    outcomes = await run(dispatcher, tmp_path, shard(1, "a.py::1", "a.py::2", "a.py::3"))
+    assert outcomes == {
+        "a.py::1": Outcome.PASSED,
+        "a.py::2": Outcome.PASSED,
+        "a.py::3": Outcome.FAILED,
+    }
+    confirmation = executor.shards[1]
+    assert confirmation.full_collection
+    assert confirmation.selection == (FileHead("a.py", 3),)  # from the first test up to a.py::3
+    assert confirmation.attempt == 2
+    assert [e.result.nodeid for e in events if isinstance(e, TestConfirming)] == [
+        "a.py::2",
+        "a.py::3",
+    ]
+    passed = dispatcher.ledger.final["a.py::2"]
+    assert passed.message.startswith("failed when run in a narrowed collection")
+    notes = dispatcher.ledger.summary("r", 0.1).notes
+    assert any(n.startswith("a.py::2 failed when run in a narrowed collection") for n in notes)
+
+
+async def test_a_failure_in_a_later_slice_of_a_cut_file_is_confirmed(tmp_path: Path) -> None:
+    executor = ScriptedExecutor({"a.py::3": ["fail", "fail"]})
+    dispatcher = make(tmp_path, executor, [])
+    first = Shard(1, ("a.py::1", "a.py::2"), 0.2, (FileSlice("a.py", 0, 2),))
+    second = Shard(2, ("a.py::3", "a.py::4"), 0.2, (FileSlice("a.py", 1, 2),))
+    outcomes = await run(dispatcher, tmp_path, first, second)
+    assert outcomes["a.py::3"] is Outcome.FAILED
+    assert dispatcher.ledger.final["a.py::3"].attempt == 2  # the confirmation's failure
+    (confirmation,) = [s for s in executor.shards if s.full_collection]
+    assert confirmation.selection == (FileHead("a.py", 3),)
+
+
+async def test_a_failure_in_pytests_context_is_not_confirmed_again(tmp_path: Path) -> None:
+    executor = ScriptedExecutor({"a.py::2": ["fail"]})
+    outcomes = await run(make(tmp_path, executor, []), tmp_path, shard(1, "a.py::1", "a.py::2"))
+    assert outcomes["a.py::2"] is Outcome.FAILED
+    assert len(executor.shards) == 1
+
+
+async def test_a_failure_that_does_not_come_back_alone_is_flaky_not_a_context_pass(
+    tmp_path: Path,
+) -> None:
+    executor = ScriptedExecutor({"a.py::1": ["fail", "pass", "pass"]}, full=False)
+    dispatcher = make(tmp_path, executor, [])
+    outcomes = await run(dispatcher, tmp_path, shard(1, "a.py::1", "a.py::2"))
+    assert outcomes["a.py::1"] is Outcome.FLAKY
+    alone = executor.shards[2]
+    assert (alone.nodeids, alone.attempt, alone.full_collection) == (("a.py::1",), 3, False)
+    assert dispatcher.ledger.context_passes == {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from test_framework.breaker import FailureBreaker
-from test_framework.ledger import Final, Ledger, OpenCircuit, Retry, RetryPolicy, Stop
+from test_framework.ledger import Confirm, Final, Ledger, OpenCircuit, Retry, RetryPolicy, Stop
 from test_framework.models import Outcome, PhaseReport, TestResult
 
 
@@ -184,3 +184,15 @@ def test_a_failure_waiting_for_its_retry_is_kept_when_its_rerun_collects_nothing
     (final,) = ledger.close()
     assert isinstance(final, Final)
     assert final.result.outcome is Outcome.FAILED
+
+
+def test_a_failure_counts_for_maxfail_at_once_even_while_it_waits() -> None:
+    """As pytest counts: the first failure stops a `--maxfail 1` run, retry or confirmation
+    pending or not."""
+    for ledger, context in (
+        (Ledger(retry=RetryPolicy(retries=2), maxfail=1), None),
+        (Ledger(maxfail=1), "in a narrowed collection"),
+    ):
+        decisions = ledger.record(result("a.py::t", Outcome.FAILED), context)
+        assert decisions[-1] == Stop("stopping after 1 failures (maxfail=1)")
+        assert isinstance(decisions[0], (Retry, Confirm))

@@ -19,7 +19,7 @@ from test_framework.planning import (
     split_contiguous,
     steal_pieces,
 )
-from test_framework.worker.protocol import FileSlice, FileTests
+from test_framework.worker.selection import FileSlice, FileTests
 
 
 def plan_input(

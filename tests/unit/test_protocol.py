@@ -20,8 +20,6 @@ from test_framework.worker.protocol import (
     Deps,
     Done,
     Exited,
-    FileSlice,
-    FileTests,
     Fork,
     Forked,
     Hello,
@@ -35,8 +33,12 @@ from test_framework.worker.protocol import (
     decode,
     decode_line,
     decode_lines,
-    decode_selection,
     encode,
+)
+from test_framework.worker.selection import (
+    FileSlice,
+    FileTests,
+    decode_selection,
     encode_selection,
     slice_bounds,
 )

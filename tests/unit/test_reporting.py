@@ -34,7 +34,7 @@ from test_framework.reporting.console import ConsoleReporter
 from test_framework.reporting.json_report import JsonReportBuilder
 from test_framework.reporting.junit import JUnitReportBuilder, junit_names
 from test_framework.reporting.plan import PlanPrinter
-from test_framework.worker.protocol import FileSlice
+from test_framework.worker.selection import FileSlice
 
 ROOT = "/projects/demo"
 BAD_LONGREPR = (

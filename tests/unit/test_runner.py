@@ -19,13 +19,8 @@ from test_framework.execution.executor import LocalExecutor
 from test_framework.execution.runner import ShardOutcome, WorkerControl, WorkerSetup
 from test_framework.models import NodeId, Outcome, Shard, TestResult
 from test_framework.worker.items import select_items
-from test_framework.worker.protocol import (
-    FileSlice,
-    FileTests,
-    Release,
-    SelectionEntry,
-    Skip,
-)
+from test_framework.worker.protocol import Release, Skip
+from test_framework.worker.selection import FileSlice, FileTests, SelectionEntry
 
 from ..processes import dies
 

@@ -16,14 +16,8 @@ from test_framework.execution.runner import ShardOutcome, WorkerSetup
 from test_framework.execution.zygote import Zygote, ZygoteGone
 from test_framework.models import Outcome, Shard
 from test_framework.worker.board import create as create_board
-from test_framework.worker.protocol import (
-    WORKER_PLUGIN,
-    Collected,
-    Done,
-    FileSlice,
-    Hello,
-    encode_selection,
-)
+from test_framework.worker.protocol import WORKER_PLUGIN, Collected, Done, Hello
+from test_framework.worker.selection import FileSlice, encode_selection
 
 from .test_runner import Recorder, setup_for
 
@@ -148,7 +142,7 @@ async def test_zygote_that_cannot_start_raises_zygote_gone_and_spawn_takes_over(
         select = tmp_path / "select.json"
         select.write_text(encode_selection((FileSlice("test_misc.py", 0, 1),)))
         with pytest.raises(ZygoteGone):
-            async with zygote.launch(1, [], shard_files(tmp_path, select)):
+            async with zygote.launch(spec(1, "test_misc.py"), shard_files(tmp_path, select)):
                 pass  # pragma: no cover - never entered
         recorder = Recorder()
         outcome = await run_shard(
@@ -167,7 +161,7 @@ async def test_protocol_messages_of_a_forked_child_start_with_hello(
     async with anyio.create_task_group() as tg:
         await tg.start(zygote.run)
         await zygote.collected.wait()
-        async with zygote.launch(7, [], shard_files(tmp_path, select)) as worker:
+        async with zygote.launch(spec(7, "test_misc.py"), shard_files(tmp_path, select)) as worker:
             events = [type(m) async for m in read_messages(worker.channel)]
             await worker.wait()
             assert worker.returncode == 0
