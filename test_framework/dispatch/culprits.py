@@ -19,7 +19,7 @@ from ..execution.runner import WorkerControl, WorkerSetup
 from ..models import FAILING_OUTCOMES, NodeId, Outcome, Shard, file_of
 
 # Seconds one run may spend naming what its context-dependent tests need.
-NEEDS_BUDGET_SECONDS = 10.0
+NEEDS_BUDGET_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +33,10 @@ async def minimal_needs(
     before: Sequence[NodeId],
     probe: Callable[[tuple[NodeId, ...]], Awaitable[bool]],
     out_of_time: Callable[[], bool],
+    hint: Sequence[NodeId] = (),
 ) -> Needs:
-    """A small subset of `before` (known to be enough) after which the test passes."""
+    """A small subset of `before` (known to be enough) after which the test passes. `hint`, what
+    a sibling test needed, is tried first: tests of one file often need the same thing."""
     probes = 0
 
     async def passes(tests: tuple[NodeId, ...]) -> bool:
@@ -47,6 +49,8 @@ async def minimal_needs(
     if await passes(()):
         return Needs((), probes, True)
     current = tuple(before)
+    if hint and set(hint) <= set(before) and await passes(tuple(hint)):
+        current = tuple(hint)
     parts = 2
     while len(current) >= 2:
         if out_of_time():
@@ -101,6 +105,7 @@ async def needs_notes(
     budget is spent."""
     deadline = clock() + budget
     notes = []
+    found: dict[str, tuple[NodeId, ...]] = {}  # file -> what a test of it needed
     for nodeid in nodeids:
         if clock() >= deadline:
             break
@@ -113,7 +118,9 @@ async def needs_notes(
             outcome = watcher.outcomes.get(nodeid)
             return outcome is not None and outcome not in FAILING_OUTCOMES
 
-        needs = await minimal_needs(before, probe, lambda: clock() >= deadline)
+        hint = found.get(file_of(nodeid), ())
+        needs = await minimal_needs(before, probe, lambda: clock() >= deadline, hint)
+        found[file_of(nodeid)] = needs.tests
         notes.append(describe(nodeid, needs))
     return notes
 
