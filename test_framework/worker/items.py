@@ -121,10 +121,10 @@ _NEVER_PRELOADED = ("_pytest", "pytest", "pluggy", "py", "test_framework", "__ma
 
 
 def collected_modules(config: pytest.Config, before: set[str]) -> tuple[str, ...]:
-    """The modules a whole collection imported that a narrowed one may not: everything new
-    since `before` except test modules and conftests (a child collects its own), modules pytest
-    rewrote or must rewrite (importing them early would cost the rewrite and warn "already
-    imported"), and pytest's own. In import order."""
+    """The modules a whole collection imported that a narrowed one may not, as `name:file`:
+    everything new since `before` except test modules and conftests (a child collects its own),
+    modules pytest rewrote or must rewrite (importing them early would cost the rewrite and warn
+    "already imported"), and pytest's own. In import order."""
     hook = getattr(getattr(config, "_assertstate", None), "hook", None)
     rewritten = set(getattr(hook, "_rewritten_names", ()) or ())
     must = tuple(getattr(hook, "_must_rewrite", ()) or ())
@@ -143,26 +143,30 @@ def collected_modules(config: pytest.Config, before: set[str]) -> tuple[str, ...
         base = os.path.basename(path)
         if base == "conftest.py" or any(fnmatch.fnmatch(base, p) for p in patterns):
             continue
-        found.append(name)
+        found.append(f"{name}:{path}")
     return tuple(found)
 
 
 def preload(path: str | None) -> None:
-    """Import the modules named in `path`, one per line, in order; a module that fails or warns
-    is left to the collection that needs it."""
+    """Import the modules listed in `path` (`name:file`, one per line), in order. A module that
+    fails, warns, or resolves to another file than the collection's (pytest puts test folders on
+    sys.path only as it collects them) is dropped and left to the collection that needs it."""
     if not path:
         return
     import importlib
     import warnings
 
     with open(path, encoding="utf-8") as handle:
-        names = [line.strip() for line in handle if line.strip()]
-    for name in names:
+        entries = [line.rstrip("\n").partition(":") for line in handle if line.strip()]
+    for name, _, file in entries:
         if name in sys.modules:
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             try:
-                importlib.import_module(name)
+                module = importlib.import_module(name)
             except Exception:  # anything: the child imports it itself, as before
                 sys.modules.pop(name, None)
+                continue
+        if (getattr(module, "__file__", None) or "") != file:
+            sys.modules.pop(name, None)

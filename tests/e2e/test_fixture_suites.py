@@ -126,3 +126,15 @@ def test_context_dependent_suites_match_pytest_cold_and_warm_in_every_profile(
             result.output[-4000:],
         )
         assert result.exit_code == expected["exit_code"], (run, result.output[-4000:])
+
+
+def test_a_warm_run_preloads_what_the_whole_collection_imported(tmp_path: Path) -> None:
+    """needs_import's test_b works only after test_a's import of `pkg.sub`. Warm, each worker
+    collects only its own files, but the zygote first imports what the cold run's whole
+    collection imported, so nothing fails and nothing needs confirming."""
+    args = ("--optimization", "ultra_fast", "--cache-dir", str(tmp_path / "cache"), "-v")
+    run_engine(sys.executable, SUITES / "needs_import", engine_args=args)
+    warm = run_engine(sys.executable, SUITES / "needs_import", engine_args=(*args, "-vv"))
+    assert "collection_cache_hit" in warm.output, warm.output[-4000:]
+    assert "CONFIRM" not in warm.output, warm.output[-4000:]
+    assert set(warm.outcomes.values()) == {"passed"}
