@@ -121,17 +121,15 @@ _NEVER_PRELOADED = ("_pytest", "pytest", "pluggy", "py", "test_framework", "__ma
 
 
 def collected_modules(config: pytest.Config, before: set[str]) -> tuple[str, ...]:
-    """The project's modules a whole collection imported that a narrowed one may not, as
-    `name:file`: those under the rootdir new since `before`, except test modules and conftests
-    (a child collects its own) and modules pytest rewrote or must rewrite (importing them early
-    would cost the rewrite and warn "already imported"). Third-party packages are left out:
-    importing all of them in the zygote, before any fork, cost attrs' warm run 10 % (measured),
-    while each child imports its own share in parallel. In import order."""
+    """The modules a whole collection imported that a narrowed one may not, as `name:file`:
+    everything new since `before` except test modules and conftests (a child collects its own),
+    modules pytest rewrote or must rewrite (importing them early would cost the rewrite and warn
+    "already imported"), and pytest's own. Third-party packages are included: imported once in
+    the zygote, every child shares them (measured on attrs: no cost). In import order."""
     hook = getattr(getattr(config, "_assertstate", None), "hook", None)
     rewritten = set(getattr(hook, "_rewritten_names", ()) or ())
     must = tuple(getattr(hook, "_must_rewrite", ()) or ())
     patterns = [str(p) for p in config.getini("python_files")]
-    project = str(config.rootpath).rstrip(os.sep) + os.sep
     found = []
     for name, module in list(sys.modules.items()):
         if name in before or module is None or name in rewritten:
@@ -143,8 +141,6 @@ def collected_modules(config: pytest.Config, before: set[str]) -> tuple[str, ...
         if hook is not None and isinstance(getattr(module, "__loader__", None), type(hook)):
             continue
         path = getattr(module, "__file__", None) or ""
-        if not path.startswith(project) or "site-packages" in path:
-            continue  # third-party imports cost more in one process than they save
         base = os.path.basename(path)
         if base == "conftest.py" or any(fnmatch.fnmatch(base, p) for p in patterns):
             continue

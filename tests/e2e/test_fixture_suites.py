@@ -8,6 +8,7 @@ through its command line (so the engine is right).
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -138,3 +139,20 @@ def test_a_warm_run_preloads_what_the_whole_collection_imported(tmp_path: Path) 
     assert "collection_cache_hit" in warm.output, warm.output[-4000:]
     assert "CONFIRM" not in warm.output, warm.output[-4000:]
     assert set(warm.outcomes.values()) == {"passed"}
+
+
+def test_the_store_learns_a_file_that_needs_pytests_context_until_it_changes(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "order_dependent"
+    shutil.copytree(SUITES / "order_dependent", root)
+    args = ("--optimization", "ultra_fast", "--cache-dir", str(tmp_path / "cache"))
+    first = run_engine(sys.executable, root, engine_args=args)
+    assert set(first.outcomes.values()) == {"passed"}, first.output[-4000:]
+    assert "needs, before it: test_order.py::test_switch_mode_on" in first.output
+    listing = run_engine(sys.executable, root, engine_args=(*args, "--list"))
+    assert "kept whole, in order, in a fully collected worker: test_order.py" in listing.output
+    with (root / "test_order.py").open("a", encoding="utf-8") as handle:
+        handle.write("\n\ndef test_added_later():\n    pass\n")
+    changed = run_engine(sys.executable, root, engine_args=(*args, "--list"))
+    assert "kept whole" not in changed.output, changed.output

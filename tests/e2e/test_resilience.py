@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -23,6 +24,21 @@ from ..processes import alive, dies
 from .helpers import SUITES, engine_command, run_suite
 
 pytestmark = pytest.mark.e2e
+
+
+def read_until(
+    process: subprocess.Popen[str], done: Callable[[list[str]], bool], seconds: float = 120
+) -> list[str]:
+    """The engine's output lines until `done` says so, it ends, or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    seen: list[str] = []
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        seen.append(line)
+        if not line or done(seen):
+            break
+    return seen
 
 
 def outcomes(document: dict[str, object]) -> dict[str, str]:
@@ -149,14 +165,7 @@ def test_sigint_mid_run_keeps_every_result_and_leaves_nothing_behind(
     )
     engine_process = psutil.Process(process.pid)
     # Wait until the hanging test is running (two tests before it have passed).
-    deadline = time.monotonic() + 120
-    seen: list[str] = []
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        seen.append(line)
-        if line.count("PASSED") and sum("PASSED" in s for s in seen) >= 2:
-            break
+    seen = read_until(process, lambda lines: sum("PASSED" in s for s in lines) >= 2)
     time.sleep(0.5)
     descendants = engine_process.children(recursive=True)
     assert descendants
@@ -454,14 +463,9 @@ def test_sigint_while_a_failure_waits_for_its_retry_keeps_the_failure(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    seen: list[str] = []
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        seen.append(line)
-        if "RETRY test_retry_wait.py::test_fails_at_once" in line or not line:
-            break
+    seen = read_until(
+        process, lambda lines: "RETRY test_retry_wait.py::test_fails_at_once" in lines[-1]
+    )
     process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=60)
     output = "".join(seen) + rest
