@@ -158,15 +158,19 @@ class Ledger:
         for nodeid in found:
             self.planned.setdefault(nodeid)
 
-    def record(self, result: TestResult, context: str | None = None) -> tuple[Decision, ...]:
+    def record(
+        self, result: TestResult, context: str | None = None, *, alone: bool = False
+    ) -> tuple[Decision, ...]:
         """An attempt a worker finished, `context` saying how its run differed from pytest's
-        (None: it did not): confirm it, run it again, or its outcome is final."""
+        (None: it did not), `alone` whether it is the rerun a `Reproduce` asked for: confirm it,
+        run it again, or its outcome is final."""
         nodeid = result.nodeid
         if nodeid in self.final:
             return ()
         failing = result.outcome in CONFIRMED_OUTCOMES and "::" in nodeid
         if nodeid in self.reproducing:
-            return self._reproduced(result)
+            # Only the alone rerun decides; another confirmation that also ran it does not.
+            return self._reproduced(result) if alone else ()
         if nodeid in self.confirming:
             why = self.confirming.pop(nodeid)
             if result.outcome is Outcome.NOT_RUN:  # kept from running (the breaker)

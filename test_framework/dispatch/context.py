@@ -100,16 +100,18 @@ class Rechecks:
 
     def shards(
         self, ended: Shard, files: Mapping[str, Sequence[NodeId]], new_shard: NewShard
-    ) -> list[Shard]:
+    ) -> tuple[list[Shard], list[Shard]]:
+        """(shards that each run one test alone, the confirmation shard if any)."""
         attempt = ended.attempt + 1
-        made = [new_shard([n], attempt=attempt) for n in self._alone.pop(ended.shard_id, [])]
+        alone = [new_shard([n], attempt=attempt) for n in self._alone.pop(ended.shard_id, [])]
         failures = self._confirm.pop(ended.shard_id, [])
-        if failures:
-            selection, tests = confirmation_selection(failures, files)
-            made.append(
-                new_shard(tests, selection, parent=ended, attempt=attempt, full_collection=True)
-            )
-        return made
+        if not failures:
+            return alone, []
+        selection, tests = confirmation_selection(failures, files)
+        confirming = new_shard(
+            tests, selection, parent=ended, attempt=attempt, full_collection=True
+        )
+        return alone, [confirming]
 
 
 class NewShard(Protocol):

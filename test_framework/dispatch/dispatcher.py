@@ -129,6 +129,7 @@ class Dispatcher:
         self.full_collection: dict[int, bool] = {}
         self.files: dict[str, list[NodeId]] = {}
         self.rechecks = Rechecks()
+        self.alone: dict[int, NodeId] = {}  # shard id -> the test it reruns alone
         self._next_shard_id = 0
         self._busy = 0  # shards running, and retries waiting for their backoff
         self._wakeup = anyio.Event()
@@ -136,7 +137,6 @@ class Dispatcher:
         self._retry_buffer: dict[int | None, list[tuple[NodeId, float]]] = {}
         self._pending_retries: list[_PendingRetry] = []
 
-    # ---- before the run -------------------------------------------------------------------------
     def load(self, shards: Sequence[Shard], nodeids: Sequence[NodeId] = ()) -> None:
         """The planned shards, and every test of the run in collection order."""
         for shard in shards:
@@ -161,8 +161,7 @@ class Dispatcher:
             self._act(self.ledger.conclude(result))
 
     def conclude_rest(self) -> None:
-        """After the run: every test still without an answer is reported not run."""
-        self._act(self.ledger.close())
+        self._act(self.ledger.close())  # after the run: what has no answer yet
 
     # ---- ShardListener: what execution reports while shards run --------------------------------
     def emit(self, event: ExecutionEvent) -> None:
@@ -200,7 +199,8 @@ class Dispatcher:
                         f"measured: the first {first.count} tests keep a core {fraction:.0%} busy"
                     )
                     self.widen(self.slots.busy_workers(fraction), reason)
-        self._act(self.ledger.record(result, self._context_gap(result)))
+        alone = result.shard_id is not None and self.alone.get(result.shard_id) == result.nodeid
+        self._act(self.ledger.record(result, self._context_gap(result), alone=alone))
 
     def _context_gap(self, result: TestResult) -> str | None:
         """How the attempt's run differed from pytest's (None: it did not)."""
@@ -438,7 +438,10 @@ class Dispatcher:
         if self.ledger.stopped:
             self.rechecks.forget(shard.shard_id)
             return
-        for again in self.rechecks.shards(shard, self.files, self._new_shard):
+        alone, confirming = self.rechecks.shards(shard, self.files, self._new_shard)
+        for again in alone:
+            self.alone[again.shard_id] = again.nodeids[0]
+        for again in (*alone, *confirming):
             log.debug("rechecking", from_shard=shard.shard_id, to_shard=again.shard_id)
             self._enqueue(again, front=True)
 
@@ -456,7 +459,7 @@ class Dispatcher:
         passed in it, the earlier tests of its file it needs (or the whole collection)."""
         if self.setup is None or self.ledger.stopped or not self.ledger.context_passes:
             return
-        notes = await needs_notes(
+        notes = needs_notes(
             list(self.ledger.context_passes),
             self.files,
             self.executor,
@@ -465,7 +468,7 @@ class Dispatcher:
             budget,
             self.clock,
         )
-        self.ledger.notes.extend(notes)
+        self.ledger.notes.extend(await notes)
 
     async def _session_clock(self, limit: float, started: float) -> None:
         """End the run at its session timeout: the running tests are reported as timed out,

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from test_framework.breaker import FailureBreaker
-from test_framework.ledger import Confirm, Final, Ledger, OpenCircuit, Retry, RetryPolicy, Stop
+from test_framework.ledger import (
+    Confirm,
+    Final,
+    Ledger,
+    NeedsContext,
+    OpenCircuit,
+    Reproduce,
+    Retry,
+    RetryPolicy,
+    Stop,
+)
 from test_framework.models import Outcome, PhaseReport, TestResult
 
 
@@ -196,3 +206,17 @@ def test_a_failure_counts_for_maxfail_at_once_even_while_it_waits() -> None:
         decisions = ledger.record(result("a.py::t", Outcome.FAILED), context)
         assert decisions[-1] == Stop("stopping after 1 failures (maxfail=1)")
         assert isinstance(decisions[0], (Retry, Confirm))
+
+
+def test_only_the_alone_rerun_decides_between_context_and_flake() -> None:
+    ledger = Ledger()
+    failed = result("a.py::t", Outcome.FAILED)
+    ledger.record(failed, "in a narrowed collection")
+    (reproduce,) = ledger.record(result("a.py::t", Outcome.PASSED, attempt=2))
+    assert isinstance(reproduce, Reproduce)
+    # Another confirmation that also ran it passes it again: not the alone rerun, no answer.
+    assert ledger.record(result("a.py::t", Outcome.PASSED, attempt=2)) == ()
+    decisions = ledger.record(result("a.py::t", Outcome.FAILED, attempt=3), alone=True)
+    assert isinstance(decisions[0], Final)
+    assert decisions[0].result.outcome is Outcome.PASSED  # pytest's answer, the context explained
+    assert decisions[-1] == NeedsContext("a.py::t", "in a narrowed collection")
