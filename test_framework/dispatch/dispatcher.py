@@ -64,7 +64,7 @@ from ..models import (
 from ..planning import DEFAULT_TEST_ESTIMATE, explicit_selection, split_contiguous
 from ..request import RunSettings
 from ..worker.protocol import Skip
-from ..worker.selection import Selection
+from ..worker.selection import FileTests, Selection
 from .capacity import FirstTests, SlotPolicy, capacity_policy
 from .context import Rechecks, context_gap
 from .culprits import NEEDS_BUDGET_SECONDS, needs_notes
@@ -172,10 +172,11 @@ class Dispatcher:
             self._attempt(event.result)
         elif isinstance(event, TestsReleased):
             self._released(event.shard_id, event.nodeids)
-        elif isinstance(event, ShardCollected):
-            shard = self.running.get(event.shard_id)
-            if shard is not None:
-                self.ledger.collected(shard.nodeids, event.nodeids)
+        elif isinstance(event, ShardCollected) and event.shard_id in self.running:
+            shard = self.running[event.shard_id]  # a test named by id and not found stays owed
+            named = {e.file for e in shard.selection if isinstance(e, FileTests)}
+            expected = [n for n in shard.nodeids if file_of(n) not in named]
+            self.ledger.collected(expected, event.nodeids)
         elif isinstance(event, ProcessesLeaked):
             self.ledger.notes.extend(f"leaked process (killed): {p}" for p in event.processes)
 

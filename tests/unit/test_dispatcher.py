@@ -19,6 +19,7 @@ from test_framework.events import (
     CapacityChanged,
     Event,
     RunStopping,
+    ShardCollected,
     ShardCrashed,
     ShardFinished,
     ShardStarted,
@@ -38,7 +39,7 @@ from test_framework.models import Collection, NodeId, Outcome, Shard, TestResult
 from test_framework.planning import explicit_selection
 from test_framework.request import RunRequest, resolve
 from test_framework.worker.protocol import Release
-from test_framework.worker.selection import FileHead, FileSlice
+from test_framework.worker.selection import FileHead, FileSlice, FileTests
 
 pytestmark = pytest.mark.anyio
 
@@ -59,6 +60,8 @@ class ScriptedExecutor:
     # Whether workers collect the whole selection (a collecting zygote's children) or only
     # their own files (an early zygote's, spawned workers); a full-collection shard always does.
     full: bool = True
+    # What a worker collects now instead of a planned id (ids that embed the time): old -> new.
+    renamed: dict[NodeId, NodeId] = field(default_factory=dict)
 
     async def collected(self) -> Collection | None:
         return None
@@ -70,7 +73,8 @@ class ScriptedExecutor:
         listener.emit(
             ShardStarted(shard.shard_id, 1000 + shard.shard_id, shard.nodeids, shard.attempt, full)
         )
-        nodeids = shard.nodeids
+        nodeids = tuple(self._collect(shard))
+        listener.emit(ShardCollected(shard.shard_id, nodeids))
         if self.releasing and shard.shard_id == 1:
             nodeids = await self._release_when_asked(shard, listener)
         if shard.shard_id in self.die_before_start:
@@ -107,6 +111,16 @@ class ScriptedExecutor:
 
     def kill_all(self) -> None:
         pass
+
+    def _collect(self, shard: Shard) -> list[NodeId]:
+        """A slice runs whatever ids its file has now; a test named by id is found or not."""
+        found = []
+        for nodeid in shard.nodeids:
+            new = self.renamed.get(nodeid, nodeid)
+            named = any(isinstance(e, FileTests) for e in shard.selection)
+            if new == nodeid or not named:
+                found.append(new)
+        return found
 
     async def _release_when_asked(
         self, shard: Shard, listener: ShardListener
@@ -337,3 +351,20 @@ async def test_a_failure_that_does_not_come_back_alone_is_flaky_not_a_context_pa
     alone = executor.shards[2]
     assert (alone.nodeids, alone.attempt, alone.full_collection) == (("a.py::1",), 3, False)
     assert dispatcher.ledger.context_passes == {}
+
+
+async def test_an_id_that_changed_is_never_owed_by_a_slice_and_never_dropped_by_name(
+    tmp_path: Path,
+) -> None:
+    """Ids that embed the time: a slice runs the new id and the old one is no test of the run;
+    a test named by an old id is not found, and is reported not run rather than forgotten."""
+    renamed = {"t.py::at-1": "t.py::at-2", "n.py::at-1": "n.py::at-2"}
+    executor = ScriptedExecutor({}, renamed=renamed)
+    by_slice = Shard(1, ("t.py::at-1", "t.py::plain"), 0.2, (FileSlice("t.py", 0, 1),))
+    by_name = shard(2, "n.py::at-1")
+    outcomes = await run(make(tmp_path, executor, []), tmp_path, by_slice, by_name)
+    assert outcomes == {
+        "t.py::at-2": Outcome.PASSED,
+        "t.py::plain": Outcome.PASSED,
+        "n.py::at-1": Outcome.NOT_RUN,
+    }
