@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from .worker.protocol import CollectFailed
-from .worker.selection import Selection
+from .worker.selection import Selection, selection_files
 
 NodeId = str
 
@@ -197,7 +197,7 @@ class Shard:
     @property
     def files(self) -> tuple[str, ...]:
         """The files to hand pytest, in first-seen order (the selection picks inside them)."""
-        return tuple(dict.fromkeys(entry.file for entry in self.selection))
+        return selection_files(self.selection)
 
 
 @dataclass(frozen=True, slots=True)

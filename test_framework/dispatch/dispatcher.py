@@ -43,6 +43,7 @@ from ..execution.verdicts import crashed_before_start, withheld
 from ..exit_codes import ExitCode
 from ..fingerprint import input_digest
 from ..ledger import (
+    CONFIRMED_OUTCOMES,
     Confirm,
     Decision,
     Final,
@@ -63,14 +64,13 @@ from ..models import (
 )
 from ..planning import DEFAULT_TEST_ESTIMATE, explicit_selection, split_contiguous
 from ..request import RunSettings
-from ..worker.protocol import Skip
 from ..worker.selection import FileTests, Selection
 from .capacity import FirstTests, SlotPolicy, capacity_policy
 from .context import Rechecks, context_gap
 from .culprits import NEEDS_BUDGET_SECONDS, needs_notes
 from .limiter import AdaptiveLimiter
 from .monitor import run_monitor
-from .queue import ShardCosts, ShardQueue, split_files
+from .queue import ShardCosts, ShardQueue, skip_commands, split_files
 from .resources import PsutilSampler, Sampler
 from .stealing import WorkStealing
 
@@ -96,7 +96,6 @@ class Dispatcher:
         ledger: Ledger,
         emit: Callable[[Event], None],
         *,
-        limiter: AdaptiveLimiter | None = None,
         costs: ShardCosts | None = None,
         sampler: Sampler | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -105,7 +104,7 @@ class Dispatcher:
         self.executor = executor
         self.ledger = ledger
         self.publish = emit
-        self.limiter = limiter or AdaptiveLimiter(settings.initial_workers)
+        self.limiter = AdaptiveLimiter(settings.initial_workers)
         self.costs = costs or ShardCosts()
         self.queue = ShardQueue(self.costs, settings.cores)
         self.stealing = WorkStealing(known=self.costs.history.durations)
@@ -204,9 +203,11 @@ class Dispatcher:
         self._act(self.ledger.record(result, self._context_gap(result), alone=alone))
 
     def _context_gap(self, result: TestResult) -> str | None:
-        """How the attempt's run differed from pytest's (None: it did not)."""
+        """How a failing attempt's run differed from pytest's (None: it did not, or it passed)."""
         shard = self.running.get(result.shard_id) if result.shard_id is not None else None
         if shard is None or self.settings.one_worker_in_order:
+            return None
+        if result.outcome not in CONFIRMED_OUTCOMES:
             return None
         full = self.full_collection.get(shard.shard_id, False)
         return context_gap(shard, full, result.nodeid, self.files)
@@ -267,12 +268,10 @@ class Dispatcher:
         self._send_skips(list(self.controls.values()))
 
     def _send_skips(self, controls: Sequence[WorkerControl]) -> None:
-        by_reason: dict[str, list[str]] = {}
-        for file, reason in self.ledger.skips().items():
-            by_reason.setdefault(reason, []).append(file)
+        commands = skip_commands(self.ledger.skips())
         for control in controls:
-            for reason, files in by_reason.items():
-                control.send(Skip(tuple(files), reason))
+            for command in commands:
+                control.send(command)
 
     def _skip(self, shard: Shard) -> None:
         """Queued tests an open circuit keeps from running: not run, with the reason."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from ..models import Shard, file_of
 from ..planning import MIX_WINDOW, explicit_selection, pick_next
 from ..store.queries import History
+from ..worker.protocol import Skip
 
 
 @dataclass
@@ -96,3 +97,11 @@ def split_files(shard: Shard, files: Mapping[str, str]) -> tuple[Shard | None, S
     if not outside:
         return None, gone
     return replace(shard, nodeids=outside, selection=explicit_selection(outside)), gone
+
+
+def skip_commands(skips: Mapping[str, str]) -> list[Skip]:
+    """The breaker's open files as commands for a running worker, one per reason."""
+    by_reason: dict[str, list[str]] = {}
+    for file, reason in skips.items():
+        by_reason.setdefault(reason, []).append(file)
+    return [Skip(tuple(files), reason) for reason, files in by_reason.items()]
