@@ -66,6 +66,8 @@ class ShardCollected:
 
     shard_id: int
     nodeids: tuple[NodeId, ...]
+    # Files where the worker found a named test by its position under another id.
+    renamed: tuple[str, ...] = ()
     at: float = field(default_factory=_now, kw_only=True)
 
 
@@ -126,6 +128,17 @@ class ContextNeeded:
     nodeid: NodeId
     file: str
     why: str
+    digest: str
+    at: float = field(default_factory=_now, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
+class IdsChanged:
+    """A worker collected other ids for a file's tests than the run's collection (they embed
+    the time, a counter): later runs name its tests with their positions too. `digest` is the
+    file's content now: the record holds until the file changes."""
+
+    file: str
     digest: str
     at: float = field(default_factory=_now, kw_only=True)
 
@@ -229,6 +242,7 @@ Event = (
     | TestRetrying
     | TestConfirming
     | ContextNeeded
+    | IdsChanged
     | RunStopping
     | CircuitOpened
     | CapacityChanged

@@ -261,6 +261,8 @@ class Plan:
     # Files kept whole, in order, in a fully collected worker, and why (an earlier run learnt
     # that their tests need pytest's context).
     context_files: Mapping[str, str] = field(default_factory=dict)
+    # Files whose ids changed between collections: their named tests carry positions too.
+    unstable_files: tuple[str, ...] = ()
 
     @property
     def test_count(self) -> int:

@@ -54,7 +54,7 @@ from .planning import (
 )
 from .request import RunSettings
 from .store import connect_store
-from .store.queries import History, load_context_needs, load_history
+from .store.queries import History, load_context_needs, load_history, load_unstable_ids
 from .store.writer import StoreWriter
 
 log = structlog.get_logger("test_framework")
@@ -151,6 +151,7 @@ class Orchestrator:
         settings = self.settings
         history = await self._load_history(db)
         context_files = await self._context_files(db)
+        unstable = await self._unstable_files(db)
         dispatcher = Dispatcher(
             settings,
             executor,
@@ -159,8 +160,11 @@ class Orchestrator:
             costs=ShardCosts(history),
             sampler=self.sampler,
             clock=self.clock,
+            unstable=unstable,
         )
         forked = start.warm_argv is not None
+        if not forked:
+            dispatcher.stealing.spawning()
         fraction = history.cpu_fraction(collection.nodeids)
         busy = dispatcher.slots.busy_workers(fraction) if forked else None
         shards, plan = self._plan(
@@ -171,6 +175,7 @@ class Orchestrator:
             busy=busy,
             early=start.early,
             context_files=context_files,
+            unstable=unstable,
         )
         if not collection.nodeids and not collection.errors:
             raise self._nothing_collected()
@@ -217,6 +222,7 @@ class Orchestrator:
         busy: int | None,
         early: bool,
         context_files: Mapping[str, str],
+        unstable: set[str],
     ) -> tuple[list[Shard], Plan]:
         settings = self.settings
         known = sum(1 for n in collection.nodeids if n in history.durations)
@@ -251,7 +257,8 @@ class Orchestrator:
         )
         files = {file_of(n) for n in collection.nodeids}
         learnt = {f: why for f, why in context_files.items() if f in files}
-        plan = Plan(tuple(shards), known, collection.error_results(), learnt)
+        moving = tuple(sorted(f for f in unstable if f in files))
+        plan = Plan(tuple(shards), known, collection.error_results(), learnt, moving)
         return shards, plan
 
     def _nothing_collected(self) -> NoTestsCollected:
@@ -316,6 +323,18 @@ class Orchestrator:
         return {
             file: why for file, (why, digest) in needs.items() if input_digest(root, file) == digest
         }
+
+    async def _unstable_files(self, db: aiosqlite.Connection | None) -> set[str]:
+        """Files an earlier run saw change their ids between collections, while unchanged."""
+        if db is None:
+            return set()
+        root = self.settings.project_root
+        try:
+            seen = await load_unstable_ids(db, str(root))
+        except Exception as exc:
+            self.store_warnings.append(f"results store: cannot read unstable ids: {exc}")
+            return set()
+        return {file for file, digest in seen.items() if input_digest(root, file) == digest}
 
     async def _load_history(self, db: aiosqlite.Connection | None) -> History:
         if db is not None:

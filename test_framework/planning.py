@@ -117,22 +117,23 @@ def make_plan(plan: PlanInput) -> list[Shard]:
     if not plan.nodeids:
         return []
     expected = estimate_durations(plan.nodeids, plan.durations)
+    moving = ids_by_file(plan.nodeids)
     serial = [n for n in plan.nodeids if n in set(plan.serial)]
     constrained = set(serial) | {n for n in plan.nodeids if plan.resources.get(n)}
     special: list[Shard] = []
     if serial:
-        special.append(_explicit_shard(serial, expected, SERIAL_WEIGHT))
+        special.append(_explicit_shard(serial, expected, SERIAL_WEIGHT, moving))
     for group in _resource_groups(plan, set(serial)):
-        special.extend(_explicit_shard(ids, expected, 1) for ids in group)
+        special.extend(_explicit_shard(ids, expected, 1, moving) for ids in group)
     in_context = [
         n for n in plan.nodeids if file_of(n) in plan.context_files and n not in constrained
     ]
     if in_context:
-        special.append(_context_shard(in_context, expected, constrained, plan.explicit_ids))
+        special.append(_context_shard(in_context, expected, constrained, plan.explicit_ids, moving))
     placed = constrained | set(in_context)
     rest = [n for n in plan.nodeids if n not in placed]
     touched = {file_of(n) for n in constrained}
-    packed = _pack(rest, expected, plan, touched) if rest else []
+    packed = _pack(rest, expected, plan, touched, moving) if rest else []
     failures = set(plan.recent_failures)
     packed.sort(key=lambda s: (not any(n in failures for n in s.nodeids), -s.expected_duration))
     return [replace(s, shard_id=index) for index, s in enumerate(special + packed, start=1)]
@@ -155,6 +156,7 @@ def _context_shard(
     expected: Mapping[NodeId, float],
     constrained: Collection[NodeId],
     explicit_ids: bool,
+    moving: Mapping[str, Sequence[NodeId]],
 ) -> Shard:
     """The files that need pytest's context, whole and in order, in one fully collecting
     worker that no free slot may split."""
@@ -163,7 +165,7 @@ def _context_shard(
         files.setdefault(file_of(nodeid), []).append(nodeid)
     touched = {file_of(n) for n in constrained}
     selection = tuple(
-        FileTests(f, tuple(ids)) if explicit_ids or f in touched else FileSlice(f, 0, 1)
+        named_tests(f, ids, moving.get(f)) if explicit_ids or f in touched else FileSlice(f, 0, 1)
         for f, ids in files.items()
     )
     return Shard(
@@ -177,13 +179,16 @@ def _context_shard(
 
 
 def _explicit_shard(
-    nodeids: Sequence[NodeId], expected: Mapping[NodeId, float], weight: int
+    nodeids: Sequence[NodeId],
+    expected: Mapping[NodeId, float],
+    weight: int,
+    moving: Mapping[str, Sequence[NodeId]],
 ) -> Shard:
     return Shard(
         shard_id=0,
         nodeids=tuple(nodeids),
         expected_duration=sum(expected[n] for n in nodeids),
-        selection=explicit_selection(nodeids),
+        selection=explicit_selection(nodeids, moving),
         weight=weight,
         splittable=False,
     )
@@ -226,6 +231,7 @@ def _pack(
     expected: Mapping[NodeId, float],
     plan: PlanInput,
     explicit_files: set[str],
+    moving: Mapping[str, Sequence[NodeId]],
 ) -> list[Shard]:
     files: dict[str, list[NodeId]] = {}
     for nodeid in nodeids:
@@ -267,25 +273,51 @@ def _pack(
                 nodeids=tuple(n for u in members for n in u.nodeids),
                 expected_duration=sum(u.expected for u in members),
                 selection=tuple(
-                    _selection(u, plan.explicit_ids or u.file in explicit_files) for u in members
+                    _selection(u, plan.explicit_ids or u.file in explicit_files, moving)
+                    for u in members
                 ),
             )
         )
     return shards
 
 
-def _selection(unit: _Unit, explicit_ids: bool) -> SelectionEntry:
+def _selection(
+    unit: _Unit, explicit_ids: bool, moving: Mapping[str, Sequence[NodeId]]
+) -> SelectionEntry:
     if explicit_ids:
-        return FileTests(unit.file, unit.nodeids)
+        return named_tests(unit.file, unit.nodeids, moving.get(unit.file))
     return FileSlice(unit.file, *unit.part)
 
 
-def explicit_selection(nodeids: Sequence[NodeId]) -> Selection:
-    """A selection naming each test: for reruns of what a crashed worker never reached."""
+def explicit_selection(
+    nodeids: Sequence[NodeId], moving: Mapping[str, Sequence[NodeId]] | None = None
+) -> Selection:
+    """A selection naming each test (reruns, constrained tests, ids the user gave); `moving`:
+    the files whose ids change between collections, with their ids in collection order."""
     files: dict[str, list[NodeId]] = {}
     for nodeid in nodeids:
         files.setdefault(file_of(nodeid), []).append(nodeid)
-    return tuple(FileTests(f, tuple(ids)) for f, ids in files.items())
+    moving = moving or {}
+    return tuple(named_tests(f, ids, moving.get(f)) for f, ids in files.items())
+
+
+def named_tests(file: str, nodeids: Sequence[NodeId], known: Sequence[NodeId] | None) -> FileTests:
+    """Tests of `file` by name, and by position among `known` (the file's ids in collection
+    order, given when they change between collections) where every one of them is there."""
+    if not known:
+        return FileTests(file, tuple(nodeids))
+    index = {nodeid: position for position, nodeid in enumerate(known)}
+    if any(n not in index for n in nodeids):
+        return FileTests(file, tuple(nodeids))
+    return FileTests(file, tuple(nodeids), tuple(index[n] for n in nodeids), len(known))
+
+
+def ids_by_file(nodeids: Sequence[NodeId]) -> dict[str, list[NodeId]]:
+    """Each file's ids among `nodeids`, in collection order."""
+    files: dict[str, list[NodeId]] = {}
+    for nodeid in nodeids:
+        files.setdefault(file_of(nodeid), []).append(nodeid)
+    return files
 
 
 # How far down the queue the dispatcher looks when it mixes waiting and busy shards: a few, so

@@ -57,11 +57,13 @@ def file_heads(
 
 
 def confirmation_selection(
-    nodeids: Sequence[NodeId], files: Mapping[str, Sequence[NodeId]]
+    nodeids: Sequence[NodeId],
+    files: Mapping[str, Sequence[NodeId]],
 ) -> tuple[Selection, tuple[NodeId, ...]]:
     """What confirms `nodeids` in pytest's context: each file from its first test up to the last
-    of them, files in collection order; a test whose id the collection does not know (ids that
-    embed the time) can only run by name. Also the tests that selection runs."""
+    of them, files in collection order, naming the ids the head is reported under (a worker
+    that collects other ids, as they embed the time, renames its items); a test whose id the
+    run does not know can only run by name. Also the tests that selection runs."""
     heads = file_heads(nodeids, files)
     order = {file: index for index, file in enumerate(files)}
     selection: list[SelectionEntry] = []
@@ -73,8 +75,9 @@ def confirmation_selection(
             selection.append(FileTests(file, alone))
             tests.extend(alone)
         else:
-            selection.append(FileHead(file, count))
-            tests.extend(files[file][:count])
+            head = tuple(files[file][:count])
+            selection.append(FileHead(file, count, head))
+            tests.extend(head)
     return tuple(selection), tuple(tests)
 
 
@@ -99,7 +102,10 @@ class Rechecks:
         self._alone.pop(shard_id, None)
 
     def shards(
-        self, ended: Shard, files: Mapping[str, Sequence[NodeId]], new_shard: NewShard
+        self,
+        ended: Shard,
+        files: Mapping[str, Sequence[NodeId]],
+        new_shard: NewShard,
     ) -> tuple[list[Shard], list[Shard]]:
         """(shards that each run one test alone, the confirmation shard if any)."""
         attempt = ended.attempt + 1

@@ -28,6 +28,7 @@ from ..events import (
     ContextNeeded,
     Event,
     ExecutionEvent,
+    IdsChanged,
     ProcessesLeaked,
     RunStopping,
     ShardCollected,
@@ -62,12 +63,13 @@ from ..models import (
     engine_result,
     file_of,
 )
-from ..planning import DEFAULT_TEST_ESTIMATE, explicit_selection, split_contiguous
+from ..planning import DEFAULT_TEST_ESTIMATE, split_contiguous
 from ..request import RunSettings
-from ..worker.selection import FileTests, Selection
+from ..worker.selection import FileTests
 from .capacity import FirstTests, SlotPolicy, capacity_policy
 from .context import Rechecks, context_gap
 from .culprits import NEEDS_BUDGET_SECONDS, needs_notes
+from .ids import RunIds, ShardMaker
 from .limiter import AdaptiveLimiter
 from .monitor import run_monitor
 from .queue import ShardCosts, ShardQueue, skip_commands, split_files
@@ -99,6 +101,7 @@ class Dispatcher:
         costs: ShardCosts | None = None,
         sampler: Sampler | None = None,
         clock: Callable[[], float] = time.monotonic,
+        unstable: Iterable[str] = (),
     ) -> None:
         self.settings = settings
         self.executor = executor
@@ -126,10 +129,11 @@ class Dispatcher:
         # Whether each started shard's worker collected the whole selection, as pytest does;
         # and each file's tests in collection order: a failure's context is judged by them.
         self.full_collection: dict[int, bool] = {}
-        self.files: dict[str, list[NodeId]] = {}
+        self.ids = RunIds(unstable)
+        self.files = self.ids.files
+        self.new_shard = ShardMaker(self.ids, self._expected)
         self.rechecks = Rechecks()
         self.alone: dict[int, NodeId] = {}  # shard id -> the test it reruns alone
-        self._next_shard_id = 0
         self._busy = 0  # shards running, and retries waiting for their backoff
         self._wakeup = anyio.Event()
         self._stop_scope: anyio.CancelScope | None = None
@@ -140,9 +144,8 @@ class Dispatcher:
         """The planned shards, and every test of the run in collection order."""
         for shard in shards:
             self.queue.push(shard)
-        self._next_shard_id = max((s.shard_id for s in shards), default=0)
-        for nodeid in nodeids:
-            self.files.setdefault(file_of(nodeid), []).append(nodeid)
+        self.new_shard.last_id = max((s.shard_id for s in shards), default=0)
+        self.ids.load(nodeids)
 
     def widen(self, busy: int | None, reason: str) -> None:
         """Widen to what the tests' CPU share says they can use; the monitor still narrows."""
@@ -172,12 +175,19 @@ class Dispatcher:
         elif isinstance(event, TestsReleased):
             self._released(event.shard_id, event.nodeids)
         elif isinstance(event, ShardCollected) and event.shard_id in self.running:
-            shard = self.running[event.shard_id]  # a test named by id and not found stays owed
-            named = {e.file for e in shard.selection if isinstance(e, FileTests)}
-            expected = [n for n in shard.nodeids if file_of(n) not in named]
-            self.ledger.collected(expected, event.nodeids)
+            self._collected(self.running[event.shard_id], event.nodeids, event.renamed)
         elif isinstance(event, ProcessesLeaked):
             self.ledger.notes.extend(f"leaked process (killed): {p}" for p in event.processes)
+
+    def _collected(
+        self, shard: Shard, nodeids: tuple[NodeId, ...], renamed: tuple[str, ...]
+    ) -> None:
+        root = self.settings.project_root
+        for file in self.ids.collected(shard, nodeids, renamed):
+            self.publish(IdsChanged(file, input_digest(root, file)))
+        named = {e.file for e in shard.selection if isinstance(e, FileTests)}
+        # A test named by id and not found stays owed; a slice's ids are what it collected.
+        self.ledger.collected([n for n in shard.nodeids if file_of(n) not in named], nodeids)
 
     def attached(self, shard_id: int, control: WorkerControl) -> None:
         self.controls[shard_id] = control
@@ -295,32 +305,8 @@ class Dispatcher:
 
     def _rerun(self, nodeids: Sequence[NodeId], attempt: int, parent: Shard) -> Shard:
         """A new shard for some of `parent`'s tests (a retry, a crashed worker's unstarted
-        tests, a stolen tail): it keeps the parent's constraints, so a serial test still runs
-        alone and a resource group's tests are never split across workers."""
-        return self._new_shard(nodeids, parent=parent, attempt=attempt)
-
-    def _new_shard(
-        self,
-        nodeids: Sequence[NodeId],
-        selection: Selection | None = None,
-        *,
-        parent: Shard | None = None,
-        attempt: int = 1,
-        full_collection: bool = False,
-    ) -> Shard:
-        """A shard the run makes as it goes, with the next id; a full-collection one (a
-        confirmation, a probe) is never split by stealing."""
-        self._next_shard_id += 1
-        return Shard(
-            shard_id=self._next_shard_id,
-            nodeids=tuple(nodeids),
-            expected_duration=sum(self._expected(n) for n in nodeids),
-            selection=selection or explicit_selection(nodeids),
-            weight=parent.weight if parent else 1,
-            splittable=(parent.splittable if parent else True) and not full_collection,
-            attempt=attempt,
-            full_collection=full_collection,
-        )
+        tests, a stolen tail), with its constraints."""
+        return self.new_shard(nodeids, parent=parent, attempt=attempt)
 
     def _enqueue(self, shard: Shard, *, front: bool = False) -> None:
         self.queue.push(shard, front=front)
@@ -438,7 +424,7 @@ class Dispatcher:
         if self.ledger.stopped:
             self.rechecks.forget(shard.shard_id)
             return
-        alone, confirming = self.rechecks.shards(shard, self.files, self._new_shard)
+        alone, confirming = self.rechecks.shards(shard, self.files, self.new_shard)
         for again in alone:
             self.alone[again.shard_id] = again.nodeids[0]
         for again in (*alone, *confirming):
@@ -464,7 +450,7 @@ class Dispatcher:
             self.files,
             self.executor,
             self.setup,
-            lambda tests: self._new_shard(tests, full_collection=True),
+            lambda tests: self.new_shard(tests, full_collection=True),
             budget,
             self.clock,
         )

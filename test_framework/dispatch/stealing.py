@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 
 from ..execution.runner import WorkerControl
 from ..models import Shard, TestResult
-from ..planning import FORK_MIN_SHARD_SECONDS, piece_limit, steal_pieces
+from ..planning import (
+    FORK_MIN_SHARD_SECONDS,
+    SPAWN_MIN_SHARD_SECONDS,
+    piece_limit,
+    steal_pieces,
+)
 from ..worker.protocol import Release
 
 # A tail moves to a free slot when it is expected to take at least this long (a new worker pays
@@ -24,6 +29,11 @@ STEAL_MIN_SECONDS = 2 * FORK_MIN_SHARD_SECONDS
 # A stolen tail is cut into pieces of at least this: slots only free up for stealing when the
 # CPU has room, so there a shorter critical path is worth a few more forks.
 STEAL_PIECE_SECONDS = FORK_MIN_SHARD_SECONDS / 2
+# Spawned workers pay an interpreter and pytest's start-up (about half a second here) per
+# piece: a tail moves only when that is a small part of it (measured: a cold spawned run of
+# 30 short tests cut its 1 s tail into 11 spawns and took 16 s instead of 2).
+SPAWN_STEAL_MIN_SECONDS = 2 * SPAWN_MIN_SHARD_SECONDS
+SPAWN_STEAL_PIECE_SECONDS = SPAWN_MIN_SHARD_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +50,14 @@ class WorkStealing:
     seen: dict[int, tuple[float, int]] = field(default_factory=dict)
     seen_all: tuple[float, int] = (0.0, 0)
     asked: dict[int, int] = field(default_factory=dict)  # shard id -> pieces asked for
+    # What a tail and a piece of it must be worth: a new worker's start-up, fork or spawn.
+    min_seconds: float = STEAL_MIN_SECONDS
+    piece_seconds: float = STEAL_PIECE_SECONDS
+
+    def spawning(self) -> None:
+        """New workers are spawned, not forked: steal only what is worth a spawn."""
+        self.min_seconds = SPAWN_STEAL_MIN_SECONDS
+        self.piece_seconds = SPAWN_STEAL_PIECE_SECONDS
 
     def finished(self, result: TestResult) -> None:
         if result.shard_id is None:
@@ -73,7 +91,7 @@ class WorkStealing:
             if waiting < 2:
                 continue
             seconds = waiting * self._per_test(shard)
-            if seconds >= STEAL_MIN_SECONDS:
+            if seconds >= self.min_seconds:
                 found.append(Tail(seconds, waiting, shard_id))
         return sorted(found, key=lambda t: (t.seconds, t.tests, t.shard_id), reverse=True)
 
@@ -93,7 +111,7 @@ class WorkStealing:
         if free <= 0:
             return
         tails = self.tails(running, controls)
-        wanted = steal_pieces(free, [(t.seconds, t.tests) for t in tails], STEAL_PIECE_SECONDS)
+        wanted = steal_pieces(free, [(t.seconds, t.tests) for t in tails], self.piece_seconds)
         for tail, pieces in zip(tails, wanted, strict=True):
             control = controls.get(tail.shard_id)
             if control is not None and pieces > 0:
@@ -104,5 +122,5 @@ class WorkStealing:
         """New workers the running shards' tails could use (so the monitor widens for a cold
         run's few long shards too), with those already asked for."""
         tails = self.tails(running, controls)
-        stealable = sum(piece_limit(t.seconds, t.tests, STEAL_PIECE_SECONDS) for t in tails)
+        stealable = sum(piece_limit(t.seconds, t.tests, self.piece_seconds) for t in tails)
         return stealable + self.in_flight()

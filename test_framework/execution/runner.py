@@ -289,7 +289,7 @@ def _handle(
     elif isinstance(message, Collected):
         outcome.collected = progress.collected = message.nodeids
         progress.timeouts = dict(message.timeouts or {})
-        listener.emit(ShardCollected(shard.shard_id, message.nodeids))
+        listener.emit(ShardCollected(shard.shard_id, message.nodeids, message.renamed))
     elif isinstance(message, CollectFailed):
         outcome_kind = Outcome.SKIPPED if message.skipped else Outcome.ERROR
         result = engine_result(

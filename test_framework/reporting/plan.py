@@ -28,6 +28,11 @@ class PlanPrinter:
                 f"kept whole, in order, in a fully collected worker: {file} (a test of it "
                 f"failed when run {why} and passed in pytest's order and context)\n"
             )
+        for file in plan.unstable_files:
+            write(
+                f"ids change between collections: {file} (its tests are found by position "
+                "where a worker collects other ids; reported under this run's ids)\n"
+            )
         for shard in plan.shards:
             how = ", whole files in order after a full collection" if shard.full_collection else ""
             write(

@@ -137,6 +137,14 @@ async def load_context_needs(db: aiosqlite.Connection, project: str) -> dict[str
     return {str(file): (str(why), str(digest)) for file, why, digest in await cursor.fetchall()}
 
 
+async def load_unstable_ids(db: aiosqlite.Connection, project: str) -> dict[str, str]:
+    """Test files whose ids changed between collections: file -> the file's digest then."""
+    cursor = await db.execute(
+        "SELECT file, file_digest FROM unstable_ids WHERE project = ?", (project,)
+    )
+    return {str(file): str(digest) for file, digest in await cursor.fetchall()}
+
+
 async def recent_runs(db: aiosqlite.Connection, limit: int = 20) -> list[dict[str, object]]:
     cursor = await db.execute(
         "SELECT run_id, started_at, duration, exit_code, counts, profile, categories "

@@ -17,6 +17,7 @@ from ..events import (
     CapacityChanged,
     ContextNeeded,
     Event,
+    IdsChanged,
     RunFinished,
     RunStarted,
     ShardCrashed,
@@ -69,6 +70,9 @@ LEARN_CONTEXT = (
     "INSERT OR REPLACE INTO context_needs (project, file, why, nodeid, file_digest, learned_at)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
+RECORD_UNSTABLE = (
+    "INSERT OR REPLACE INTO unstable_ids (project, file, file_digest, seen_at) VALUES (?, ?, ?, ?)"
+)
 
 Write = tuple[str, tuple[Any, ...]]
 
@@ -96,6 +100,9 @@ class RunRows:
             TestRetrying: lambda e: Rows((self._attempt(e.result),)),
             TestConfirming: lambda e: Rows((self._attempt(e.result),)),
             ContextNeeded: self._context_needed,
+            IdsChanged: lambda e: Rows(
+                ((RECORD_UNSTABLE, (self.project, e.file, e.digest, e.at)),), commit=True
+            ),
             CapacityChanged: self._capacity,
             ShardFinished: self._shard_finished,
             ShardCrashed: lambda e: Rows(commit=True),

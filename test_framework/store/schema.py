@@ -93,6 +93,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (project, file)
         )""",
     ),
+    # 4: test files whose ids changed between two collections (they embed the time): later
+    # runs name their tests with positions too, until the file changes.
+    (
+        """CREATE TABLE unstable_ids (
+            project TEXT NOT NULL,
+            file TEXT NOT NULL,
+            file_digest TEXT NOT NULL,
+            seen_at REAL NOT NULL,
+            PRIMARY KEY (project, file)
+        )""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

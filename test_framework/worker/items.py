@@ -9,11 +9,15 @@ import io
 import os
 import resource
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
-from .selection import FileHead, FileSlice, Selection, decode_selection, slice_bounds
+from .selection import FileHead, FileSlice, FileTests, Selection, decode_selection, slice_bounds
+
+# On an item renamed to the id the engine asked for: the id this collection gave it.
+COLLECTED_AS = pytest.StashKey[str]()
 
 
 def file_of(nodeid: str) -> str:
@@ -39,11 +43,58 @@ def select_items(items: list[pytest.Item], selection: Selection) -> list[pytest.
             start, end = slice_bounds(entry.part, entry.parts, len(file_items))
             keep.update(id(i) for i in file_items[start:end])
         elif isinstance(entry, FileHead):
-            keep.update(id(i) for i in file_items[: entry.count])
+            head = file_items[: entry.count]
+            keep.update(id(i) for i in head)
+            if len(entry.nodeids) == len(head):
+                pairs = [(i, n) for i, n in zip(head, entry.nodeids, strict=True) if i.nodeid != n]
+                if not {i.nodeid for i, _ in pairs} & set(entry.nodeids):  # renamed, not moved
+                    _rename(pairs)
         else:
             wanted = set(entry.nodeids)
             keep.update(id(i) for i in file_items if i.nodeid in wanted)
+            keep.update(id(i) for i in _moved_ids(entry, file_items))
     return [item for item in items if id(item) in keep]
+
+
+def _moved_ids(entry: FileTests, file_items: list[pytest.Item]) -> list[pytest.Item]:
+    """Named tests this collection gave other ids (ids that embed the time): the item at each
+    one's position, while the file holds as many items as it did and that item is the same
+    function, renamed to the id the engine asked for so every report carries that one."""
+    if not entry.positions or entry.count != len(file_items):
+        return []
+    present = {item.nodeid for item in file_items}
+    claimed = set(entry.nodeids)  # an item named itself is never renamed
+    moved = []
+    for nodeid, position in zip(entry.nodeids, entry.positions, strict=False):
+        if nodeid in present or not 0 <= position < len(file_items):
+            continue
+        item = file_items[position]
+        if item.nodeid not in claimed:
+            claimed.add(item.nodeid)
+            moved.append((item, nodeid))
+    return _rename(moved)
+
+
+def _rename(pairs: Iterable[tuple[pytest.Item, str]]) -> list[pytest.Item]:
+    """Each item that is the same function as the id paired with it takes that id (pytest's
+    own attribute behind `Item.nodeid`), so every report carries the id the engine knows."""
+    renamed = []
+    for item, nodeid in pairs:
+        if item.nodeid != nodeid and _function(item.nodeid) == _function(nodeid):
+            item.stash[COLLECTED_AS] = item.nodeid
+            item._nodeid = nodeid
+            renamed.append(item)
+    return renamed
+
+
+def renamed_files(items: list[pytest.Item]) -> tuple[str, ...]:
+    """Files where an item took another id than its collection gave it."""
+    return tuple(dict.fromkeys(file_of(i.nodeid) for i in items if COLLECTED_AS in i.stash))
+
+
+def _function(nodeid: str) -> str:
+    """A test's id without its parameters: what stays when the parameters' ids change."""
+    return nodeid.split("[", 1)[0]
 
 
 def cpu_seconds() -> float:

@@ -45,6 +45,7 @@ from .items import (
     marker_timeout,
     preload,
     project_modules,
+    renamed_files,
     render,
     select_items,
     skip_reason,
@@ -148,7 +149,10 @@ class WorkerPlugin:
         self.reads.recording = False
         whole = self.zygote or bool(self.config.option.collectonly)
         modules = collected_modules(self.config, self.modules_before) if whole else ()
-        self.send(Collected(nodeids, serial, resources, timeouts, self.reads.read(), modules))
+        renamed = renamed_files(session.items)
+        self.send(
+            Collected(nodeids, serial, resources, timeouts, self.reads.read(), modules, renamed)
+        )
 
     # ---- the zygote's roles -------------------------------------------------------------------
     def waiting_zygote(self, *, early: bool) -> bool:

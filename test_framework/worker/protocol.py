@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 # The environment of a child: every name starts with the prefix, so a nested run (the engine
 # testing itself) strips its parent's before setting its own.
@@ -116,6 +116,9 @@ class Collected(Message):
     read: tuple[str, ...] = ()
     # A whole collection's non-test modules, in import order (what an early zygote preloads).
     modules: tuple[str, ...] = ()
+    # Files where a named test was found by its position under another id (ids that embed
+    # the time): its item reports the id asked for.
+    renamed: tuple[str, ...] = ()
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -125,6 +128,7 @@ class Collected(Message):
             "timeouts": dict(self.timeouts or {}),
             "read": self.read,
             "modules": self.modules,
+            "renamed": self.renamed,
         }
 
     @classmethod
@@ -136,6 +140,7 @@ class Collected(Message):
             {str(n): float(s) for n, s in (data.get("timeouts") or {}).items()},
             _strings(data.get("read")),
             _strings(data.get("modules")),
+            _strings(data.get("renamed")),
         )
 
 

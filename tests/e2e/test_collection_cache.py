@@ -5,6 +5,7 @@ Compared with plain pytest, cold and warm, in fork and spawn."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -89,3 +90,60 @@ def test_a_suite_run_from_the_fixture_folder_matches_too(tmp_path: Path) -> None
         done, document = run_suite("dynamic_ids", tmp_path, "--retries", "0")
         assert done.returncode == 0, done.stdout + done.stderr
         assert len(document["tests"]) == 6
+
+
+def stamped_outcomes(document: dict[str, object]) -> dict[str, str]:
+    tests: list[dict[str, str]] = document["tests"]  # type: ignore[assignment]
+    return {re.sub(r"-\d+-", "-T-", t["nodeid"]): t["outcome"] for t in tests}
+
+
+@pytest.mark.parametrize("isolation", ["fork", "spawn"])
+def test_ids_that_change_in_every_collection_get_pytests_answer_in_every_run(
+    isolation: str, tmp_path: Path
+) -> None:
+    """Every worker collects other ids for `test_moving.py`: named tests (the serial ones), a
+    failure's confirmation in pytest's context and the slices still answer each test once, with
+    pytest's outcome, cold and warm; the store records the file and `--list` shows it."""
+    root = tmp_path / "moving_ids"
+    shutil.copytree(SUITES / "moving_ids", root)
+    cache = tmp_path / "cache"
+    plain = run_pytest(sys.executable, root, [])
+    expected = {re.sub(r"-\d+-", "-T-", n): o for n, o in plain.outcomes.items()}
+    assert sorted(expected.values()).count("failed") == 1
+    assert len(expected) == 32
+    for _ in range(3):  # cold, then warm from the cached collection
+        report = tmp_path / "report.json"
+        done = run_engine(
+            root,
+            cache,
+            f"--isolation={isolation}",
+            "--optimization",
+            "ultra_fast",
+            "--report",
+            str(report),
+        )
+        assert done.returncode == plain.exit_code == 1, done.stdout + done.stderr
+        assert "not confirmed" not in done.stdout, done.stdout
+        assert stamped_outcomes(json.loads(report.read_text(encoding="utf-8"))) == expected
+    listed = run_engine(root, cache, f"--isolation={isolation}", "--list")
+    assert "ids change between collections: test_moving.py" in listed.stdout, listed.stdout
+
+
+def test_a_test_retried_by_id_is_found_though_its_id_changed(tmp_path: Path) -> None:
+    """`test_fails_once[...-1]` fails once and is retried by name in a worker whose collection
+    stamped another id: the retry finds it by position and it is reported once, flaky."""
+    root = tmp_path / "moving_ids"
+    shutil.copytree(SUITES / "moving_ids", root)
+    cache = tmp_path / "cache"
+    run_engine(root, cache, "--optimization", "balanced")  # cold: the collection is cached
+    report = tmp_path / "report.json"
+    command = engine_command(
+        str(root), cache, "--optimization", "balanced", "--report", str(report)
+    )
+    env = {**os.environ, "MOVING_IDS_FLAG": str(tmp_path / "failed-once")}
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    outcomes = stamped_outcomes(json.loads(report.read_text(encoding="utf-8")))
+    assert len(outcomes) == 32, done.stdout
+    assert outcomes["test_moving.py::test_fails_once[once-T-1]"] == "flaky", done.stdout
+    assert list(outcomes.values()).count("failed") == 1, done.stdout
+    assert (tmp_path / "failed-once").exists()

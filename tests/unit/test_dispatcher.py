@@ -310,7 +310,9 @@ async def test_a_failure_in_a_narrowed_collection_is_confirmed_in_pytests_contex
     }
     confirmation = executor.shards[1]
     assert confirmation.full_collection
-    assert confirmation.selection == (FileHead("a.py", 3),)  # from the first test up to a.py::3
+    # From the first test up to a.py::3, named as the run knows them (a worker that collects
+    # other ids for them, as they embed the time, reports them under these).
+    assert confirmation.selection == (FileHead("a.py", 3, ("a.py::1", "a.py::2", "a.py::3")),)
     assert confirmation.attempt == 2
     assert [e.result.nodeid for e in events if isinstance(e, TestConfirming)] == [
         "a.py::2",
@@ -331,7 +333,7 @@ async def test_a_failure_in_a_later_slice_of_a_cut_file_is_confirmed(tmp_path: P
     assert outcomes["a.py::3"] is Outcome.FAILED
     assert dispatcher.ledger.final["a.py::3"].attempt == 2  # the confirmation's failure
     (confirmation,) = [s for s in executor.shards if s.full_collection]
-    assert confirmation.selection == (FileHead("a.py", 3),)
+    assert confirmation.selection == (FileHead("a.py", 3, ("a.py::1", "a.py::2", "a.py::3")),)
 
 
 async def test_a_failure_in_pytests_context_is_not_confirmed_again(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from test_framework.worker.protocol import (
     encode,
 )
 from test_framework.worker.selection import (
+    FileHead,
     FileSlice,
     FileTests,
     decode_selection,
@@ -112,7 +113,13 @@ def test_a_passing_phase_may_leave_out_what_it_does_not_have() -> None:
 
 
 def test_selections_round_trip_and_slices_partition() -> None:
-    selection = (FileSlice("a.py", 1, 3), FileTests("b.py", ("b.py::t",)))
+    selection = (
+        FileSlice("a.py", 1, 3),
+        FileTests("b.py", ("b.py::t",)),
+        FileTests("c.py", ("c.py::t[2]",), (4,), 9),
+        FileHead("d.py", 2),
+        FileHead("e.py", 2, ("e.py::t[1]", "e.py::t[2]")),
+    )
     assert decode_selection(encode_selection(selection)) == selection
     for count in (0, 1, 7, 10):
         covered = [i for k in range(3) for i in range(*slice_bounds(k, 3, count))]
