@@ -11,8 +11,8 @@ exit 3, as pytest does for its own internal errors.
 from __future__ import annotations
 
 import argparse
+import difflib
 import resource
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,15 +24,17 @@ import structlog
 from .arguments import CommandParser, add_project_options, non_negative_int, positive_int, seconds
 from .audit import audit
 from .config import CATEGORY_NAMES, PROFILE_NAMES
-from .errors import TestFrameworkError
+from .errors import TestFrameworkError, UsageError
 from .execution.executor import ExecutorFactory, local_executor
 from .exit_codes import ExitCode
 from .flaky_command import main as flaky_main
+from .foreground import foreground_option, run_in_foreground
 from .logging import configure_logging, internal_error_line, log_internal_error
 from .models import RunSummary
 from .orchestrator import run_events
 from .reporting import subscribers_for
 from .request import DEFAULT_CACHE_DIR, RunRequest, RunSettings, resolve
+from .store import clear_store_folder
 
 PROG = "test_framework"
 
@@ -42,7 +44,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         prog=prog,
         description="Run a project's pytest suite in parallel worker processes, "
         "longest tests first, with results kept in SQLite.",
-        epilog="Arguments after `--` go to pytest unchanged (-k, -m, -x, paths, ...). "
+        epilog="pytest's own options and paths (-k, -m, -p, -W, -r, --durations, paths, node "
+        "ids, ...) are passed to pytest; after `--`, everything is. -x and --maxfail stop the "
+        "whole run; --pdb, --trace, -s and --collect-only run pytest in the foreground. "
         "`%(prog)s flaky --help`: flake rates of the project's tests from the results store. "
         "`%(prog)s audit [options]`: run the selection the engine's way and in plain pytest's "
         "serial order, list every test whose outcome differs and the earlier tests behind it.",
@@ -72,7 +76,16 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--maxfail",
         type=non_negative_int,
         metavar="N",
-        help="stop after N failing tests; the rest are reported as not run (0: never)",
+        help="stop the run after N failing tests, counted run-wide as they fail (before "
+        "retries); the rest are reported as not run (0: never)",
+    )
+    add(
+        "-x",
+        "--exitfirst",
+        action="store_const",
+        const=1,
+        dest="maxfail",
+        help="stop the run at the first failing test (--maxfail 1)",
     )
     add(
         "--timeout",
@@ -157,7 +170,14 @@ def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bo
         args, pytest_args = args[:cut], args[cut + 1 :]
     if args and args[0] == "run":
         args = args[1:]
-    ns = build_parser(prog).parse_args(args)
+    parser = build_parser(prog)
+    ns, passed_on = parser.parse_known_args(args)
+    _reject_misspelt_options(parser, passed_on)
+    pytest_args = [*passed_on, *pytest_args]
+    if ns.maxfail:
+        # Each worker stops at its own N-th failure too, as pytest would; the run stops at
+        # the N-th run-wide.
+        pytest_args.append(f"--maxfail={ns.maxfail}")
     request = RunRequest(
         categories=tuple(ns.category),
         optimization=ns.optimization,
@@ -182,6 +202,18 @@ def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bo
         argv=tuple(argv),
     )
     return request, bool(ns.clear_cache)
+
+
+def _reject_misspelt_options(parser: argparse.ArgumentParser, passed_on: Sequence[str]) -> None:
+    """An unknown long option close to one of the engine's is a typo, not pytest's."""
+    ours = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    for arg in passed_on:
+        if not arg.startswith("--"):
+            continue
+        name = arg.split("=", 1)[0]
+        close = difflib.get_close_matches(name, ours, n=1, cutoff=0.85)
+        if close:
+            raise UsageError(f"unknown option {name}; did you mean {close[0]}? (see --help)")
 
 
 async def run_settings(
@@ -219,10 +251,13 @@ def main(
         configure_logging(
             log_format=settings.log_format, verbose=settings.verbose, debug=settings.debug
         )
-        if clear_cache and settings.cache_dir.exists():
-            shutil.rmtree(settings.cache_dir)
+        if clear_cache:
+            clear_store_folder(settings.cache_dir)
         if auditing:
             return anyio.run(audit, settings, sys.stdout, backend="asyncio")
+        option = foreground_option(settings.pytest_args)
+        if option is not None and not settings.list_only:
+            return run_in_foreground(settings, option, sys.stderr)
         summary = anyio.run(run_settings, settings, sys.stdout, executors, backend="asyncio")
         _log_own_cost()
     except KeyboardInterrupt:

@@ -190,6 +190,9 @@ class Orchestrator:
             outer.start_soon(writer.run)
         try:
             owed = shards[0].nodeids if settings.only else collection.nodeids
+            stop_reason = _collection_stop(collection, settings.pytest_args)
+            if stop_reason is not None:  # pytest runs nothing then
+                owed, shards = (), []
             self.ledger.plan([*owed, *(e.nodeid for e in collection.errors)])
             dispatcher.load(shards, collection.nodeids)
             if forked and fraction is None:
@@ -198,6 +201,8 @@ class Orchestrator:
             if fraction is not None:
                 dispatcher.widen(busy, f"learned: these tests keep a core {fraction:.0%} busy")
             dispatcher.conclude(collection.error_results())
+            if stop_reason is not None:
+                dispatcher.stop(stop_reason, interrupted=True)
             await dispatcher.run(setup, started)
             dispatcher.conclude_rest()
             await dispatcher.name_needs()
@@ -343,6 +348,15 @@ class Orchestrator:
             except Exception as exc:
                 self.store_warnings.append(f"results store: cannot read history: {exc}")
         return History(durations={}, recent_failures=frozenset())
+
+
+def _collection_stop(collection: Collection, pytest_args: Sequence[str]) -> str | None:
+    """pytest's rule: errors during collection interrupt the session before any test runs
+    (exit 2), unless `--continue-on-collection-errors`. A module-level skip is no error."""
+    errors = sum(1 for e in collection.errors if not e.skipped)
+    if not errors or "--continue-on-collection-errors" in pytest_args:
+        return None
+    return f"Interrupted: {errors} error{'s' if errors > 1 else ''} during collection"
 
 
 def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -92,10 +92,56 @@ def _move_aside(path: Path, why: str) -> Path:
     return target
 
 
+CACHEDIR_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by test_framework.\n"
+    "# For information about cache directory tags, see https://bford.info/cachedir/\n"
+)
+
+
+def mark_cache_folder(folder: Path) -> None:
+    """As pytest marks its cache: a `.gitignore` of `*` (so `git add -A` never stages the store
+    and a pre-commit hook never sees it change) and a `CACHEDIR.TAG` for backup tools. Only a
+    folder that holds nothing but the engine's own files is marked (never a `--cache-dir` the
+    user pointed at a folder of theirs), and a marker already there is left alone."""
+    if any(not _ours(entry.name) for entry in folder.iterdir()):
+        return
+    for name, text in (
+        (".gitignore", "# Created by test_framework automatically.\n*\n"),
+        (
+            "CACHEDIR.TAG",
+            CACHEDIR_TAG,
+        ),
+    ):
+        marker = folder / name
+        if not marker.exists():
+            marker.write_text(text, encoding="utf-8")
+
+
+def clear_store_folder(folder: Path) -> None:
+    """`--clear-cache`: delete the engine's own files there (never anything else: the folder
+    may be one the user named with `--cache-dir`), and the folder if that empties it."""
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if _ours(entry.name) and entry.is_file():
+            entry.unlink()
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _ours(name: str) -> bool:
+    return name.startswith(("results.sqlite", "internal-errors.log", "runs")) or name in (
+        ".gitignore",
+        "CACHEDIR.TAG",
+    )
+
+
 async def connect_store(path: Path) -> aiosqlite.Connection:
     """Open (creating or migrating) the store at `path`, moving a bad file aside once."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        mark_cache_folder(path.parent)
     except OSError as exc:
         raise StoreError(f"cannot create the store folder {path.parent}: {exc.strerror}") from None
     try:

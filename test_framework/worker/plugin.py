@@ -385,6 +385,10 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     if _plugin is None:
         return
+    if isinstance(sys.exc_info()[1], pytest.UsageError):
+        # pytest calls this hook on its way out of a failed collection ("file or directory not
+        # found"): no collection, and the exit status 4 says why.
+        return
     _plugin.send_collected(session)
     _plugin.open_board(os.environ.get(ENV_BOARD))
 

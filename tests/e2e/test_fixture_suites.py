@@ -28,8 +28,13 @@ pytestmark = pytest.mark.e2e
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_engine_matches_the_expected_table(name: str, isolation: str) -> None:
     expected = EXPECTED[name]
+    # The table is pytest's with --continue-on-collection-errors (the default stop at a
+    # collection error is tests/e2e/test_pytest_options.py's).
     run = run_engine(
-        sys.executable, SUITES / name, engine_args=("--retries", "0", f"--isolation={isolation}")
+        sys.executable,
+        SUITES / name,
+        ["--continue-on-collection-errors"],
+        engine_args=("--retries", "0", f"--isolation={isolation}"),
     )
     assert differences(expected["outcomes"], run.outcomes) == [], run.output[-4000:]  # type: ignore[arg-type]
     assert run.exit_code == expected["exit_code"], run.output[-4000:]
@@ -44,9 +49,10 @@ def test_a_forked_run_from_the_cached_collection_matches_the_table(
     errors (or no tests) is never cached, so there the second run collects in the zygote."""
     expected = EXPECTED[name]
     args = ("--retries", "0", "--isolation=fork", "--cache-dir", str(tmp_path / "cache"))
-    run_engine(sys.executable, SUITES / name, engine_args=args)
+    keep_going = ["--continue-on-collection-errors"]
+    run_engine(sys.executable, SUITES / name, keep_going, engine_args=args)
     second = run_engine(
-        sys.executable, SUITES / name, engine_args=(*args, "-vv", "--log-format=json")
+        sys.executable, SUITES / name, keep_going, engine_args=(*args, "-vv", "--log-format=json")
     )
     outcomes: dict[str, str] = expected["outcomes"]  # type: ignore[assignment]
     # A collection error is listed under its file's path, without "::".

@@ -1,0 +1,132 @@
+"""A pytest user's command line: the options they know, without `--`, mean what they mean in
+pytest, with pytest's exit codes. Each test compares the engine with plain pytest on a fixture
+suite."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .helpers import SUITES, engine_command, run_suite
+
+pytestmark = pytest.mark.e2e
+
+
+def engine(suite: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = engine_command(suite, tmp_path / "cache", "--retries", "0", *args)
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+
+
+def pytest_run(suite: str, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--color=no", *args]
+    return subprocess.run(
+        command, cwd=SUITES / suite, capture_output=True, text=True, check=False, timeout=300
+    )
+
+
+def counts(output: str) -> dict[str, int]:
+    last = [line for line in output.splitlines() if " in " in line and "==" in line][-1]
+    return {word: int(n) for n, word in re.findall(r"(\d+) (\w+)", last.split(" in ")[0])}
+
+
+def test_k_and_a_path_need_no_double_dash(tmp_path: Path) -> None:
+    done = engine("basic", tmp_path, "-k", "add", "test_math.py")
+    plain = pytest_run("basic", "-k", "add", "test_math.py")
+    assert done.returncode == plain.returncode == 0, done.stdout + done.stderr
+    plain_counts = counts(plain.stdout)
+    assert plain_counts.pop("deselected") == 5
+    assert counts(done.stdout) == plain_counts
+
+
+def failures(found: dict[str, int]) -> int:
+    return found.get("failed", 0) + found.get("error", 0) + found.get("errors", 0)
+
+
+@pytest.mark.parametrize(("option", "limit"), [(("-x",), 1), (("--maxfail", "2"), 2)])
+def test_exitfirst_and_maxfail_stop_the_whole_run(
+    option: tuple[str, ...], limit: int, tmp_path: Path
+) -> None:
+    """pytest stops at the limit; so does the run, counting failures across its workers as they
+    come (a test another worker finished meanwhile keeps its outcome, as under xdist, so there
+    may be more); what it kept from running is reported not run. One worker, in order: exactly
+    pytest's answer."""
+    plain = pytest_run("outcomes", *option)
+    assert failures(counts(plain.stdout)) == limit
+    for args in ((), ("--workers", "1")):
+        done, document = run_suite("outcomes", tmp_path, "--retries", "0", *option, *args)
+        assert done.returncode == plain.returncode == 1, done.stdout + done.stderr
+        found = counts(done.stdout)
+        assert failures(found) >= limit, done.stdout
+        assert len(document["tests"]) == 11, done.stdout  # every test: an outcome or not run
+        if args:
+            assert failures(found) == limit, done.stdout
+            found.pop("not", None)
+            assert found == counts(plain.stdout), done.stdout
+
+
+def test_collect_only_lists_like_pytest_and_exits_0(tmp_path: Path) -> None:
+    done = engine("basic", tmp_path, "--co", "-q")
+    plain = pytest_run("basic", "--co", "-q")
+    assert done.returncode == plain.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[:-1] == plain.stdout.splitlines()[:-1]  # timing aside
+    assert "in the foreground" in done.stderr
+
+
+def test_a_missing_path_is_a_usage_error_as_in_pytest(tmp_path: Path) -> None:
+    for isolation in ("fork", "spawn"):
+        done = engine("basic", tmp_path, f"--isolation={isolation}", "test_missing.py")
+        plain = pytest_run("basic", "test_missing.py")
+        assert done.returncode == plain.returncode == 4, done.stdout + done.stderr
+        assert "file or directory not found: test_missing.py" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_a_collection_error_interrupts_the_run_as_in_pytest(tmp_path: Path) -> None:
+    done = engine("collect_error", tmp_path)
+    plain = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
+        cwd=SUITES / "collect_error",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == plain.returncode == 2, done.stdout + done.stderr
+    assert "Interrupted: 2 errors during collection" in done.stdout
+    assert counts(done.stdout) == {"errors": 2}
+    going = engine("collect_error", tmp_path, "--continue-on-collection-errors")
+    assert going.returncode == 1, going.stdout
+    assert counts(going.stdout) == {"passed": 5, "errors": 2}
+
+
+def test_a_misspelt_engine_option_is_named_not_passed_to_pytest(tmp_path: Path) -> None:
+    done = engine("basic", tmp_path, "--optimisation", "balanced")
+    assert done.returncode == 4
+    assert "unknown option --optimisation; did you mean --optimization?" in done.stderr
+
+
+def test_the_store_folder_is_ignored_by_git_and_tagged_as_a_cache(tmp_path: Path) -> None:
+    done = engine("basic", tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    store = tmp_path / "cache"
+    assert (store / ".gitignore").read_text(encoding="utf-8").splitlines()[-1] == "*"
+    assert (
+        (store / "CACHEDIR.TAG")
+        .read_text(encoding="utf-8")
+        .startswith("Signature: 8a477f597d28d172789f06886806bc55")
+    )
+
+
+def test_a_cache_dir_the_user_named_is_never_marked_nor_cleared(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me", encoding="utf-8")
+    command = engine_command("basic", folder, "--clear-cache", "--retries", "0")
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (folder / "notes.txt").read_text(encoding="utf-8") == "keep me"
+    assert not (folder / ".gitignore").exists()
+    assert (folder / "results.sqlite").exists()
