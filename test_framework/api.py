@@ -7,6 +7,7 @@ arrives as `InternalError`, its traceback written to the store folder's error lo
 
 from __future__ import annotations
 
+import asyncio
 import io
 import sys
 from collections.abc import Sequence
@@ -15,9 +16,9 @@ from typing import Any
 
 import anyio
 
-from .errors import InternalError, TestFrameworkError
+from .errors import InternalError, TestFrameworkError, UsageError
 from .execution.executor import ExecutorFactory, local_executor
-from .logging import internal_error_line, log_internal_error
+from .logging import api_logging, internal_error_line, log_internal_error
 from .models import FAILING_OUTCOMES, Outcome, RunSummary
 from .orchestrator import run_events
 from .reporting import subscribers_for
@@ -26,7 +27,7 @@ from .request import RunRequest, resolve
 
 async def run(
     project_root: str | Path = ".",
-    categories: Sequence[str] = (),
+    categories: str | Sequence[str] = (),
     optimization: str | None = None,
     *,
     workers: int | None = None,
@@ -40,10 +41,19 @@ async def run(
     quiet: bool = False,
     executors: ExecutorFactory = local_executor,
 ) -> RunSummary:
-    """Run the suite; raises UsageError (exit 4), NoTestsCollected (5), CollectionFailed (3) or
-    InternalError (3, an engine bug) from errors.py; test failures are in the summary."""
+    """Run the suite and return its summary (test failures are in it, never raised).
+
+    `categories`: one name or several. The engine's own log goes to `<store>/engine.log`,
+    never to stdout; the console report goes to stdout unless `quiet`.
+
+    Raises (all from `test_framework.errors`, each with a one-line message):
+    `UsageError` (a bad option or value; `ConfigError` and `ProjectError` are kinds of it: exit
+    4 on the command line), `NoTestsCollected` (5), `CollectionFailed` (pytest could not
+    collect: 3, or 4 when pytest rejected the arguments), `InternalError` (a bug in the
+    engine, its traceback in `<store>/internal-errors.log`: 3); `KeyboardInterrupt` passes
+    through."""
     request = RunRequest(
-        categories=tuple(categories),
+        categories=(categories,) if isinstance(categories, str) else tuple(categories),
         optimization=optimization,
         workers=workers,
         project_root=Path(project_root),
@@ -58,7 +68,8 @@ async def run(
     settings = resolve(request)
     out = io.StringIO() if quiet else sys.stdout
     try:
-        return await run_events(settings, subscribers_for(settings, out), executors=executors)
+        with api_logging(settings.cache_dir):
+            return await run_events(settings, subscribers_for(settings, out), executors=executors)
     except (TestFrameworkError, KeyboardInterrupt):
         raise
     except Exception as exc:
@@ -67,16 +78,32 @@ async def run(
 
 
 def run_tests_with_optimization(**options: Any) -> dict[str, Any]:
-    """Run synchronously and answer with the counts the seed documents use."""
+    """Run synchronously (the options are `run`'s) and answer with the counts the seed
+    documents use, plus one key per outcome (`outcomes`) and pytest's closing-line counts
+    (`counts`): every test is counted. Inside a running event loop, `await run(...)` instead.
+    Raises what `run` raises."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise UsageError(
+            "run_tests_with_optimization() cannot be called inside a running event loop; "
+            "use `await test_framework.api.run(...)` there"
+        )
     summary: RunSummary = anyio.run(lambda: run(**options), backend="asyncio")
     outcomes = [r.outcome for r in summary.results]
     return {
         "total_tests": len(outcomes),
         "passed": sum(o in (Outcome.PASSED, Outcome.FLAKY) for o in outcomes),
+        "xpassed": sum(o is Outcome.XPASSED for o in outcomes),
         "failed": sum(o in FAILING_OUTCOMES for o in outcomes),
         "skipped": sum(o in (Outcome.SKIPPED, Outcome.XFAILED) for o in outcomes),
         "cached": sum(o is Outcome.CACHED for o in outcomes),
         "flaky": sum(o is Outcome.FLAKY for o in outcomes),
+        "not_run": sum(o is Outcome.NOT_RUN for o in outcomes),
+        "outcomes": {o.value: outcomes.count(o) for o in Outcome if o in outcomes},
+        "counts": dict(summary.counts),
         "execution_time": summary.duration,
         "exit_code": summary.exit_code,
         "summary": summary,

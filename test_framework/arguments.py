@@ -28,15 +28,16 @@ def add_project_options(parser: argparse.ArgumentParser, project_help: str) -> N
     parser.add_argument(
         "--project-root",
         type=Path,
-        default=Path("."),
         metavar="DIR",
-        help=f"{project_help} (default: current folder)",
+        help=f"{project_help} (default: found as pytest finds its rootdir: the nearest folder "
+        "up from here, or from the path arguments, with pytest's configuration)",
     )
     parser.add_argument(
         "--cache-dir",
         type=Path,
         metavar="DIR",
-        help="where the results store lives (default: <project>/.test_framework)",
+        help="where the results store lives, relative to the current folder (default: "
+        "<project>/.test_framework)",
     )
 
 

@@ -174,10 +174,6 @@ def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bo
     ns, passed_on = parser.parse_known_args(args)
     _reject_misspelt_options(parser, passed_on)
     pytest_args = [*passed_on, *pytest_args]
-    if ns.maxfail:
-        # Each worker stops at its own N-th failure too, as pytest would; the run stops at
-        # the N-th run-wide.
-        pytest_args.append(f"--maxfail={ns.maxfail}")
     request = RunRequest(
         categories=tuple(ns.category),
         optimization=ns.optimization,

@@ -7,11 +7,15 @@ stdout. Run and shard ids are bound in context, so every line of a run can be gr
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import logging
+import os
 import sys
 import tempfile
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -43,6 +47,40 @@ def configure_logging(
 
 
 INTERNAL_ERROR_LOG = "internal-errors.log"
+ENGINE_LOG = "engine.log"
+_configured_by_api = False
+
+
+@contextlib.contextmanager
+def api_logging(folder: Path) -> Iterator[None]:
+    """The Python API's log: the engine's lines go to `<store folder>/engine.log` (JSON, info
+    and up) for the run, never to the host program's stdout. A host that configured structlog
+    itself keeps its configuration."""
+    global _configured_by_api
+    if structlog.is_configured() and not _configured_by_api:
+        yield
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle: TextIO = (folder / ENGINE_LOG).open("a", encoding="utf-8")
+    except OSError:
+        handle = open(os.devnull, "w")  # noqa: SIM115 - closed below
+    with handle:
+        configure_logging(log_format="json", verbose=1, debug=False, stream=handle)
+        _configured_by_api = True
+        try:
+            yield
+        finally:
+            # Between runs the engine says nothing at all, not even to stdout.
+            configure_logging(log_format="json", verbose=0, debug=False, stream=_Discard())
+            structlog.configure(
+                wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL)
+            )
+
+
+class _Discard(io.StringIO):
+    def write(self, text: str) -> int:
+        return len(text)
 
 
 def log_internal_error(error: BaseException, folder: Path | None) -> Path | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from .config import ISOLATIONS, Category, EnvOverrides, Profile, load_catalog, read_env
 from .errors import ConfigError, ProjectError, UsageError
 from .machine import cpu_count
+from .rootdir import find_rootdir, path_arguments, rebased
 
 DEFAULT_CACHE_DIR = ".test_framework"
 
@@ -24,7 +25,8 @@ class RunRequest:
     categories: tuple[str, ...] = ()
     optimization: str | None = None
     workers: int | None = None
-    project_root: Path = Path(".")
+    # None: found as pytest finds its rootdir (then path arguments are rebased onto it).
+    project_root: Path | None = None
     cache_dir: Path | None = None
     maxfail: int | None = None
     list_only: bool = False
@@ -88,7 +90,16 @@ def resolve(
     cores: int | None = None,
 ) -> RunSettings:
     env = read_env(os.environ if environ is None else environ)
-    root = _project_root(request.project_root)
+    pytest_args = request.pytest_args
+    if request.project_root is None:
+        here = Path.cwd()
+        root = find_rootdir(here, pytest_args)
+        pytest_args = rebased(pytest_args, here, root)
+        if not path_arguments(here, request.pytest_args) and here.resolve() != root:
+            # pytest run from a subfolder without paths collects that subfolder.
+            pytest_args = (*pytest_args, os.path.relpath(here.resolve(), root))
+    else:
+        root = _project_root(request.project_root)
     catalog = load_catalog(root)
     profile_name = request.optimization or env.optimization or catalog.default_optimization
     if profile_name not in catalog.profiles:
@@ -132,7 +143,7 @@ def resolve(
         junitxml=_output_path(root, request.junitxml, "--junitxml"),
         verbose=request.verbose,
         log_format=request.log_format,
-        pytest_args=request.pytest_args,
+        pytest_args=_with_maxfail(pytest_args, request.maxfail),
         debug=env.debug_mode,
         resource_monitoring=env.resource_monitoring and fixed is None,
         argv=request.argv,
@@ -140,6 +151,12 @@ def resolve(
         resource_limits=catalog.resource_limits,
         flaky_result=request.flaky_result,
     )
+
+
+def _with_maxfail(pytest_args: tuple[str, ...], maxfail: int | None) -> tuple[str, ...]:
+    """-x / --maxfail N asked of the engine: each worker stops at its own N-th failure too, as
+    pytest would, while the run stops at the N-th run-wide."""
+    return (*pytest_args, f"--maxfail={maxfail}") if maxfail else pytest_args
 
 
 def _isolation(requested: str) -> str:
@@ -194,9 +211,12 @@ def _project_root(path: Path) -> Path:
 
 
 def _cache_dir(root: Path, requested: Path | None, configured: str | None) -> Path:
+    """`--cache-dir` relative to the current folder, as any path typed there; the project's
+    configured one (or the default) relative to the project."""
     raw = requested if requested is not None else Path(configured or DEFAULT_CACHE_DIR)
     path = raw.expanduser()
-    path = path if path.is_absolute() else root / path
+    base = Path.cwd() if requested is not None else root
+    path = path if path.is_absolute() else base / path
     if path.exists() and not path.is_dir():
         raise ProjectError(f"cache dir {str(raw)!r} exists and is not a folder")
     return path

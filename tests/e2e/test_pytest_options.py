@@ -5,6 +5,7 @@ suite."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,23 @@ def test_a_cache_dir_the_user_named_is_never_marked_nor_cleared(tmp_path: Path) 
     assert (folder / "notes.txt").read_text(encoding="utf-8") == "keep me"
     assert not (folder / ".gitignore").exists()
     assert (folder / "results.sqlite").exists()
+
+
+def test_a_run_from_a_subfolder_uses_the_projects_root_and_its_one_store(tmp_path: Path) -> None:
+    project = tmp_path / "categories"
+    shutil.copytree(SUITES / "categories", project)
+    sub = project / "tests" / "unit"
+    command = [sys.executable, "-m", "test_framework", "--retries", "0"]
+    done = subprocess.run(command, cwd=sub, capture_output=True, text=True, check=False)
+    plain = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
+        cwd=sub,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == plain.returncode == 0, done.stdout + done.stderr
+    assert f"rootdir: {project}" in done.stdout
+    assert counts(done.stdout) == counts(plain.stdout) == {"passed": 4}  # the subfolder's
+    assert (project / ".test_framework" / "results.sqlite").exists()
+    assert not (sub / ".test_framework").exists()
