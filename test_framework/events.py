@@ -72,6 +72,20 @@ class ShardCollected:
 
 
 @dataclass(frozen=True, slots=True)
+class WarningRecorded:
+    """pytest recorded a warning in a worker (or in the collecting process: `shard_id` None):
+    `message` as its warnings summary prints it, `nodeid` the test's ("" at collection, then
+    `location` names the place)."""
+
+    shard_id: int | None
+    nodeid: str
+    when: str
+    message: str
+    location: str = ""
+    at: float = field(default_factory=_now, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
 class TestStarted:
     __test__ = False
     shard_id: int
@@ -233,6 +247,7 @@ ExecutionEvent = (
     | ShardFinished
     | ShardCrashed
     | ProcessesLeaked
+    | WarningRecorded
 )
 
 Event = (

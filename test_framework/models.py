@@ -7,10 +7,10 @@ collection error all arrive downstream as data in the same shape.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from .worker.protocol import CollectFailed
+from .worker.protocol import CollectFailed, Warned
 from .worker.selection import Selection, selection_files
 
 NodeId = str
@@ -76,6 +76,9 @@ class PhaseReport:
     longrepr: str = ""
     sections: tuple[tuple[str, str], ...] = ()
     location: tuple[str, int | None, str] | None = None
+    wasxfail: str | None = None  # an xfail's or xpass's reason
+    where: str = ""  # a skip's "path:line"
+    word: str = ""  # pytest's verbose word where not the category's own ("SUBFAILED[i] (i=1)")
 
 
 _RANK = {
@@ -201,6 +204,17 @@ class Shard:
 
 
 @dataclass(frozen=True, slots=True)
+class Terminal:
+    """What pytest's terminal summary shows, as the collecting pytest was configured: `-r`
+    characters, `--durations` (None: off) and its minimum, and the items `-k`/`-m` deselected."""
+
+    reportchars: str = "fE"
+    durations: int | None = None
+    durations_min: float = 0.005
+    deselected: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Collection:
     """What pytest collected for a selection: the one record discovery, a zygote and the
     store's collection cache all produce. `positionals` are the arguments pytest took as paths
@@ -218,6 +232,9 @@ class Collection:
     # The non-test modules the whole collection imported, in order (an early zygote preloads
     # them next time).
     modules: tuple[str, ...] = ()
+    terminal: Terminal = field(default_factory=Terminal)
+    # Warnings the collecting process recorded (a forked run's tests do not collect again).
+    warnings: tuple[Warned, ...] = ()
 
     @classmethod
     def merged(cls, collections: Sequence[Collection]) -> Collection:
@@ -235,6 +252,11 @@ class Collection:
             resources={n: r for c in collections for n, r in c.resources.items()},
             read={p: d for c in collections for p, d in c.read.items()},
             modules=tuple(dict.fromkeys(m for c in collections for m in c.modules)),
+            # Each query's -k/-m deselects for itself: their sum would mean nothing.
+            terminal=replace(collections[0].terminal, deselected=0)
+            if len(collections) > 1
+            else collections[0].terminal,
+            warnings=tuple(dict.fromkeys(w for c in collections for w in c.warnings)),
         )
 
     def error_results(self) -> tuple[TestResult, ...]:
@@ -263,6 +285,7 @@ class Plan:
     context_files: Mapping[str, str] = field(default_factory=dict)
     # Files whose ids changed between collections: their named tests carry positions too.
     unstable_files: tuple[str, ...] = ()
+    terminal: Terminal = field(default_factory=Terminal)
 
     @property
     def test_count(self) -> int:

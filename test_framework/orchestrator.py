@@ -37,7 +37,7 @@ from .dispatch.dispatcher import Dispatcher
 from .dispatch.queue import ShardCosts
 from .dispatch.resources import Sampler
 from .errors import NoTestsCollected, StoreError, TestFrameworkError
-from .events import Event, EventBus, RunContext, RunFinished, RunStarted
+from .events import Event, EventBus, RunContext, RunFinished, RunStarted, WarningRecorded
 from .execution.executor import ExecutorFactory, ExecutorStart, ShardExecutor, local_executor
 from .execution.importable import worker_env
 from .execution.runner import STOP_GRACE, WorkerSetup
@@ -198,6 +198,12 @@ class Orchestrator:
             if forked and fraction is None:
                 dispatcher.first = FirstTests.for_cores(settings.cores)
             self.bus.emit(started_event)
+            for warned in collection.warnings:
+                self.bus.emit(
+                    WarningRecorded(
+                        None, warned.nodeid, warned.when, warned.message, warned.location
+                    )
+                )
             if fraction is not None:
                 dispatcher.widen(busy, f"learned: these tests keep a core {fraction:.0%} busy")
             dispatcher.conclude(collection.error_results())
@@ -233,7 +239,8 @@ class Orchestrator:
         known = sum(1 for n in collection.nodeids if n in history.durations)
         if settings.one_worker_in_order:
             shard = in_order_shard(collection.nodeids, settings.only)
-            return [shard], Plan((shard,), known, collection.error_results())
+            plan = Plan((shard,), known, collection.error_results(), terminal=collection.terminal)
+            return [shard], plan
         slots = plan_slots(
             tests=len(collection.nodeids),
             known=known,
@@ -263,7 +270,9 @@ class Orchestrator:
         files = {file_of(n) for n in collection.nodeids}
         learnt = {f: why for f, why in context_files.items() if f in files}
         moving = tuple(sorted(f for f in unstable if f in files))
-        plan = Plan(tuple(shards), known, collection.error_results(), learnt, moving)
+        plan = Plan(
+            tuple(shards), known, collection.error_results(), learnt, moving, collection.terminal
+        )
         return shards, plan
 
     def _nothing_collected(self) -> NoTestsCollected:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ..errors import collection_failure
 from ..exit_codes import ExitCode
-from ..models import Collection
-from ..worker.protocol import Collected, CollectFailed, Hello
+from ..models import Collection, Terminal
+from ..worker.protocol import Collected, CollectFailed, Hello, Warned
 from .channel import read_messages
 from .process import spawn_worker
 
@@ -23,6 +23,7 @@ async def collect(argv: tuple[str, ...], *, cwd: Path, env: Mapping[str, str]) -
     hello: Hello | None = None
     collected: Collected | None = None
     errors: list[CollectFailed] = []
+    warned: list[Warned] = []
     async with spawn_worker([*argv, "--collect-only", "-q"], cwd=str(cwd), env=env) as worker:
         async for message in read_messages(worker.channel):
             if isinstance(message, Hello):
@@ -31,6 +32,8 @@ async def collect(argv: tuple[str, ...], *, cwd: Path, env: Mapping[str, str]) -
                 collected = message
             elif isinstance(message, CollectFailed):
                 errors.append(message)
+            elif isinstance(message, Warned):
+                warned.append(message)
         await worker.process.wait()
         returncode = worker.process.returncode
     failed = returncode in (ExitCode.USAGE_ERROR, ExitCode.INTERNAL_ERROR)
@@ -45,4 +48,15 @@ async def collect(argv: tuple[str, ...], *, cwd: Path, env: Mapping[str, str]) -
         resources=dict(collected.resources or {}),
         read=dict.fromkeys(collected.read, ""),
         modules=collected.modules,
+        terminal=terminal_of(collected),
+        warnings=tuple(warned),
+    )
+
+
+def terminal_of(collected: Collected) -> Terminal:
+    return Terminal(
+        collected.reportchars,
+        collected.durations,
+        collected.durations_min,
+        collected.deselected,
     )

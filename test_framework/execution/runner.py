@@ -31,6 +31,7 @@ from ..events import (
     ShardStarted,
     TestsReleased,
     TestStarted,
+    WarningRecorded,
 )
 from ..machine import tree_rss
 from ..models import NodeId, Outcome, Shard, TestResult, engine_result
@@ -45,6 +46,7 @@ from ..worker.protocol import (
     Message,
     Released,
     Result,
+    Warned,
     encode,
 )
 from ..worker.selection import encode_selection
@@ -303,6 +305,12 @@ def _handle(
         )
         outcome.results.append(result)
         listener.emit(AttemptFinished(result))
+    elif isinstance(message, Warned):
+        listener.emit(
+            WarningRecorded(
+                shard.shard_id, message.nodeid, message.when, message.message, message.location
+            )
+        )
     elif isinstance(message, Released):
         progress.released.update(message.nodeids)
         listener.emit(TestsReleased(shard.shard_id, message.nodeids))

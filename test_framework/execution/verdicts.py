@@ -51,6 +51,9 @@ def test_result(message: Result, shard: Shard) -> TestResult:
             p.longrepr,
             p.sections,
             message.location,
+            p.wasxfail,
+            p.where,
+            p.word,
         )
         for p in message.phases
     )

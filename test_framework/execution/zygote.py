@@ -35,9 +35,11 @@ from ..worker.protocol import (
     Forked,
     Hello,
     Message,
+    Warned,
     encode,
 )
 from .channel import read_messages
+from .collect import terminal_of
 from .process import OUTPUT_TAIL_BYTES, ScratchFiles, signal_group, spawn_worker
 
 
@@ -113,6 +115,7 @@ class Zygote:
         self.collection = Collection(rootdir="", nodeids=())
         self.collected = anyio.Event()
         self._errors: list[CollectFailed] = []
+        self._warned: list[Warned] = []
         self.alive = False
         self.output_tail = ""
         self.returncode: int | None = None
@@ -170,6 +173,8 @@ class Zygote:
             self.collection = Collection(message.rootdir, (), positionals=message.args)
         elif isinstance(message, CollectFailed):
             self._errors.append(message)
+        elif isinstance(message, Warned):
+            self._warned.append(message)
         elif isinstance(message, Collected):
             self.collection = Collection(
                 rootdir=self.collection.rootdir,
@@ -180,6 +185,8 @@ class Zygote:
                 resources=dict(message.resources or {}),
                 read=dict.fromkeys(message.read, ""),
                 modules=message.modules,
+                terminal=terminal_of(message),
+                warnings=tuple(self._warned),
             )
             self.collected.set()
         elif isinstance(message, Forked):

@@ -26,9 +26,24 @@ from ..events import (
     TestConfirming,
     TestFinished,
     TestRetrying,
+    WarningRecorded,
 )
-from ..models import FAILING_OUTCOMES, Outcome, RunSummary, TestResult
+from ..models import FAILING_OUTCOMES, Outcome, RunSummary, Terminal, TestResult
 from ..outcomes import summary_words
+from .sections import (
+    report_chars,
+    short_summary,
+    slowest_durations,
+    unique_warnings,
+    warnings_summary,
+)
+
+DISABLE_WARNINGS = (
+    "--disable-warnings",
+    "--disable-pytest-warnings",
+    "no:warnings",
+    "-pno:warnings",
+)
 
 _SHOWN = FAILING_OUTCOMES | {Outcome.FLAKY}
 _WORDS = {
@@ -66,6 +81,9 @@ class ConsoleReporter:
         self.started = time.monotonic()
         self._last_draw = 0.0
         self._line_open = False
+        self.terminal = Terminal()
+        self.pytest_args: tuple[str, ...] = ()
+        self.warnings: list[WarningRecorded] = []
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted):
@@ -102,6 +120,8 @@ class ConsoleReporter:
                 f"!!! circuit breaker opened: {len(event.failures)} failures with "
                 f"`{event.signature}`; skipping the rest of {', '.join(event.files)} !!!"
             )
+        elif isinstance(event, WarningRecorded):
+            self.warnings.append(event)
         elif isinstance(event, RunStopping):
             self._line(f"!!! {event.reason} !!!")
         elif isinstance(event, RunFinished):
@@ -111,12 +131,17 @@ class ConsoleReporter:
         plan = event.plan
         self.total = plan.test_count + len(plan.collection_errors)
         self.capacity = event.capacity
+        self.terminal = plan.terminal
+        self.pytest_args = event.context.pytest_args
+        deselected = plan.terminal.deselected
         self._write(banner("test_framework", "=", self.width) + "\n")
         self._write(
             f"rootdir: {event.context.project_root}\n"
-            f"collected {plan.test_count} tests in {len(plan.shards)} shards, "
-            f"{event.capacity} workers to start, "
-            f"{plan.known_durations} durations known\n"
+            f"collected {plural(plan.test_count + deselected, 'test')}"
+            f"{f' / {deselected} deselected / {plan.test_count} selected' if deselected else ''}"
+            f" in {plural(len(plan.shards), 'shard')}, "
+            f"{plural(event.capacity, 'worker')} to start, "
+            f"{plural(plan.known_durations, 'duration')} known\n"
         )
 
     def _test_finished(self, result: TestResult) -> None:
@@ -170,10 +195,17 @@ class ConsoleReporter:
                 self._write((result.longrepr or result.message).rstrip() + "\n")
                 for title, content in result.sections:
                     self._write(banner(title, "-", self.width) + "\n" + content.rstrip() + "\n")
-        if shown:
-            self._write(banner("short test summary info", "=", self.width) + "\n")
-            for result in shown:
-                self._write(f"{_WORDS[result.outcome]} {result.nodeid}{_reason(result)}\n")
+        disabled = any(a in DISABLE_WARNINGS for a in self.pytest_args)
+        chars = report_chars(self.terminal.reportchars, warnings_disabled=disabled)
+        warnings = unique_warnings(self.warnings)
+        if warnings and "w" in chars:
+            self._section("warnings summary", warnings_summary(warnings))
+        if self.terminal.durations is not None:
+            title, lines = slowest_durations(summary.results, self.terminal, verbose=self.verbose)
+            self._section(title, lines)
+        lines = short_summary(summary.results, chars)
+        if lines:
+            self._section("short test summary info", lines)
         unrun = [r for r in summary.results if r.outcome is Outcome.NOT_RUN]
         if unrun and self.verbose:
             self._write(banner(f"{len(unrun)} not run", "=", self.width) + "\n")
@@ -185,24 +217,22 @@ class ConsoleReporter:
             self._write(f"warning: {error}\n")
         for note in summary.notes:
             self._write(f"{note}\n")
-        words = ", ".join(summary_words(summary.counts)) or "no tests ran"
+        counts = dict(summary.counts)
+        if self.terminal.deselected:
+            counts["deselected"] = self.terminal.deselected
+        if warnings:
+            counts["warnings"] = len(warnings)
+        words = ", ".join(summary_words(counts)) or "no tests ran"
         closing = f"{words} in {summary.duration:.2f}s"
         if summary.interrupted:
             closing = f"{closing} (interrupted)"
         self._write(banner(closing, "=", self.width) + "\n")
 
-
-def _reason(result: TestResult) -> str:
-    line = _last_line(result.longrepr)
-    if result.message and line and result.outcome in (Outcome.FAILED, Outcome.ERROR):
-        return f" - {line} ({result.message})"
-    text = result.message or line
-    return f" - {text}" if text else ""
+    def _section(self, title: str, lines: list[str]) -> None:
+        self._write(banner(title, "=", self.width) + "\n")
+        for line in lines:
+            self._write(line + "\n")
 
 
-def _last_line(text: str) -> str:
-    for line in text.strip().splitlines():
-        if line.startswith("E "):
-            return line[1:].strip()[:200]
-    lines = text.strip().splitlines()
-    return lines[-1][:200] if lines else ""
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"

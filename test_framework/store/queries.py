@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
-from ..models import FAILING_OUTCOMES, Collection
+from ..models import FAILING_OUTCOMES, Collection, Terminal
 
 # Under contention a CPU-bound test's wall time stretches and its measured CPU share drops; a
 # share above this says "CPU-bound" and no more, so a contended run never learns to overcommit.
@@ -94,6 +95,7 @@ async def load_collection(db: aiosqlite.Connection, fingerprint: str) -> Collect
         resources={n: tuple(r) for n, r in constraints.get("resources", {}).items()},
         read=dict(constraints.get("read", {})),
         modules=tuple(constraints.get("modules", ())),
+        terminal=Terminal(**constraints["terminal"]) if "terminal" in constraints else Terminal(),
     )
 
 
@@ -116,6 +118,7 @@ async def save_collection(
                     "resources": dict(cached.resources),
                     "read": dict(cached.read),
                     "modules": list(cached.modules),
+                    "terminal": dataclasses.asdict(cached.terminal),
                 }
             ),
         ),

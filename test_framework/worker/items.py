@@ -9,11 +9,13 @@ import io
 import os
 import resource
 import sys
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
+from .protocol import Warned
 from .selection import FileHead, FileSlice, FileTests, Selection, decode_selection, slice_bounds
 
 # On an item renamed to the id the engine asked for: the id this collection gave it.
@@ -135,6 +137,38 @@ def skip_reason(report: Any) -> str:
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
         return str(longrepr[2])
     return str(longrepr)
+
+
+def skip_location(report: Any, config: pytest.Config) -> str:
+    """A skip's "path:line" as pytest's `-rs` line prints it (relative to where pytest runs)."""
+    longrepr = report.longrepr
+    if not (isinstance(longrepr, tuple) and len(longrepr) == 3):
+        return ""
+    path, line, _reason = longrepr
+    return f"{_relative(str(path), config)}:{line}"
+
+
+def warned(
+    message: warnings.WarningMessage,
+    when: str,
+    nodeid: str,
+    config: pytest.Config,
+) -> Warned:
+    """A recorded warning as pytest's warnings summary shows it."""
+    text = warnings.formatwarning(
+        str(message.message), message.category, message.filename, message.lineno, message.line
+    )
+    where = "" if nodeid else f"{_relative(message.filename, config)}:{message.lineno}"
+    return Warned(nodeid, when, text, where)
+
+
+def _relative(path: str, config: pytest.Config) -> str:
+    base = str(config.invocation_params.dir)
+    try:
+        relative = os.path.relpath(path, base)
+    except ValueError:
+        return path
+    return path if relative.startswith("..") else relative
 
 
 def render(report: pytest.TestReport) -> str:

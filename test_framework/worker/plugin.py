@@ -29,8 +29,9 @@ import signal
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -48,7 +49,9 @@ from .items import (
     renamed_files,
     render,
     select_items,
+    skip_location,
     skip_reason,
+    warned,
 )
 from .proc import now, own_children
 from .protocol import (
@@ -74,6 +77,17 @@ from .protocol import (
     encode,
 )
 from .reads import ReadRecorder
+
+# Verbose words pytest gives its own categories: the engine knows them without being told.
+_PLAIN_WORDS = frozenset({"", "PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS"})
+
+
+def _durations_min(option: Any) -> float:
+    """pytest's `--durations-min`, and its default when not given (0.005 s; 0 at -vv)."""
+    given = getattr(option, "durations_min", None)
+    if given is not None:
+        return float(given)
+    return 0.0 if int(getattr(option, "verbose", 0) or 0) >= 2 else 0.005
 
 
 def plain_pass(phases: list[Phase]) -> bool:
@@ -111,6 +125,10 @@ class WorkerPlugin:
         self.children_before: set[int] | None = None
         self.reads = ReadRecorder(str(config.rootpath))
         self.modules_before: set[str] = set()  # sys.modules when collection began
+        self.deselected = 0  # items -k / -m left out (not the engine's own narrowing)
+        self.selecting = False  # the engine's narrowing is under way
+        # --durations needs every phase's duration: no test travels as a plain pass then.
+        self.durations_wanted = config.option.durations is not None
 
     # ---- sending ---------------------------------------------------------------------------
     def send(self, message: Message) -> None:
@@ -149,9 +167,21 @@ class WorkerPlugin:
         self.reads.recording = False
         whole = self.zygote or bool(self.config.option.collectonly)
         modules = collected_modules(self.config, self.modules_before) if whole else ()
-        renamed = renamed_files(session.items)
+        option = self.config.option
         self.send(
-            Collected(nodeids, serial, resources, timeouts, self.reads.read(), modules, renamed)
+            Collected(
+                nodeids,
+                serial,
+                resources,
+                timeouts,
+                self.reads.read(),
+                modules,
+                renamed_files(session.items),
+                reportchars=str(getattr(option, "reportchars", "fE") or ""),
+                durations=getattr(option, "durations", None),
+                durations_min=_durations_min(option),
+                deselected=self.deselected,
+            )
         )
 
     # ---- the zygote's roles -------------------------------------------------------------------
@@ -231,10 +261,12 @@ class WorkerPlugin:
         self.children_before = own_children()
 
     def phase_reported(self, report: pytest.TestReport) -> None:
-        category = ""
+        category = word = ""
         status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
         if status:
             category = status[0] if isinstance(status[0], str) else str(status[0])
+            verbose = status[2] if isinstance(status[2], str) else ""
+            word = "" if verbose in _PLAIN_WORDS else verbose
         if report.outcome == "skipped" and report.when != "call" and not category:
             category = "skipped"
         longrepr = ""
@@ -242,6 +274,7 @@ class WorkerPlugin:
             longrepr = skip_reason(report) if report.skipped else render(report)
         sections = tuple(report.sections) if report.outcome == "failed" else ()
         wasxfail = getattr(report, "wasxfail", None)
+        where = skip_location(report, self.config) if report.skipped else ""
         self.phases.append(
             Phase(
                 report.when,
@@ -251,6 +284,8 @@ class WorkerPlugin:
                 longrepr,
                 sections,
                 None if wasxfail is None else str(wasxfail),
+                where,
+                word,
             )
         )
         if report.when == "teardown":
@@ -260,7 +295,7 @@ class WorkerPlugin:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         phases = list(self.phases)
         self.phases.clear()
-        plain = plain_pass(phases)
+        plain = plain_pass(phases) and not self.durations_wanted
         location = report.location
         result = Result(
             nodeid=report.nodeid,
@@ -368,8 +403,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kept = select_items(items, selection)
     if len(kept) != len(items):
         kept_ids = {id(i) for i in kept}
-        config.hook.pytest_deselected(items=[i for i in items if id(i) not in kept_ids])
+        _plugin.selecting = True
+        try:
+            config.hook.pytest_deselected(items=[i for i in items if id(i) not in kept_ids])
+        finally:
+            _plugin.selecting = False
         items[:] = kept
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if _plugin is not None and not _plugin.selecting:
+        _plugin.deselected += len(items)
+
+
+def pytest_warning_recorded(
+    warning_message: warnings.WarningMessage,
+    when: str,
+    nodeid: str,
+    location: tuple[str, int, str] | None,
+) -> None:
+    if _plugin is not None:
+        _plugin.send(warned(warning_message, when, nodeid, _plugin.config))
 
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:
@@ -389,7 +443,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         # pytest calls this hook on its way out of a failed collection ("file or directory not
         # found"): no collection, and the exit status 4 says why.
         return
-    _plugin.send_collected(session)
+    if not _plugin.waiting_zygote(early=False):
+        # A collecting zygote says so when its run loop starts: pytest records the collection's
+        # warnings after this hook, and they belong with the collection.
+        _plugin.send_collected(session)
     _plugin.open_board(os.environ.get(ENV_BOARD))
 
 
@@ -400,6 +457,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     plugin = _plugin
     if plugin is None or not plugin.waiting_zygote(early=False):
         return None
+    plugin.send_collected(session)
     child = plugin.serve_forks(session)
     if child is None:
         return True

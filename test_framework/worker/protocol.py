@@ -119,6 +119,12 @@ class Collected(Message):
     # Files where a named test was found by its position under another id (ids that embed
     # the time): its item reports the id asked for.
     renamed: tuple[str, ...] = ()
+    # What pytest's terminal summary would show, as configured (options and ini `addopts`):
+    # `-r` characters, `--durations`, `--durations-min`; and how many items `-k`/`-m` left out.
+    reportchars: str = "fE"
+    durations: int | None = None
+    durations_min: float = 0.005
+    deselected: int = 0
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -129,6 +135,10 @@ class Collected(Message):
             "read": self.read,
             "modules": self.modules,
             "renamed": self.renamed,
+            "reportchars": self.reportchars,
+            "durations": self.durations,
+            "durations_min": self.durations_min,
+            "deselected": self.deselected,
         }
 
     @classmethod
@@ -141,6 +151,10 @@ class Collected(Message):
             _strings(data.get("read")),
             _strings(data.get("modules")),
             _strings(data.get("renamed")),
+            str(data.get("reportchars", "fE")),
+            None if data.get("durations") is None else int(data["durations"]),
+            float(data.get("durations_min", 0.005)),
+            int(data.get("deselected") or 0),
         )
 
 
@@ -175,6 +189,10 @@ class Phase:
     longrepr: str = ""
     sections: tuple[tuple[str, str], ...] = ()
     wasxfail: str | None = None
+    where: str = ""  # a skip's "path:line", as pytest's `-rs` line shows it
+    # pytest's verbose word for the report where it is not the category's own (a subtest's
+    # "SUBFAILED[i] (i=1)", a plugin's word): the short summary line starts with it.
+    word: str = ""
 
     def fields(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -183,6 +201,10 @@ class Phase:
             "category": self.category,
             "duration": self.duration,
         }
+        if self.where:
+            data["where"] = self.where
+        if self.word:
+            data["word"] = self.word
         if self.longrepr:
             data["longrepr"] = self.longrepr
         if self.sections:
@@ -203,6 +225,8 @@ class Phase:
             str(data.get("longrepr") or ""),
             tuple((str(a), str(b)) for a, b in sections) if sections else (),
             None if wasxfail is None else str(wasxfail),
+            str(data.get("where") or ""),
+            str(data.get("word") or ""),
         )
 
     @property
@@ -215,6 +239,7 @@ class Phase:
             and not self.longrepr
             and not self.sections
             and self.wasxfail is None
+            and not self.where
         )
 
 
@@ -267,6 +292,37 @@ class Result(Message):
             phases=tuple(Phase.from_fields(p) for p in data.get("phases") or ()),
             location=(str(location[0]), location[1], str(location[2])) if location else None,
             withheld=None if data.get("withheld") is None else str(data["withheld"]),
+        )
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class Warned(Message):
+    """A warning pytest recorded (`pytest_warning_recorded`): `message` as pytest's warnings
+    summary prints it, `nodeid` the test's ("" at collection), `location` "path:line" where
+    there is no test to name."""
+
+    EVENT: ClassVar[str] = "warned"
+    nodeid: str
+    when: str
+    message: str
+    location: str = ""
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "nodeid": self.nodeid,
+            "when": self.when,
+            "message": self.message,
+            "location": self.location,
+        }
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> Warned:
+        return cls(
+            str(data.get("nodeid") or ""),
+            str(data.get("when") or ""),
+            str(data.get("message") or ""),
+            str(data.get("location") or ""),
         )
 
 

@@ -151,3 +151,30 @@ def test_a_run_from_a_subfolder_uses_the_projects_root_and_its_one_store(tmp_pat
     assert counts(done.stdout) == counts(plain.stdout) == {"passed": 4}  # the subfolder's
     assert (project / ".test_framework" / "results.sqlite").exists()
     assert not (sub / ".test_framework").exists()
+
+
+def summary_sections(output: str) -> list[str]:
+    """From the warnings summary to the closing line, as pytest prints them: timings masked,
+    blank lines and the failure banners (`___ name ___`) and pytest's PASSES section left out."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if "warnings summary" in line)
+    kept = []
+    for line in lines[start:]:
+        if not line.strip() or line.startswith("___") or "PASSES" in line:
+            continue
+        kept.append(re.sub(r"\d+\.\d\ds", "T", line.strip("= ")))
+    return kept
+
+
+@pytest.mark.parametrize("isolation", ["fork", "spawn"])
+def test_terminal_summary_sections_read_as_pytests(isolation: str, tmp_path: Path) -> None:
+    """Warnings summary (and its count), `--durations`, `-r` lines for skips, xfails, xpasses,
+    passes and a failed subtest, the deselected count: line for line pytest's, cold and warm."""
+    args = ("-rA", "--durations=2", "-k", "not left_out")
+    plain = pytest_run("terminal_sections", *args)
+    expected = summary_sections(plain.stdout)
+    assert any(line.startswith("SUBFAILED[n] (n=2)") for line in expected)
+    for _ in range(2):
+        done = engine("terminal_sections", tmp_path, f"--isolation={isolation}", *args)
+        assert done.returncode == plain.returncode == 1, done.stdout + done.stderr
+        assert summary_sections(done.stdout) == expected

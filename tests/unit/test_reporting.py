@@ -315,7 +315,7 @@ def test_console_plain_lines_for_retries_and_shards_when_not_a_tty() -> None:
     ]
     out = console_output(events)
     lines = out.splitlines()
-    assert "collected 2 tests in 1 shards, 2 workers to start, 0 durations known" in lines
+    assert "collected 2 tests in 1 shard, 2 workers to start, 0 durations known" in lines
     assert "RETRY t.py::a (failed, attempt 1; again in 0.50s)" in lines
     assert "[2/2] shard 0 finished in 1.00s" in lines
     assert "\r" not in out  # no in-place redraws outside a terminal
