@@ -45,15 +45,19 @@ def test_the_short_summary_lists_failures_before_errors_and_only_what_was_asked(
 
 
 def test_skips_fold_by_place_and_reason_and_subtests_keep_their_word() -> None:
-    skip = {"longrepr": "Skipped: later", "where": "t.py:3"}
     results = [
-        result("t.py::a", Outcome.SKIPPED, phase("t.py::a", "setup", "skipped", **skip)),
-        result("t.py::b", Outcome.SKIPPED, phase("t.py::b", "setup", "skipped", **skip)),
+        result(
+            f"t.py::{name}",
+            Outcome.SKIPPED,
+            phase(f"t.py::{name}", "setup", "skipped", longrepr="Skipped: later", where="t.py:3"),
+        )
+        for name in "ab"
+    ] + [
         result(
             "t.py::s",
             Outcome.FAILED,
             phase("t.py::s", "call", "failed", longrepr="E   1 != 1", word="SUBFAILED[n] (n=1)"),
-        ),
+        )
     ]
     assert short_summary(results, "sf") == [
         "SKIPPED [2] t.py:3: later",
