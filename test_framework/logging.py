@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import io
 import logging
 import os
 import sys
@@ -23,11 +22,18 @@ import structlog
 
 
 def configure_logging(
-    *, log_format: str | None, verbose: int, debug: bool, stream: TextIO | None = None
+    *,
+    log_format: str | None,
+    verbose: int,
+    debug: bool,
+    stream: TextIO | None = None,
+    level: int | None = None,
 ) -> None:
     out = stream or sys.stderr
     fmt = log_format or ("console" if out.isatty() else "json")
-    level = logging.DEBUG if debug or verbose >= 2 else logging.INFO if verbose else logging.WARNING
+    # -v is pytest's one line per test; the engine's own log joins at -vv.
+    if level is None:
+        level = logging.DEBUG if debug or verbose >= 2 else logging.WARNING
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -48,16 +54,14 @@ def configure_logging(
 
 INTERNAL_ERROR_LOG = "internal-errors.log"
 ENGINE_LOG = "engine.log"
-_configured_by_api = False
 
 
 @contextlib.contextmanager
 def api_logging(folder: Path) -> Iterator[None]:
     """The Python API's log: the engine's lines go to `<store folder>/engine.log` (JSON, info
-    and up) for the run, never to the host program's stdout. A host that configured structlog
-    itself keeps its configuration."""
-    global _configured_by_api
-    if structlog.is_configured() and not _configured_by_api:
+    and up) for the run, never to the host program's stdout; afterwards structlog is as the
+    host had it. A host that configured structlog itself keeps its configuration."""
+    if structlog.is_configured():
         yield
         return
     try:
@@ -66,21 +70,13 @@ def api_logging(folder: Path) -> Iterator[None]:
     except OSError:
         handle = open(os.devnull, "w")  # noqa: SIM115 - closed below
     with handle:
-        configure_logging(log_format="json", verbose=1, debug=False, stream=handle)
-        _configured_by_api = True
+        configure_logging(
+            log_format="json", verbose=0, debug=False, stream=handle, level=logging.INFO
+        )
         try:
             yield
         finally:
-            # Between runs the engine says nothing at all, not even to stdout.
-            configure_logging(log_format="json", verbose=0, debug=False, stream=_Discard())
-            structlog.configure(
-                wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL)
-            )
-
-
-class _Discard(io.StringIO):
-    def write(self, text: str) -> int:
-        return len(text)
+            structlog.reset_defaults()
 
 
 def log_internal_error(error: BaseException, folder: Path | None) -> Path | None:

@@ -1,36 +1,61 @@
-"""The oracle: what plain, serial pytest says about a suite, read from its own verbose output.
+"""The oracle: what plain, serial pytest says about a suite, recorded report by report.
 
-Independent of the engine on purpose (no plugin, no protocol): it runs `pytest -v -rA` and parses
-the per-test status lines, so comparing the engine with it checks the engine against pytest and not
-against itself. The same reduction as `models.final_outcome` turns several lines for one test
-(a pass and a teardown error) into one outcome.
+Independent of the engine on purpose (none of its plugin or protocol): a recorder of its own,
+loaded into plain pytest, writes each report's node id and pytest's category for it, so
+comparing the engine with it checks the engine against pytest and not against itself. The same
+reduction as `models.final_outcome` turns several reports of one test (a pass and a teardown
+error, a failed subtest) into one outcome.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import os
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-_STATUS = {
-    "PASSED": "passed",
-    "FAILED": "failed",
-    "ERROR": "error",
-    "SKIPPED": "skipped",
-    "XFAIL": "xfailed",
-    "XPASS": "xpassed",
-}
 _RANK = {"failed": 6, "error": 5, "xpassed": 4, "xfailed": 3, "skipped": 2, "passed": 1}
-_LINE = re.compile(
-    r"^(?P<nodeid>\S.*?) (?P<status>PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)"
-    r"(?: \(.*\))?\s+\[\s*\d+%\]$"
-)
-_SUMMARY_ERROR = re.compile(r"^ERROR (?P<nodeid>\S+?)(?: - .*)?$")
-_MODULE_SKIP = re.compile(r"^SKIPPED \[\d+\] (?P<path>[^:]+):\d+: ")
+OUTPUT_ENV = "TF_ORACLE_OUTPUT"
+RECORDER_MODULE = "_test_framework_oracle_recorder"
+# A plugin of its own, loaded into plain pytest with `-p`: one JSON line per report, with the
+# category pytest's own `pytest_report_teststatus` gives it (what the closing line counts). It
+# costs a write per report, so a 64,000-test suite is read in the time pytest takes to run it,
+# where `-v -rA` output made pytest's passes summary quadratic.
+RECORDER = """
+import json, os
+
+_config = None
+_out = None
+
+
+def _write(nodeid, category):
+    global _out
+    if _out is None:
+        _out = open(os.environ["TF_ORACLE_OUTPUT"], "a", encoding="utf-8")
+    _out.write(json.dumps([nodeid, category]) + "\\n")
+    _out.flush()
+
+
+def pytest_configure(config):
+    global _config
+    _config = config
+
+
+def pytest_runtest_logreport(report):
+    status = _config.hook.pytest_report_teststatus(report=report, config=_config)
+    category = status[0] if status and isinstance(status[0], str) else ""
+    _write(report.nodeid, category)
+
+
+def pytest_collectreport(report):
+    if report.failed:
+        _write(report.nodeid, "error")
+    elif report.skipped and report.nodeid.endswith(".py"):
+        _write(report.nodeid, "skipped")  # a module-level skip
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,52 +65,44 @@ class OracleRun:
     output: str
 
 
-def parse_verbose(output: str) -> dict[str, str]:
+def outcomes_from_records(records: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Each test's one outcome from its reports' categories: failed beats error beats xpassed,
+    xfailed, skipped, passed (`models.final_outcome`'s rule); a category no test outcome has
+    (`subtests passed`, a silent phase) says nothing."""
     outcomes: dict[str, str] = {}
-    seen_files: set[str] = set()
-
-    def put(nodeid: str, outcome: str) -> None:
+    for nodeid, category in records:
+        if category not in _RANK:
+            continue
         old = outcomes.get(nodeid)
-        if old is None or _RANK[outcome] > _RANK[old]:
-            outcomes[nodeid] = outcome
-
-    lines = output.splitlines()
-    for line in lines:
-        match = _LINE.match(line.rstrip())
-        if match:
-            nodeid = match.group("nodeid")
-            put(nodeid, _STATUS[match.group("status")])
-            seen_files.add(nodeid.split("::", 1)[0])
-    for line in lines:
-        error = _SUMMARY_ERROR.match(line.rstrip())
-        if error and error.group("nodeid") not in outcomes and "::" not in error.group("nodeid"):
-            put(error.group("nodeid"), "error")  # a file that failed to collect
-        skip = _MODULE_SKIP.match(line)
-        if skip and skip.group("path") not in seen_files and skip.group("path").endswith(".py"):
-            put(skip.group("path"), "skipped")  # a module-level skip
+        if old is None or _RANK[category] > _RANK[old]:
+            outcomes[nodeid] = category
     return outcomes
 
 
 def run_pytest(python: str, root: Path, args: Sequence[str] = ()) -> OracleRun:
-    completed = subprocess.run(
-        [
-            python,
-            "-m",
-            "pytest",
-            "-v",
-            "-rA",
-            "-p",
-            "no:cacheprovider",
-            "--continue-on-collection-errors",
-            "--color=no",
-            *args,
-        ],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
+    """Plain pytest with its own defaults (no `-v`, no `--continue-on-collection-errors`
+    unless `args` say so) and the recorder; serial, in `root`."""
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        (folder / f"{RECORDER_MODULE}.py").write_text(RECORDER, encoding="utf-8")
+        output = folder / "records.jsonl"
+        output.touch()
+        env = dict(os.environ)
+        env[OUTPUT_ENV] = str(output)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [scratch, env.get("PYTHONPATH")]))
+        completed = subprocess.run(
+            [python, "-m", "pytest", "-p", RECORDER_MODULE, "-p", "no:cacheprovider", *args],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+        )
+        lines = output.read_text(encoding="utf-8").splitlines()
+    records = [(str(nodeid), str(category)) for nodeid, category in map(json.loads, lines)]
+    return OracleRun(
+        outcomes_from_records(records), completed.returncode, completed.stdout + completed.stderr
     )
-    return OracleRun(parse_verbose(completed.stdout), completed.returncode, completed.stdout)
 
 
 def run_engine(
@@ -94,7 +111,10 @@ def run_engine(
     args: Sequence[str] = (),
     engine_args: Sequence[str] = ("--retries", "0"),
     env: Mapping[str, str] | None = None,
+    cache_dir: Path | None = None,
 ) -> OracleRun:
+    """The engine on `root` with its JSON report read back; a store of its own unless
+    `cache_dir` names one (two runs on one store: the second is warm)."""
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "report.json"
         completed = subprocess.run(
@@ -105,7 +125,7 @@ def run_engine(
                 "--project-root",
                 str(root),
                 "--cache-dir",
-                str(Path(scratch) / "cache"),
+                str(cache_dir or Path(scratch) / "cache"),
                 "--report",
                 str(report),
                 *engine_args,

@@ -1,4 +1,4 @@
-"""The oracle's reading of pytest -v output, and the collection fingerprint's sensitivity."""
+"""The oracle's reduction of pytest's reports, and the collection fingerprint's sensitivity."""
 
 from __future__ import annotations
 
@@ -7,32 +7,36 @@ import time
 from pathlib import Path
 
 from test_framework.fingerprint import collection_fingerprint, project_files
-from test_framework.oracle import differences, parse_verbose
+from test_framework.oracle import differences, outcomes_from_records
 
-VERBOSE = """\
-test_a.py::test_ok PASSED                                                [ 10%]
-test_a.py::test_bad FAILED                                               [ 20%]
-test_a.py::test_teardown PASSED                                          [ 30%]
-test_a.py::test_teardown ERROR                                           [ 30%]
-test_a.py::test_skip SKIPPED (no reason)                                 [ 40%]
-test_a.py::test_xf XFAIL (known)                                         [ 50%]
-test_a.py::test_xp XPASS (lucky)                                         [ 60%]
-test_b.py::test_p[a b::c] PASSED                                         [ 70%]
-=========================== short test summary info ============================
-SKIPPED [1] test_skipped_module.py:3: whole module
-ERROR test_broken.py
-ERROR test_a.py::test_teardown - RuntimeError: boom
-"""
+RECORDS = [
+    ("test_a.py::test_ok", ""),
+    ("test_a.py::test_ok", "passed"),
+    ("test_a.py::test_ok", ""),
+    ("test_a.py::test_bad", "failed"),
+    ("test_a.py::test_teardown", "passed"),
+    ("test_a.py::test_teardown", "error"),
+    ("test_a.py::test_skip", "skipped"),
+    ("test_a.py::test_xf", "xfailed"),
+    ("test_a.py::test_xp", "xpassed"),
+    ("test_a.py::test_sub", "subtests passed"),
+    ("test_a.py::test_sub", "failed"),
+    ("test_a.py::test_sub", "failed"),
+    ("test_b.py::test_p[a b::c]", "passed"),
+    ("test_broken.py", "error"),
+    ("test_skipped_module.py", "skipped"),
+]
 
 
-def test_parse_verbose_reads_every_outcome_and_reduces_phases() -> None:
-    assert parse_verbose(VERBOSE) == {
+def test_the_oracle_reduces_each_tests_reports_to_one_outcome() -> None:
+    assert outcomes_from_records(RECORDS) == {
         "test_a.py::test_ok": "passed",
         "test_a.py::test_bad": "failed",
         "test_a.py::test_teardown": "error",
         "test_a.py::test_skip": "skipped",
         "test_a.py::test_xf": "xfailed",
         "test_a.py::test_xp": "xpassed",
+        "test_a.py::test_sub": "failed",
         "test_b.py::test_p[a b::c]": "passed",
         "test_broken.py": "error",
         "test_skipped_module.py": "skipped",
