@@ -176,3 +176,26 @@ def test_terminal_summary_sections_read_as_pytests(isolation: str, tmp_path: Pat
         done = engine("terminal_sections", tmp_path, f"--isolation={isolation}", *args)
         assert done.returncode == plain.returncode == 1, done.stdout + done.stderr
         assert summary_sections(done.stdout) == expected
+
+
+def test_pdb_and_capture_no_run_pytest_in_the_foreground(tmp_path: Path) -> None:
+    """`--pdb` without a terminal: pytest's own answer (the failure, the debugger quit, exit
+    2), not `not run`; `-s`: the test's output reaches the terminal."""
+    command = engine_command("outcomes", tmp_path / "cache", "--pdb", "-k", "test_failed")
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=False, timeout=120, stdin=subprocess.DEVNULL
+    )
+    plain = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--pdb", "-k", "test_failed"],
+        cwd=SUITES / "outcomes",
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == plain.returncode == 2, done.stdout + done.stderr
+    assert counts(done.stdout) == counts(plain.stdout) == {"failed": 1, "deselected": 10}
+    assert "--pdb needs pytest in one process on this terminal" in done.stderr
+    shown = engine("outcomes", tmp_path, "-s", "-k", "test_failed")
+    assert "this line goes to stdout before the failure" in shown.stdout
