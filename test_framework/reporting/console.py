@@ -82,6 +82,7 @@ class ConsoleReporter:
         self._last_draw = 0.0
         self._line_open = False
         self.terminal = Terminal()
+        self.planned = 0  # shards the plan announced; reruns and stolen tails come after
         self.pytest_args: tuple[str, ...] = ()
         self.warnings: list[WarningRecorded] = []
 
@@ -102,8 +103,9 @@ class ConsoleReporter:
             )
         elif isinstance(event, ShardFinished):
             if not self.tty:
+                made = " (made during the run)" if event.shard_id > self.planned else ""
                 self._line(
-                    f"[{self.done}/{self.total}] shard {event.shard_id} finished in "
+                    f"[{self.done}/{self.total}] shard {event.shard_id}{made} finished in "
                     f"{event.duration:.2f}s"
                 )
         elif isinstance(event, ShardCrashed):
@@ -132,6 +134,7 @@ class ConsoleReporter:
         self.total = plan.test_count + len(plan.collection_errors)
         self.capacity = event.capacity
         self.terminal = plan.terminal
+        self.planned = len(plan.shards)
         self.pytest_args = event.context.pytest_args
         deselected = plan.terminal.deselected
         self._write(banner("test_framework", "=", self.width) + "\n")

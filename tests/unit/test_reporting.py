@@ -312,12 +312,15 @@ def test_console_plain_lines_for_retries_and_shards_when_not_a_tty() -> None:
         TestFinished(passed("t.py::a")),
         TestFinished(passed("t.py::b")),
         ShardFinished(shard_id=0, returncode=0, duration=1.0),
+        ShardFinished(shard_id=2, returncode=0, duration=0.5),  # the retry's
     ]
     out = console_output(events)
     lines = out.splitlines()
     assert "collected 2 tests in 1 shard, 2 workers to start, 0 durations known" in lines
     assert "RETRY t.py::a (failed, attempt 1; again in 0.50s)" in lines
     assert "[2/2] shard 0 finished in 1.00s" in lines
+    # A shard the plan did not announce says where it came from.
+    assert "[2/2] shard 2 (made during the run) finished in 0.50s" in lines
     assert "\r" not in out  # no in-place redraws outside a terminal
 
 
