@@ -50,6 +50,11 @@ def pytest_runtest_logreport(report):
     _write(report.nodeid, category)
 
 
+def pytest_unconfigure(config):
+    if _out is not None:
+        _out.close()
+
+
 def pytest_collectreport(report):
     if report.failed:
         _write(report.nodeid, "error")
