@@ -117,23 +117,23 @@ def make_plan(plan: PlanInput) -> list[Shard]:
     if not plan.nodeids:
         return []
     expected = estimate_durations(plan.nodeids, plan.durations)
-    moving = ids_by_file(plan.nodeids)
+    known = ids_by_file(plan.nodeids)
     serial = [n for n in plan.nodeids if n in set(plan.serial)]
     constrained = set(serial) | {n for n in plan.nodeids if plan.resources.get(n)}
     special: list[Shard] = []
     if serial:
-        special.append(_explicit_shard(serial, expected, SERIAL_WEIGHT, moving))
+        special.append(_explicit_shard(serial, expected, SERIAL_WEIGHT, known))
     for group in _resource_groups(plan, set(serial)):
-        special.extend(_explicit_shard(ids, expected, 1, moving) for ids in group)
+        special.extend(_explicit_shard(ids, expected, 1, known) for ids in group)
     in_context = [
         n for n in plan.nodeids if file_of(n) in plan.context_files and n not in constrained
     ]
     if in_context:
-        special.append(_context_shard(in_context, expected, constrained, plan.explicit_ids, moving))
+        special.append(_context_shard(in_context, expected, constrained, plan.explicit_ids, known))
     placed = constrained | set(in_context)
     rest = [n for n in plan.nodeids if n not in placed]
     touched = {file_of(n) for n in constrained}
-    packed = _pack(rest, expected, plan, touched, moving) if rest else []
+    packed = _pack(rest, expected, plan, touched, known) if rest else []
     failures = set(plan.recent_failures)
     packed.sort(key=lambda s: (not any(n in failures for n in s.nodeids), -s.expected_duration))
     return [replace(s, shard_id=index) for index, s in enumerate(special + packed, start=1)]
@@ -156,16 +156,14 @@ def _context_shard(
     expected: Mapping[NodeId, float],
     constrained: Collection[NodeId],
     explicit_ids: bool,
-    moving: Mapping[str, Sequence[NodeId]],
+    known: Mapping[str, Sequence[NodeId]],
 ) -> Shard:
     """The files that need pytest's context, whole and in order, in one fully collecting
     worker that no free slot may split."""
-    files: dict[str, list[NodeId]] = {}
-    for nodeid in nodeids:
-        files.setdefault(file_of(nodeid), []).append(nodeid)
+    files = ids_by_file(nodeids)
     touched = {file_of(n) for n in constrained}
     selection = tuple(
-        named_tests(f, ids, moving.get(f)) if explicit_ids or f in touched else FileSlice(f, 0, 1)
+        named_tests(f, ids, known.get(f)) if explicit_ids or f in touched else FileSlice(f, 0, 1)
         for f, ids in files.items()
     )
     return Shard(
@@ -182,13 +180,13 @@ def _explicit_shard(
     nodeids: Sequence[NodeId],
     expected: Mapping[NodeId, float],
     weight: int,
-    moving: Mapping[str, Sequence[NodeId]],
+    known: Mapping[str, Sequence[NodeId]],
 ) -> Shard:
     return Shard(
         shard_id=0,
         nodeids=tuple(nodeids),
         expected_duration=sum(expected[n] for n in nodeids),
-        selection=explicit_selection(nodeids, moving),
+        selection=explicit_selection(nodeids, known),
         weight=weight,
         splittable=False,
     )
@@ -231,11 +229,9 @@ def _pack(
     expected: Mapping[NodeId, float],
     plan: PlanInput,
     explicit_files: set[str],
-    moving: Mapping[str, Sequence[NodeId]],
+    known: Mapping[str, Sequence[NodeId]],
 ) -> list[Shard]:
-    files: dict[str, list[NodeId]] = {}
-    for nodeid in nodeids:
-        files.setdefault(file_of(nodeid), []).append(nodeid)
+    files = ids_by_file(nodeids)
     total = sum(expected[n] for n in nodeids)
     target_count = shard_count(total, len(nodeids), plan)
     target = total / target_count
@@ -273,7 +269,7 @@ def _pack(
                 nodeids=tuple(n for u in members for n in u.nodeids),
                 expected_duration=sum(u.expected for u in members),
                 selection=tuple(
-                    _selection(u, plan.explicit_ids or u.file in explicit_files, moving)
+                    _selection(u, plan.explicit_ids or u.file in explicit_files, known)
                     for u in members
                 ),
             )
@@ -282,28 +278,26 @@ def _pack(
 
 
 def _selection(
-    unit: _Unit, explicit_ids: bool, moving: Mapping[str, Sequence[NodeId]]
+    unit: _Unit, explicit_ids: bool, known: Mapping[str, Sequence[NodeId]]
 ) -> SelectionEntry:
     if explicit_ids:
-        return named_tests(unit.file, unit.nodeids, moving.get(unit.file))
+        return named_tests(unit.file, unit.nodeids, known.get(unit.file))
     return FileSlice(unit.file, *unit.part)
 
 
 def explicit_selection(
-    nodeids: Sequence[NodeId], moving: Mapping[str, Sequence[NodeId]] | None = None
+    nodeids: Sequence[NodeId], known: Mapping[str, Sequence[NodeId]] | None = None
 ) -> Selection:
-    """A selection naming each test (reruns, constrained tests, ids the user gave); `moving`:
-    the files whose ids change between collections, with their ids in collection order."""
-    files: dict[str, list[NodeId]] = {}
-    for nodeid in nodeids:
-        files.setdefault(file_of(nodeid), []).append(nodeid)
-    moving = moving or {}
-    return tuple(named_tests(f, ids, moving.get(f)) for f, ids in files.items())
+    """A selection naming each test (reruns, constrained tests, ids the user gave), with each
+    one's position among `known` (each file's ids in the run's collection order)."""
+    known = known or {}
+    return tuple(named_tests(f, ids, known.get(f)) for f, ids in ids_by_file(nodeids).items())
 
 
 def named_tests(file: str, nodeids: Sequence[NodeId], known: Sequence[NodeId] | None) -> FileTests:
     """Tests of `file` by name, and by position among `known` (the file's ids in collection
-    order, given when they change between collections) where every one of them is there."""
+    order) where every one of them is there: a worker whose collection gave a test another id
+    (ids that embed the time) finds it at its position."""
     if not known:
         return FileTests(file, tuple(nodeids))
     index = {nodeid: position for position, nodeid in enumerate(known)}

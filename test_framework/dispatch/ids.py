@@ -6,16 +6,16 @@ an address). A worker that collects a planned slice of such a file reports other
 plan's: they replace the planned ones here at the same positions, and the file is marked
 unstable (recorded, and shown by `--list`). Every selection that names tests (a retry, a
 rerun, a stolen tail) also gives their positions, where a worker that collects yet other ids
-finds them; a confirmation of an unstable file's head names the ids its items are reported
-under (see `worker.items.select_items`).
+finds them, and a confirmation's head names the ids its items are reported under (see
+`worker.items.select_items`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from ..models import NodeId, Shard, file_of
-from ..planning import explicit_selection
+from ..models import NodeId, Shard
+from ..planning import explicit_selection, ids_by_file
 from ..worker.selection import FileHead, FileSlice, Selection, slice_bounds
 
 
@@ -26,8 +26,8 @@ class RunIds:
 
     def load(self, nodeids: Iterable[NodeId]) -> None:
         """Every test of the run in collection order."""
-        for nodeid in nodeids:
-            self.files.setdefault(file_of(nodeid), []).append(nodeid)
+        for file, ids in ids_by_file(list(nodeids)).items():
+            self.files.setdefault(file, []).extend(ids)
 
     def collected(
         self, shard: Shard, nodeids: Sequence[NodeId], renamed: Iterable[str] = ()
@@ -36,9 +36,7 @@ class RunIds:
         planned under other ids, those ids take the planned ones' places. Returns the files
         newly seen to change their ids (here, or `renamed`: the worker found named tests of
         theirs by position)."""
-        by_file: dict[str, list[NodeId]] = {}
-        for nodeid in nodeids:
-            by_file.setdefault(file_of(nodeid), []).append(nodeid)
+        by_file = ids_by_file(nodeids)
         changed = []
         for file, places in self._positions(shard).items():
             known = self.files[file]
@@ -75,8 +73,7 @@ class RunIds:
 
 
 class ShardMaker:
-    """New shards with the run's next ids; named tests carry their positions in files whose
-    ids change."""
+    """New shards with the run's next ids; named tests carry their positions in their files."""
 
     def __init__(self, ids: RunIds, expected: Callable[[NodeId], float]) -> None:
         self.ids = ids
