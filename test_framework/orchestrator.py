@@ -19,8 +19,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
 import anyio
@@ -58,6 +59,8 @@ from .store.queries import History, load_context_needs, load_history, load_unsta
 from .store.writer import StoreWriter
 
 log = structlog.get_logger("test_framework")
+
+T = TypeVar("T")
 
 
 class Orchestrator:
@@ -324,39 +327,41 @@ class Orchestrator:
             log.warning("store_unavailable", error=str(exc))
             return None
 
+    async def _read(
+        self,
+        db: aiosqlite.Connection | None,
+        query: Callable[[aiosqlite.Connection, str], Awaitable[T]],
+        what: str,
+        default: T,
+    ) -> T:
+        """What an earlier run left in the store for this project; a store that cannot be read
+        is a warning and `default`, never a failure."""
+        if db is None:
+            return default
+        try:
+            return await query(db, str(self.settings.project_root))
+        except Exception as exc:
+            self.store_warnings.append(f"results store: cannot read {what}: {exc}")
+            return default
+
     async def _context_files(self, db: aiosqlite.Connection | None) -> dict[str, str]:
         """Files an earlier run learnt need pytest's context, while they are unchanged."""
-        if db is None:
-            return {}
-        root = self.settings.project_root
-        try:
-            needs = await load_context_needs(db, str(root))
-        except Exception as exc:
-            self.store_warnings.append(f"results store: cannot read context needs: {exc}")
-            return {}
-        return {
-            file: why for file, (why, digest) in needs.items() if input_digest(root, file) == digest
-        }
+        none: dict[str, tuple[str, str]] = {}
+        needs = await self._read(db, load_context_needs, "context needs", none)
+        return {file: why for file, (why, digest) in needs.items() if self._unchanged(file, digest)}
 
     async def _unstable_files(self, db: aiosqlite.Connection | None) -> set[str]:
         """Files an earlier run saw change their ids between collections, while unchanged."""
-        if db is None:
-            return set()
-        root = self.settings.project_root
-        try:
-            seen = await load_unstable_ids(db, str(root))
-        except Exception as exc:
-            self.store_warnings.append(f"results store: cannot read unstable ids: {exc}")
-            return set()
-        return {file for file, digest in seen.items() if input_digest(root, file) == digest}
+        none: dict[str, str] = {}
+        seen = await self._read(db, load_unstable_ids, "unstable ids", none)
+        return {file for file, digest in seen.items() if self._unchanged(file, digest)}
+
+    def _unchanged(self, file: str, digest: str) -> bool:
+        return input_digest(self.settings.project_root, file) == digest
 
     async def _load_history(self, db: aiosqlite.Connection | None) -> History:
-        if db is not None:
-            try:
-                return await load_history(db, str(self.settings.project_root))
-            except Exception as exc:
-                self.store_warnings.append(f"results store: cannot read history: {exc}")
-        return History(durations={}, recent_failures=frozenset())
+        empty = History(durations={}, recent_failures=frozenset())
+        return await self._read(db, load_history, "history", empty)
 
 
 def _collection_stop(collection: Collection, pytest_args: Sequence[str]) -> str | None:
