@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import structlog
 
 from test_framework.api import run, run_tests_with_optimization
 from test_framework.errors import ConfigError, UsageError
@@ -50,6 +51,9 @@ def test_every_test_is_counted_in_one_key(tmp_path: Path) -> None:
 def test_the_engine_log_never_reaches_stdout_and_one_category_is_one_name(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    # A host that never configured structlog (another test in this process may have: the
+    # API then keeps the host's configuration, by design).
+    structlog.reset_defaults()
     results = run_tests_with_optimization(
         project_root=SUITES / "categories",
         categories="unit",
