@@ -162,6 +162,28 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     return parser
 
 
+# The engine's own short options, and pytest's that take a value (in `-rA` the rest is it).
+_ENGINE_SHORT = frozenset("vx")
+_SHORT_WITH_VALUE = frozenset("kmcpoWrn")
+
+
+def split_short_cluster(arg: str) -> list[str]:
+    """A pytest user's cluster of short options (`-vs`, `-xvs`, `-vrA`) that holds one of the
+    engine's, as separate options, so the engine takes its own and pytest gets the rest."""
+    if arg.startswith("--") or not arg.startswith("-") or len(arg) < 3:
+        return [arg]
+    letters = arg[1:]
+    if not letters.isalpha() or not _ENGINE_SHORT & set(letters):
+        return [arg]
+    pieces: list[str] = []
+    for index, letter in enumerate(letters):
+        if letter in _SHORT_WITH_VALUE:
+            pieces.append(f"-{letters[index:]}")
+            break
+        pieces.append(f"-{letter}")
+    return pieces
+
+
 def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bool]:
     args = list(argv)
     pytest_args: list[str] = []
@@ -170,6 +192,7 @@ def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bo
         args, pytest_args = args[:cut], args[cut + 1 :]
     if args and args[0] == "run":
         args = args[1:]
+    args = [piece for arg in args for piece in split_short_cluster(arg)]
     parser = build_parser(prog)
     ns, passed_on = parser.parse_known_args(args)
     _reject_misspelt_options(parser, passed_on)

@@ -36,12 +36,19 @@ FOREGROUND_OPTIONS = (
 )
 
 
+# pytest's short options that take a value: in a cluster (`-rs`, `-kslow`) the rest is it.
+_SHORT_WITH_VALUE = frozenset("kmcpoWrn")
+
+
 def foreground_option(pytest_args: Sequence[str]) -> str | None:
-    """The first of the user's pytest options that needs pytest in the foreground."""
+    """The first of the user's pytest options that needs pytest in the foreground; `-s` also
+    inside a cluster of short options (`-sv`, `-xs`)."""
     for arg in pytest_args:
         if arg in FOREGROUND_OPTIONS:
             return arg
         if arg.startswith("--capture") and arg.split("=", 1)[-1] == "no":
+            return arg
+        if _clusters_s(arg):
             return arg
     args = list(pytest_args)
     for index, arg in enumerate(args[:-1]):
@@ -54,8 +61,10 @@ def run_in_foreground(settings: RunSettings, option: str, err: TextIO) -> int:
     """Plain pytest over the run's selection, with this terminal; its exit status (the most
     severe of the queries', as pytest ranks them: a failure beats no tests)."""
     queries = queries_for(settings.categories, settings.project_root)
+    verbosity = ["-" + "v" * settings.verbose] if settings.verbose else []  # the user's -v
     commands = [
-        [sys.executable, "-m", "pytest", *query_args(q, settings.pytest_args)] for q in queries
+        [sys.executable, "-m", "pytest", *verbosity, *query_args(q, settings.pytest_args)]
+        for q in queries
     ]
     shown = " && ".join(" ".join(c[1:]) for c in commands)
     print(
@@ -69,6 +78,17 @@ def run_in_foreground(settings: RunSettings, option: str, err: TextIO) -> int:
         for command in commands
     ]
     return _most_severe(codes)
+
+
+def _clusters_s(arg: str) -> bool:
+    if not arg.startswith("-") or arg.startswith("--"):
+        return False
+    for letter in arg[1:]:
+        if letter == "s":
+            return True
+        if letter in _SHORT_WITH_VALUE:
+            return False
+    return False
 
 
 def _most_severe(codes: Sequence[int]) -> int:

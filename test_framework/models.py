@@ -206,12 +206,16 @@ class Shard:
 @dataclass(frozen=True, slots=True)
 class Terminal:
     """What pytest's terminal summary shows, as the collecting pytest was configured: `-r`
-    characters, `--durations` (None: off) and its minimum, and the items `-k`/`-m` deselected."""
+    characters, `--durations` (None: off) and its minimum, and the items `-k`/`-m` deselected;
+    `--maxfail` (0: none), from the command line or the ini file's `addopts`; and whether
+    pytest-cov measures (its table is printed once its data is combined)."""
 
     reportchars: str = "fE"
     durations: int | None = None
     durations_min: float = 0.005
     deselected: int = 0
+    maxfail: int = 0
+    coverage: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +239,8 @@ class Collection:
     terminal: Terminal = field(default_factory=Terminal)
     # Warnings the collecting process recorded (a forked run's tests do not collect again).
     warnings: tuple[Warned, ...] = ()
+    # How many collectors pytest started (compared with each error's `collector`).
+    collectors: int = 0
 
     @classmethod
     def merged(cls, collections: Sequence[Collection]) -> Collection:
@@ -257,6 +263,7 @@ class Collection:
             if len(collections) > 1
             else collections[0].terminal,
             warnings=tuple(dict.fromkeys(w for c in collections for w in c.warnings)),
+            collectors=sum(c.collectors for c in collections),
         )
 
     def error_results(self) -> tuple[TestResult, ...]:
@@ -310,3 +317,6 @@ class RunSummary:
     # What the engine decided on its own that changed what ran: an open circuit breaker, a
     # session timeout, processes the tests leaked. Shown before the closing line.
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # What plugins print in pytest's terminal summary for the whole run (pytest-cov's table),
+    # shown where pytest shows it: before the short test summary.
+    plugin_report: str = ""

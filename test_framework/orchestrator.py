@@ -20,6 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,6 +33,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends 
     from exceptiongroup import BaseExceptionGroup
 
 from .breaker import FailureBreaker
+from .collection_stop import collection_stop
 from .collector import Collector
 from .dispatch.capacity import FirstTests
 from .dispatch.dispatcher import Dispatcher
@@ -39,9 +41,11 @@ from .dispatch.queue import ShardCosts
 from .dispatch.resources import Sampler
 from .errors import NoTestsCollected, StoreError, TestFrameworkError
 from .events import Event, EventBus, RunContext, RunFinished, RunStarted, WarningRecorded
+from .execution.coverage import coverage_report
 from .execution.executor import ExecutorFactory, ExecutorStart, ShardExecutor, local_executor
 from .execution.importable import worker_env
 from .execution.runner import STOP_GRACE, WorkerSetup
+from .exit_codes import ExitCode
 from .fingerprint import input_digest
 from .ledger import Ledger, RetryPolicy
 from .models import Collection, Plan, RunSummary, Shard, file_of
@@ -152,6 +156,12 @@ class Orchestrator:
         started: float,
     ) -> RunSummary:
         settings = self.settings
+        stop = collection_stop(collection, settings.pytest_args)
+        if stop is not None:  # pytest runs no test; it reports the errors it saw
+            collection = replace(collection, errors=stop.reported)
+        maxfail = collection.terminal.maxfail  # pytest's, from its options or `addopts`
+        if maxfail and (not self.ledger.maxfail or maxfail < self.ledger.maxfail):
+            self.ledger.maxfail = maxfail
         history = await self._load_history(db)
         context_files = await self._context_files(db)
         unstable = await self._unstable_files(db)
@@ -193,8 +203,7 @@ class Orchestrator:
             outer.start_soon(writer.run)
         try:
             owed = shards[0].nodeids if settings.only else collection.nodeids
-            stop_reason = _collection_stop(collection, settings.pytest_args)
-            if stop_reason is not None:  # pytest runs nothing then
+            if stop is not None:
                 owed, shards = (), []
             self.ledger.plan([*owed, *(e.nodeid for e in collection.errors)])
             dispatcher.load(shards, collection.nodeids)
@@ -209,9 +218,9 @@ class Orchestrator:
                 )
             if fraction is not None:
                 dispatcher.widen(busy, f"learned: these tests keep a core {fraction:.0%} busy")
+            if stop is not None:  # before the errors count for maxfail: pytest's reason wins
+                dispatcher.stop(stop.reason, interrupted=stop.interrupted)
             dispatcher.conclude(collection.error_results())
-            if stop_reason is not None:
-                dispatcher.stop(stop_reason, interrupted=True)
             await dispatcher.run(setup, started)
             dispatcher.conclude_rest()
             await dispatcher.name_needs()
@@ -219,6 +228,8 @@ class Orchestrator:
             if writer is not None and writer.failed:
                 warnings.append(f"results store: {writer.failed}")
             summary = self.ledger.summary(self.run_id, self.clock() - started, warnings)
+            if collection.terminal.coverage and not self.ledger.stopped:
+                summary = await self._with_coverage(summary, start.env)
             self.bus.emit(RunFinished(summary=summary))
         finally:
             # Whatever ended the run, every result recorded so far reaches the store.
@@ -240,7 +251,9 @@ class Orchestrator:
     ) -> tuple[list[Shard], Plan]:
         settings = self.settings
         known = sum(1 for n in collection.nodeids if n in history.durations)
-        if settings.one_worker_in_order:
+        # One worker told to stop at a failure: pytest's order, so it stops where pytest would.
+        stops_in_order = bool(self.ledger.maxfail) and settings.fixed_workers == 1
+        if settings.one_worker_in_order or stops_in_order:
             shard = in_order_shard(collection.nodeids, settings.only)
             plan = Plan((shard,), known, collection.error_results(), terminal=collection.terminal)
             return [shard], plan
@@ -277,6 +290,20 @@ class Orchestrator:
             tuple(shards), known, collection.error_results(), learnt, moving, collection.terminal
         )
         return shards, plan
+
+    async def _with_coverage(self, summary: RunSummary, env: Mapping[str, str]) -> RunSummary:
+        """pytest-cov's table for the run, combined from every worker's data; as in pytest, a
+        run stopped early has none, and `--cov-fail-under` not reached fails the run."""
+        settings = self.settings
+        report = await coverage_report(settings.pytest_args, cwd=settings.project_root, env=env)
+        if report.problem is not None:
+            return replace(summary, errors=(*summary.errors, report.problem))
+        failing = report.failed and summary.exit_code == ExitCode.OK
+        return replace(
+            summary,
+            plugin_report=report.text,
+            exit_code=int(ExitCode.TESTS_FAILED) if failing else summary.exit_code,
+        )
 
     def _nothing_collected(self) -> NoTestsCollected:
         settings = self.settings
@@ -362,15 +389,6 @@ class Orchestrator:
     async def _load_history(self, db: aiosqlite.Connection | None) -> History:
         empty = History(durations={}, recent_failures=frozenset())
         return await self._read(db, load_history, "history", empty)
-
-
-def _collection_stop(collection: Collection, pytest_args: Sequence[str]) -> str | None:
-    """pytest's rule: errors during collection interrupt the session before any test runs
-    (exit 2), unless `--continue-on-collection-errors`. A module-level skip is no error."""
-    errors = sum(1 for e in collection.errors if not e.skipped)
-    if not errors or "--continue-on-collection-errors" in pytest_args:
-        return None
-    return f"Interrupted: {errors} error{'s' if errors > 1 else ''} during collection"
 
 
 def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -50,6 +50,7 @@ async def collect(argv: tuple[str, ...], *, cwd: Path, env: Mapping[str, str]) -
         modules=collected.modules,
         terminal=terminal_of(collected),
         warnings=tuple(warned),
+        collectors=collected.collectors,
     )
 
 
@@ -59,4 +60,6 @@ def terminal_of(collected: Collected) -> Terminal:
         collected.durations,
         collected.durations_min,
         collected.deselected,
+        collected.maxfail,
+        collected.coverage,
     )

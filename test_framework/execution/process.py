@@ -189,3 +189,37 @@ async def spawn_worker(
     finally:
         with anyio.CancelScope(shield=True):
             await process.aclose()
+
+
+async def run_to_end(
+    argv: Sequence[str],
+    *,
+    cwd: str,
+    env: Mapping[str, str],
+    protocol_env: Mapping[str, str] | None = None,
+    limit: int = 4 * 1024 * 1024,
+    grace: float = 2.0,
+) -> tuple[int, str]:
+    """Run a short-lived helper (`python` argv, no protocol channel) in its own session to its
+    end: its exit status and its merged output (the last `limit` bytes). Interrupted, its
+    group is stopped TERM -> grace -> KILL and reaped, as a worker's is."""
+    child_env = {k: v for k, v in env.items() if not k.startswith(PROTOCOL_ENV_PREFIX)}
+    child_env.update(protocol_env or {})
+    process = await anyio.open_process(
+        [sys.executable, *argv],
+        stdin=None,
+        stdout=-1,
+        stderr=-2,
+        cwd=cwd,
+        env=child_env,
+        start_new_session=True,
+    )
+    tail = OutputTail(limit)
+    try:
+        await _drain(process, tail)
+        await process.wait()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await stop_process_group(process, grace)
+            await process.aclose()
+    return process.returncode or 0, tail.text()

@@ -187,6 +187,7 @@ class Zygote:
                 modules=message.modules,
                 terminal=terminal_of(message),
                 warnings=tuple(self._warned),
+                collectors=message.collectors,
             )
             self.collected.set()
         elif isinstance(message, Forked):

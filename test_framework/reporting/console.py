@@ -206,6 +206,8 @@ class ConsoleReporter:
         if self.terminal.durations is not None:
             title, lines = slowest_durations(summary.results, self.terminal, verbose=self.verbose)
             self._section(title, lines)
+        if summary.plugin_report:
+            self._write(summary.plugin_report)
         lines = short_summary(summary.results, chars)
         if lines:
             self._section("short test summary info", lines)

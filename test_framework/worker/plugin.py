@@ -36,6 +36,8 @@ from typing import IO, Any
 import pytest
 
 from .board import FINISHED, RUNNING, BoardWriter
+from .coverage import become_coverage_worker, measuring, reporting
+from .coverage import pytest_load_initial_conftests as pytest_load_initial_conftests
 from .fork_server import ChildSetup, become_child, serve, silence_terminal
 from .items import (
     collected_modules,
@@ -129,6 +131,11 @@ class WorkerPlugin:
         self.selecting = False  # the engine's narrowing is under way
         # --durations needs every phase's duration: no test travels as a plain pass then.
         self.durations_wanted = config.option.durations is not None
+        # pytest's --maxfail stops collecting at the N-th collection error: this process collects
+        # without it (the engine applies pytest's rule run-wide) and runs its tests with it.
+        self.maxfail = int(config.option.maxfail or 0)
+        config.option.maxfail = 0
+        self.collectors = 0  # collectors pytest started
 
     # ---- sending ---------------------------------------------------------------------------
     def send(self, message: Message) -> None:
@@ -181,6 +188,9 @@ class WorkerPlugin:
                 durations=getattr(option, "durations", None),
                 durations_min=_durations_min(option),
                 deselected=self.deselected,
+                maxfail=self.maxfail,
+                collectors=self.collectors,
+                coverage=measuring(option) and self.config.pluginmanager.has_plugin("_cov"),
             )
         )
 
@@ -197,6 +207,10 @@ class WorkerPlugin:
         child = serve(session, control, self.send)
         self.quick_exit = True
         if child is None:
+            if hasattr(self.config, "workerinput"):
+                # Its coverage data, saved now, would outlive the run's report and join the
+                # next run's; its children hold what it measured before forking.
+                self.leave_quickly()
             session.items[:] = []
             silence_terminal(session.config)
             return None
@@ -358,10 +372,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if _plugin is not None:
+        become_coverage_worker(session.config)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection(session: pytest.Session) -> bool | None:
     """In an early zygote: serve forks before collecting. Each child then collects like a
     spawned worker, only its own files (pytest_ignore_collect) narrowed to its selection, so
-    collection is spread over the workers instead of done once, on one core, before any test."""
+    collection is spread over the workers instead of done once, on one core, before any test.
+    The coverage report process collects nothing."""
+    if reporting():
+        return True
     plugin = _plugin
     if plugin is None:
         return None
@@ -426,14 +449,19 @@ def pytest_warning_recorded(
         _plugin.send(warned(warning_message, when, nodeid, _plugin.config))
 
 
+def pytest_collectstart(collector: pytest.Collector) -> None:
+    if _plugin is not None:
+        _plugin.collectors += 1
+
+
 def pytest_collectreport(report: pytest.CollectReport) -> None:
     if _plugin is None:
         return
     if report.failed:
-        _plugin.send(CollectFailed(report.nodeid, str(report.longrepr)))
+        _plugin.send(CollectFailed(report.nodeid, str(report.longrepr), False, _plugin.collectors))
     elif report.skipped:
         # A module-level skip: pytest counts it as one skipped "test" named after the file.
-        _plugin.send(CollectFailed(report.nodeid, skip_reason(report), skipped=True))
+        _plugin.send(CollectFailed(report.nodeid, skip_reason(report), True, _plugin.collectors))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -455,7 +483,13 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     """In a zygote that collected: serve forks instead of running tests; in each forked child,
     fall through to pytest's own run loop over the child's share of the items."""
     plugin = _plugin
-    if plugin is None or not plugin.waiting_zygote(early=False):
+    if plugin is None:
+        return None
+    # Tests run with the user's --maxfail, counting only this worker's own failures (the
+    # engine counts the run's, collection errors included).
+    plugin.config.option.maxfail = plugin.maxfail
+    session.testsfailed = 0
+    if not plugin.waiting_zygote(early=False):
         return None
     plugin.send_collected(session)
     child = plugin.serve_forks(session)

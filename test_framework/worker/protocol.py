@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 # The environment of a child: every name starts with the prefix, so a nested run (the engine
 # testing itself) strips its parent's before setting its own.
@@ -47,6 +47,8 @@ ENV_ZYGOTE_EARLY = "TEST_FRAMEWORK_ZYGOTE_EARLY"
 # modules the last full collection imported, so a child's narrowed collection starts from the
 # same `sys.modules` as pytest's whole one.
 ENV_PRELOAD = "TEST_FRAMEWORK_PRELOAD"
+# pytest that only combines and prints pytest-cov's data after a run (worker/coverage.py)
+ENV_COVERAGE_REPORT = "TEST_FRAMEWORK_COVERAGE_REPORT"
 
 # The module pytest loads in every child (`-p`).
 WORKER_PLUGIN = "test_framework.worker.plugin"
@@ -125,6 +127,12 @@ class Collected(Message):
     durations: int | None = None
     durations_min: float = 0.005
     deselected: int = 0
+    # pytest's --maxfail as configured (command line or ini `addopts`; 0 = none): the worker
+    # collects without it and the engine applies it run-wide. `collectors`: how many
+    # collectors pytest started in all.
+    maxfail: int = 0
+    collectors: int = 0
+    coverage: bool = False  # pytest-cov measures: the engine prints its combined table
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -139,6 +147,9 @@ class Collected(Message):
             "durations": self.durations,
             "durations_min": self.durations_min,
             "deselected": self.deselected,
+            "maxfail": self.maxfail,
+            "collectors": self.collectors,
+            "coverage": self.coverage,
         }
 
     @classmethod
@@ -155,6 +166,9 @@ class Collected(Message):
             None if data.get("durations") is None else int(data["durations"]),
             float(data.get("durations_min", 0.005)),
             int(data.get("deselected") or 0),
+            int(data.get("maxfail") or 0),
+            int(data.get("collectors") or 0),
+            bool(data.get("coverage")),
         )
 
 
@@ -168,13 +182,26 @@ class CollectFailed(Message):
     nodeid: str
     longrepr: str
     skipped: bool = False
+    # How many collectors pytest had started when this one failed: with `Collected.collectors`
+    # it tells whether pytest would have started another (where --maxfail stops collecting).
+    collector: int = 0
 
     def fields(self) -> dict[str, Any]:
-        return {"nodeid": self.nodeid, "longrepr": self.longrepr, "skipped": self.skipped}
+        return {
+            "nodeid": self.nodeid,
+            "longrepr": self.longrepr,
+            "skipped": self.skipped,
+            "collector": self.collector,
+        }
 
     @classmethod
     def from_fields(cls, data: Mapping[str, Any]) -> CollectFailed:
-        return cls(str(data["nodeid"]), str(data.get("longrepr") or ""), bool(data.get("skipped")))
+        return cls(
+            str(data["nodeid"]),
+            str(data.get("longrepr") or ""),
+            bool(data.get("skipped")),
+            int(data.get("collector") or 0),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,6 +101,36 @@ def test_a_collection_error_interrupts_the_run_as_in_pytest(tmp_path: Path) -> N
     assert counts(going.stdout) == {"passed": 5, "errors": 2}
 
 
+@pytest.mark.parametrize(
+    ("option", "code", "message", "found"),
+    [
+        # The first error is followed by another file: pytest stops collecting there.
+        (("-x",), 1, "stopping after 1 failures", {"error": 1}),
+        # The second error is in the last file: pytest collected everything, then interrupts.
+        (("--maxfail", "2"), 2, "Interrupted: 2 errors during collection", {"errors": 2}),
+        (("--maxfail", "3"), 2, "Interrupted: 2 errors during collection", {"errors": 2}),
+    ],
+)
+def test_maxfail_counts_collection_errors_as_pytest_does(
+    option: tuple[str, ...], code: int, message: str, found: dict[str, int], tmp_path: Path
+) -> None:
+    done = engine("collect_error", tmp_path, *option)
+    plain = pytest_run("collect_error", *option)
+    assert done.returncode == plain.returncode == code, done.stdout + done.stderr
+    assert message in done.stdout
+    assert message in plain.stdout
+    assert counts(done.stdout) == counts(plain.stdout) == found, done.stdout
+
+
+def test_maxfail_from_the_ini_files_addopts_stops_the_whole_run(tmp_path: Path) -> None:
+    plain = pytest_run("outcomes", "-o", "addopts=-x")
+    done = engine("outcomes", tmp_path, "-o", "addopts=-x", "--workers", "1")
+    assert done.returncode == plain.returncode == 1, done.stdout + done.stderr
+    found = counts(done.stdout)
+    assert found.pop("not") > 0, done.stdout
+    assert found == counts(plain.stdout) == {"failed": 1, "passed": 1}, done.stdout
+
+
 def test_a_misspelt_engine_option_is_named_not_passed_to_pytest(tmp_path: Path) -> None:
     done = engine("basic", tmp_path, "--optimisation", "balanced")
     assert done.returncode == 4
@@ -199,3 +229,15 @@ def test_pdb_and_capture_no_run_pytest_in_the_foreground(tmp_path: Path) -> None
     assert "--pdb needs pytest in one process on this terminal" in done.stderr
     shown = engine("outcomes", tmp_path, "-s", "-k", "test_failed")
     assert "this line goes to stdout before the failure" in shown.stdout
+
+
+def test_a_cluster_like_vs_is_taken_apart_as_pytest_would(tmp_path: Path) -> None:
+    """`-vs`: the engine's -v and pytest's -s; pytest in the foreground, verbose, output shown."""
+    done = engine("outcomes", tmp_path, "-vs", "-k", "test_failed")
+    plain = pytest_run("outcomes", "-vs", "-k", "test_failed")
+    assert done.returncode == plain.returncode == 1, done.stdout + done.stderr
+    assert "-s needs pytest in one process on this terminal" in done.stderr
+    assert "this line goes to stdout before the failure" in done.stdout
+    verbose = [line for line in done.stdout.splitlines() if line.startswith("test_outcomes.py::")]
+    assert verbose, done.stdout  # pytest's verbose line (the test's output inside it, with -s)
+    assert counts(done.stdout) == counts(plain.stdout)

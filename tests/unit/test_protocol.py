@@ -47,7 +47,8 @@ from test_framework.worker.selection import (
 EVERY_MESSAGE: list[Message] = [
     Hello(pid=42, rootdir="/r", args=("tests", "a.py::t")),
     Collected(("a.py::t", "a.py::u"), ("a.py::u",), {"a.py::t": ("db",)}, {"a.py::t": 2.5}),
-    CollectFailed("b.py", "ImportError: no", skipped=False),
+    Collected(("a.py::t",), (), {}, {}, maxfail=2, collectors=7, deselected=1, durations=3),
+    CollectFailed("b.py", "ImportError: no", skipped=False, collector=4),
     CollectFailed("c.py", "skipped: later", skipped=True),
     Result("a.py::t", started_at=1.5, cpu=0.25, max_rss=2048, spawned=(7,), passed=0.5),
     Result(
