@@ -70,7 +70,14 @@ def collection_failure(returncode: int | None, output: str) -> TestFrameworkErro
         errors = [line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR:")]
         detail = (reasons or errors or lines or ["usage error"])[0]
         return UsageError(f"pytest rejected the arguments: {detail}")
-    tail = "\n".join(lines[-30:])
+    kept = [line.rstrip() for line in output.strip().splitlines() if line.strip()]
+    tail = "\n".join(kept[-30:])  # indented as pytest printed it: a traceback stays readable
+    # pytest's own status where it has one (an exception escaping pytest's start exits 1, as
+    # Python does, an INTERNALERROR 3); anything else (a signal, no status) is the engine's 3.
+    mirrored = returncode in (ExitCode.TESTS_FAILED, ExitCode.INTERRUPTED, ExitCode.INTERNAL_ERROR)
     return CollectionFailed(
-        f"pytest could not collect the suite (exit status {returncode}):\n{tail}"
+        f"pytest could not collect the suite (exit status {returncode}):\n{tail}",
+        exit_code=ExitCode(returncode)
+        if mirrored and returncode is not None
+        else ExitCode.INTERNAL_ERROR,
     )

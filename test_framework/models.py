@@ -207,8 +207,9 @@ class Shard:
 class Terminal:
     """What pytest's terminal summary shows, as the collecting pytest was configured: `-r`
     characters, `--durations` (None: off) and its minimum, and the items `-k`/`-m` deselected;
-    `--maxfail` (0: none), from the command line or the ini file's `addopts`; and whether
-    pytest-cov measures (its table is printed once its data is combined)."""
+    `--maxfail` (0: none), from the command line or the ini file's `addopts`; whether
+    pytest-cov measures, and the plugins whose own terminal summaries would print: both are
+    printed from the run's replayed reports."""
 
     reportchars: str = "fE"
     durations: int | None = None
@@ -216,6 +217,7 @@ class Terminal:
     deselected: int = 0
     maxfail: int = 0
     coverage: bool = False
+    summary_plugins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,10 +41,10 @@ from .dispatch.queue import ShardCosts
 from .dispatch.resources import Sampler
 from .errors import NoTestsCollected, StoreError, TestFrameworkError
 from .events import Event, EventBus, RunContext, RunFinished, RunStarted, WarningRecorded
-from .execution.coverage import coverage_report
 from .execution.executor import ExecutorFactory, ExecutorStart, ShardExecutor, local_executor
 from .execution.importable import worker_env
 from .execution.runner import STOP_GRACE, WorkerSetup
+from .execution.summary import SummaryRequest, plugin_summary
 from .exit_codes import ExitCode
 from .fingerprint import input_digest
 from .ledger import Ledger, RetryPolicy
@@ -228,8 +228,9 @@ class Orchestrator:
             if writer is not None and writer.failed:
                 warnings.append(f"results store: {writer.failed}")
             summary = self.ledger.summary(self.run_id, self.clock() - started, warnings)
-            if collection.terminal.coverage and not self.ledger.stopped:
-                summary = await self._with_coverage(summary, start.env)
+            terminal = collection.terminal
+            if (terminal.coverage or terminal.summary_plugins) and not dispatcher.signalled:
+                summary = await self._with_plugin_summaries(summary, start)
             self.bus.emit(RunFinished(summary=summary))
         finally:
             # Whatever ended the run, every result recorded so far reaches the store.
@@ -291,11 +292,24 @@ class Orchestrator:
         )
         return shards, plan
 
-    async def _with_coverage(self, summary: RunSummary, env: Mapping[str, str]) -> RunSummary:
-        """pytest-cov's table for the run, combined from every worker's data; as in pytest, a
-        run stopped early has none, and `--cov-fail-under` not reached fails the run."""
+    async def _with_plugin_summaries(self, summary: RunSummary, start: ExecutorStart) -> RunSummary:
+        """Plugins' terminal summaries for the run (pytest-cov's table combined from every
+        worker), from its reports replayed in one pytest process, as under xdist's master;
+        `--cov-fail-under` not reached fails the run."""
         settings = self.settings
-        report = await coverage_report(settings.pytest_args, cwd=settings.project_root, env=env)
+        ledger = self.ledger
+        request = SummaryRequest(
+            order=[r.nodeid for r in summary.results],
+            stop=ledger.stop_reason,
+            interrupted=ledger.interrupted,
+        )
+        report = await plugin_summary(
+            request,
+            settings.pytest_args,
+            cwd=settings.project_root,
+            env=start.env,
+            scratch=start.scratch,
+        )
         if report.problem is not None:
             return replace(summary, errors=(*summary.errors, report.problem))
         failing = report.failed and summary.exit_code == ExitCode.OK

@@ -134,6 +134,7 @@ class Dispatcher:
         self.new_shard = ShardMaker(self.ids, self._expected)
         self.rechecks = Rechecks()
         self.alone: dict[int, NodeId] = {}  # shard id -> the test it reruns alone
+        self.signalled = False  # the user interrupted the run (SIGINT, SIGTERM)
         self._busy = 0  # shards running, and retries waiting for their backoff
         self._wakeup = anyio.Event()
         self._stop_scope: anyio.CancelScope | None = None
@@ -482,4 +483,5 @@ class Dispatcher:
                     # Second interrupt: end at once, but take every worker group along.
                     self.executor.kill_all()
                     os._exit(int(ExitCode.INTERRUPTED))
+                self.signalled = True
                 self.stop(f"interrupted by {signal.Signals(signum).name}", interrupted=True)

@@ -62,4 +62,5 @@ def terminal_of(collected: Collected) -> Terminal:
         collected.deselected,
         collected.maxfail,
         collected.coverage,
+        collected.summary_plugins,
     )

@@ -24,7 +24,7 @@ import anyio
 from ..errors import collection_failure
 from ..events import ExecutionEvent, ShardStarted
 from ..models import Collection, Shard
-from ..worker.protocol import ENV_BOARD, ENV_SELECT, ENV_STACKS
+from ..worker.protocol import ENV_BOARD, ENV_REPORTS, ENV_SELECT, ENV_STACKS
 from .process import Launcher, ScratchFiles, WorkerHandle, signal_group, spawn_worker
 from .runner import (
     STOP_GRACE,
@@ -34,6 +34,7 @@ from .runner import (
     WorkerSetup,
     run_shard,
 )
+from .summary import reports_folder
 from .zygote import Zygote, ZygoteGone
 
 
@@ -94,6 +95,7 @@ class SpawnLauncher:
                 ENV_SELECT: str(paths.select),
                 ENV_STACKS: str(paths.stacks),
                 ENV_BOARD: str(paths.board),
+                ENV_REPORTS: str(reports_folder(self.setup.scratch_dir)),
             },
             grace=self.setup.grace,
         ) as worker:

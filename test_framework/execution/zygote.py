@@ -26,6 +26,7 @@ from anyio.abc import ByteReceiveStream, SocketStream, TaskStatus
 from ..models import Collection, Shard
 from ..worker.protocol import (
     ENV_PRELOAD,
+    ENV_REPORTS,
     ENV_ZYGOTE,
     ENV_ZYGOTE_EARLY,
     Collected,
@@ -41,6 +42,7 @@ from ..worker.protocol import (
 from .channel import read_messages
 from .collect import terminal_of
 from .process import OUTPUT_TAIL_BYTES, ScratchFiles, signal_group, spawn_worker
+from .summary import reports_folder
 
 
 class ZygoteGone(RuntimeError):
@@ -134,6 +136,7 @@ class Zygote:
                 env=self.env,
                 protocol_env={
                     ENV_ZYGOTE: str(zygote_end.fileno()),
+                    ENV_REPORTS: str(reports_folder(self.scratch)),
                     **({ENV_ZYGOTE_EARLY: "1"} if self.early else {}),
                     **self._preload_env(),
                 },

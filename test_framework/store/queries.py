@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiosqlite
 
@@ -95,7 +96,7 @@ async def load_collection(db: aiosqlite.Connection, fingerprint: str) -> Collect
         resources={n: tuple(r) for n, r in constraints.get("resources", {}).items()},
         read=dict(constraints.get("read", {})),
         modules=tuple(constraints.get("modules", ())),
-        terminal=Terminal(**constraints["terminal"]) if "terminal" in constraints else Terminal(),
+        terminal=_terminal(constraints.get("terminal")),
     )
 
 
@@ -167,3 +168,14 @@ async def recent_runs(db: aiosqlite.Connection, limit: int = 20) -> list[dict[st
         }
         for r in rows
     ]
+
+
+def _terminal(saved: dict[str, Any] | None) -> Terminal:
+    """A cached collection's terminal settings (JSON made its tuples lists; keys a newer
+    version added take their defaults)."""
+    if saved is None:
+        return Terminal()
+    known = {f.name for f in dataclasses.fields(Terminal)}
+    values = {k: v for k, v in saved.items() if k in known}
+    values["summary_plugins"] = tuple(values.get("summary_plugins") or ())
+    return Terminal(**values)

@@ -6,10 +6,10 @@ share, which nobody sees. Under xdist, workers only save their data and the mast
 once and prints the table. Here the same split: a worker is an xdist-style coverage worker (it
 carries `workerinput`, which is how pytest-cov and pytest's cache plugins recognise a worker:
 they leave combining and cache writes to the master), and after the run the engine starts one
-report process: pytest with this plugin, collecting nothing, where pytest-cov's own central
+summary process (worker/summary.py): pytest collecting nothing, where pytest-cov's own central
 mode combines the workers' data and prints its own table, `--cov-fail-under` included.
 
-No process of the run erases data: the report process removes the previous run's combined
+No process of the run erases data: the summary process removes the previous run's combined
 file once, before combining, as plain pytest-cov would have at its start (not with
 `--cov-append`).
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from .protocol import ENV_CHANNEL, ENV_COVERAGE_REPORT
+from .protocol import ENV_CHANNEL, ENV_SUMMARY
 
 
 def measuring(namespace: Any) -> bool:
@@ -37,7 +37,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None
     """Before pytest-cov starts (in this same hook): no worker erases data, and the report
     process removes only the last run's combined file."""
     namespace = early_config.known_args_namespace
-    reporting = bool(os.environ.get(ENV_COVERAGE_REPORT))
+    reporting = bool(os.environ.get(ENV_SUMMARY))
     if (reporting or os.environ.get(ENV_CHANNEL)) and measuring(namespace):
         if reporting and not namespace.cov_append:
             _remove_combined_data(namespace.cov_config)
@@ -54,7 +54,7 @@ def _remove_combined_data(config_file: str) -> None:
 
 def become_coverage_worker(config: pytest.Config) -> None:
     """At session start, before pytest-cov picks its mode: an xdist-style worker on this host,
-    in this folder, so it saves its data for the report process to combine."""
+    in this folder, so it saves its data for the summary process to combine."""
     if not measuring(config.option) or config.pluginmanager.get_plugin("_cov") is None:
         return
     config.workerinput = {  # type: ignore[attr-defined]
@@ -64,7 +64,3 @@ def become_coverage_worker(config: pytest.Config) -> None:
         "cov_master_rsync_roots": [],
     }
     config.workeroutput = {}  # type: ignore[attr-defined]
-
-
-def reporting() -> bool:
-    return bool(os.environ.get(ENV_COVERAGE_REPORT))

@@ -36,7 +36,7 @@ from typing import IO, Any
 import pytest
 
 from .board import FINISHED, RUNNING, BoardWriter
-from .coverage import become_coverage_worker, measuring, reporting
+from .coverage import become_coverage_worker, measuring
 from .coverage import pytest_load_initial_conftests as pytest_load_initial_conftests
 from .fork_server import ChildSetup, become_child, serve, silence_terminal
 from .items import (
@@ -79,6 +79,13 @@ from .protocol import (
     encode,
 )
 from .reads import ReadRecorder
+from .summary import pytest_terminal_summary as pytest_terminal_summary
+from .summary import (
+    report_log,
+    run_summary,
+    summary_instructions,
+    summary_plugins,
+)
 
 # Verbose words pytest gives its own categories: the engine knows them without being told.
 _PLAIN_WORDS = frozenset({"", "PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS"})
@@ -136,6 +143,9 @@ class WorkerPlugin:
         self.maxfail = int(config.option.maxfail or 0)
         config.option.maxfail = 0
         self.collectors = 0  # collectors pytest started
+        self.coverage = measuring(config.option) and config.pluginmanager.has_plugin("_cov")
+        self.summary_plugins = summary_plugins(config)
+        self.report_log = report_log(config, self.coverage)
 
     # ---- sending ---------------------------------------------------------------------------
     def send(self, message: Message) -> None:
@@ -190,7 +200,8 @@ class WorkerPlugin:
                 deselected=self.deselected,
                 maxfail=self.maxfail,
                 collectors=self.collectors,
-                coverage=measuring(option) and self.config.pluginmanager.has_plugin("_cov"),
+                coverage=self.coverage,
+                summary_plugins=self.summary_plugins,
             )
         )
 
@@ -364,6 +375,8 @@ def pytest_configure(config: pytest.Config) -> None:
     global _plugin
     raw = os.environ.get(ENV_CHANNEL)
     if not raw:
+        if summary_instructions() is not None:
+            config.option.durations = None  # the engine printed pytest's own sections
         return
     _plugin = WorkerPlugin(int(raw), config)
     _plugin.reads.install()
@@ -382,8 +395,8 @@ def pytest_collection(session: pytest.Session) -> bool | None:
     """In an early zygote: serve forks before collecting. Each child then collects like a
     spawned worker, only its own files (pytest_ignore_collect) narrowed to its selection, so
     collection is spread over the workers instead of done once, on one core, before any test.
-    The coverage report process collects nothing."""
-    if reporting():
+    The summary process collects nothing."""
+    if summary_instructions() is not None:
         return True
     plugin = _plugin
     if plugin is None:
@@ -457,6 +470,8 @@ def pytest_collectstart(collector: pytest.Collector) -> None:
 def pytest_collectreport(report: pytest.CollectReport) -> None:
     if _plugin is None:
         return
+    if _plugin.report_log is not None and (report.failed or report.skipped):
+        _plugin.report_log.write(_plugin.config, report)
     if report.failed:
         _plugin.send(CollectFailed(report.nodeid, str(report.longrepr), False, _plugin.collectors))
     elif report.skipped:
@@ -484,7 +499,8 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     fall through to pytest's own run loop over the child's share of the items."""
     plugin = _plugin
     if plugin is None:
-        return None
+        instructions = summary_instructions()
+        return None if instructions is None else run_summary(session, instructions)
     # Tests run with the user's --maxfail, counting only this worker's own failures (the
     # engine counts the run's, collection errors included).
     plugin.config.option.maxfail = plugin.maxfail
@@ -517,6 +533,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if _plugin is not None:
+        if _plugin.report_log is not None:
+            _plugin.report_log.write(_plugin.config, report)
         _plugin.phase_reported(report)
 
 

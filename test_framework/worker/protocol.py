@@ -47,8 +47,15 @@ ENV_ZYGOTE_EARLY = "TEST_FRAMEWORK_ZYGOTE_EARLY"
 # modules the last full collection imported, so a child's narrowed collection starts from the
 # same `sys.modules` as pytest's whole one.
 ENV_PRELOAD = "TEST_FRAMEWORK_PRELOAD"
-# pytest that only combines and prints pytest-cov's data after a run (worker/coverage.py)
-ENV_COVERAGE_REPORT = "TEST_FRAMEWORK_COVERAGE_REPORT"
+# The folder workers write their serialized reports into, when plugins' summaries need them,
+# and the summary process's instructions (worker/summary.py).
+ENV_REPORTS = "TEST_FRAMEWORK_REPORTS"
+ENV_SUMMARY = "TEST_FRAMEWORK_SUMMARY"
+# The summary process's lines around what plugins printed, and its word that one of them
+# failed the run.
+SUMMARY_BEGIN = "<test_framework: plugin summaries>"
+SUMMARY_END = "</test_framework: plugin summaries>"
+FAILED_BY_PLUGIN = "<test_framework: a plugin failed the run>"
 
 # The module pytest loads in every child (`-p`).
 WORKER_PLUGIN = "test_framework.worker.plugin"
@@ -133,6 +140,8 @@ class Collected(Message):
     maxfail: int = 0
     collectors: int = 0
     coverage: bool = False  # pytest-cov measures: the engine prints its combined table
+    # Plugins outside pytest whose terminal summary would print: replayed reports feed them.
+    summary_plugins: tuple[str, ...] = ()
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -150,6 +159,7 @@ class Collected(Message):
             "maxfail": self.maxfail,
             "collectors": self.collectors,
             "coverage": self.coverage,
+            "summary_plugins": self.summary_plugins,
         }
 
     @classmethod
@@ -169,6 +179,7 @@ class Collected(Message):
             int(data.get("maxfail") or 0),
             int(data.get("collectors") or 0),
             bool(data.get("coverage")),
+            _strings(data.get("summary_plugins")),
         )
 
 

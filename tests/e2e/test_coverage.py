@@ -91,3 +91,15 @@ def test_a_run_stopped_early_prints_no_table_as_in_pytest(project: Path, tmp_pat
     assert done.returncode == plain.returncode == 1, done.stdout + done.stderr
     assert "tests coverage" not in plain.stdout
     assert "tests coverage" not in done.stdout
+
+
+def test_pytest_failing_to_start_exits_as_pytest_does(project: Path, tmp_path: Path) -> None:
+    """Under `filterwarnings = error`, coverage's warning about its own configuration escapes
+    pytest's start: pytest exits 1 with a traceback; so does the engine, the traceback readable
+    (indented as printed), not an internal error."""
+    (project / ".coveragerc").write_text("[run]\ninclude = pkg/*\n")
+    plain = run(project, "pytest", "-p", "no:cacheprovider", *COVERAGE)
+    done = run(project, "test_framework", "--cache-dir", str(tmp_path / "store"), *COVERAGE)
+    assert done.returncode == plain.returncode == 1, done.stdout + done.stderr
+    assert "include-ignored" in done.stderr
+    assert "\n  File " in done.stderr  # the traceback keeps its indentation
