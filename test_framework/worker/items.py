@@ -1,21 +1,18 @@
 """What the worker plugin reads off pytest: which items a selection keeps, the constraint and
-timeout markers, a report's text, the project files a process imported. Standard library and
-pytest only, like the rest of the child side."""
+timeout markers, the project files a process imported (what a report says: reports.py).
+Standard library and pytest only, like the rest of the child side."""
 
 from __future__ import annotations
 
 import fnmatch
-import io
 import os
 import resource
 import sys
 import warnings
 from collections.abc import Iterable
-from typing import Any
 
 import pytest
 
-from .protocol import Warned
 from .selection import FileHead, FileSlice, FileTests, Selection, decode_selection, slice_bounds
 
 # On an item renamed to the id the engine asked for: the id this collection gave it.
@@ -132,59 +129,6 @@ def marker_timeout(item: pytest.Item) -> float | None:
     return seconds if seconds >= 0 else None
 
 
-def skip_reason(report: Any) -> str:
-    longrepr = report.longrepr
-    if isinstance(longrepr, tuple) and len(longrepr) == 3:
-        return str(longrepr[2])
-    return str(longrepr)
-
-
-def skip_location(report: Any, config: pytest.Config) -> str:
-    """A skip's "path:line" as pytest's `-rs` line prints it (relative to where pytest runs)."""
-    longrepr = report.longrepr
-    if not (isinstance(longrepr, tuple) and len(longrepr) == 3):
-        return ""
-    path, line, _reason = longrepr
-    return f"{_relative(str(path), config)}:{line}"
-
-
-def warned(
-    message: warnings.WarningMessage,
-    when: str,
-    nodeid: str,
-    config: pytest.Config,
-) -> Warned:
-    """A recorded warning as pytest's warnings summary shows it."""
-    text = warnings.formatwarning(
-        str(message.message), message.category, message.filename, message.lineno, message.line
-    )
-    where = "" if nodeid else f"{_relative(message.filename, config)}:{message.lineno}"
-    return Warned(nodeid, when, text, where)
-
-
-def _relative(path: str, config: pytest.Config) -> str:
-    base = str(config.invocation_params.dir)
-    try:
-        relative = os.path.relpath(path, base)
-    except ValueError:
-        return path
-    return path if relative.startswith("..") else relative
-
-
-def render(report: pytest.TestReport) -> str:
-    """pytest's own rendering, leading indentation kept (longreprtext strips the first line's)."""
-    try:
-        from _pytest._io import TerminalWriter
-
-        buffer = io.StringIO()
-        writer = TerminalWriter(file=buffer)
-        writer.hasmarkup = False
-        report.toterminal(writer)
-        return buffer.getvalue().rstrip()
-    except Exception:
-        return report.longreprtext
-
-
 def project_modules(rootdir: str, config: pytest.Config) -> list[str]:
     """Files under the rootdir that this process imported (site-packages excluded), test modules
     left out: collection imports every test file of the selection (a forked worker inherits
@@ -240,7 +184,6 @@ def preload(path: str | None) -> None:
     if not path:
         return
     import importlib
-    import warnings
 
     with open(path, encoding="utf-8") as handle:
         entries = [line.rstrip("\n").partition(":") for line in handle if line.strip()]

@@ -31,7 +31,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import pytest
 
@@ -49,11 +49,7 @@ from .items import (
     preload,
     project_modules,
     renamed_files,
-    render,
     select_items,
-    skip_location,
-    skip_reason,
-    warned,
 )
 from .proc import now, own_children
 from .protocol import (
@@ -79,6 +75,7 @@ from .protocol import (
     encode,
 )
 from .reads import ReadRecorder
+from .reports import durations_min, phase_of, plain_pass, skip_reason, warned
 from .summary import pytest_terminal_summary as pytest_terminal_summary
 from .summary import (
     report_log,
@@ -86,26 +83,6 @@ from .summary import (
     summary_instructions,
     summary_plugins,
 )
-
-# Verbose words pytest gives its own categories: the engine knows them without being told.
-_PLAIN_WORDS = frozenset({"", "PASSED", "FAILED", "ERROR", "SKIPPED", "XFAIL", "XPASS"})
-
-
-def _durations_min(option: Any) -> float:
-    """pytest's `--durations-min`, and its default when not given (0.005 s; 0 at -vv)."""
-    given = getattr(option, "durations_min", None)
-    if given is not None:
-        return float(given)
-    return 0.0 if int(getattr(option, "verbose", 0) or 0) >= 2 else 0.005
-
-
-def plain_pass(phases: list[Phase]) -> bool:
-    """Setup, call and teardown passed, said nothing and were counted as pytest counts a plain
-    pass: such a test travels as its duration alone."""
-    return len(phases) == 3 and all(
-        p.plain and p.when == when
-        for p, when in zip(phases, ("setup", "call", "teardown"), strict=False)
-    )
 
 
 class WorkerPlugin:
@@ -196,7 +173,7 @@ class WorkerPlugin:
                 renamed_files(session.items),
                 reportchars=str(getattr(option, "reportchars", "fE") or ""),
                 durations=getattr(option, "durations", None),
-                durations_min=_durations_min(option),
+                durations_min=durations_min(option),
                 deselected=self.deselected,
                 maxfail=self.maxfail,
                 collectors=self.collectors,
@@ -286,33 +263,7 @@ class WorkerPlugin:
         self.children_before = own_children()
 
     def phase_reported(self, report: pytest.TestReport) -> None:
-        category = word = ""
-        status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
-        if status:
-            category = status[0] if isinstance(status[0], str) else str(status[0])
-            verbose = status[2] if isinstance(status[2], str) else ""
-            word = "" if verbose in _PLAIN_WORDS else verbose
-        if report.outcome == "skipped" and report.when != "call" and not category:
-            category = "skipped"
-        longrepr = ""
-        if report.longrepr is not None and report.outcome != "passed":
-            longrepr = skip_reason(report) if report.skipped else render(report)
-        sections = tuple(report.sections) if report.outcome == "failed" else ()
-        wasxfail = getattr(report, "wasxfail", None)
-        where = skip_location(report, self.config) if report.skipped else ""
-        self.phases.append(
-            Phase(
-                report.when,
-                report.outcome,
-                category,
-                report.duration,
-                longrepr,
-                sections,
-                None if wasxfail is None else str(wasxfail),
-                where,
-                word,
-            )
-        )
+        self.phases.append(phase_of(report, self.config))
         if report.when == "teardown":
             self.test_ends(report)
 
