@@ -6,6 +6,12 @@ version and the environment variables pytest reads. What else a collection read 
 parametrize reads, folders it lists) is recorded by the worker and checked by content
 (`input_digests`) before a cached collection is used. Conservative on purpose: a stale collection
 would silently drop tests, a needless recollection only costs a second.
+
+The package also holds what the skip cache (issue 15) and the resident process (issue 16) will
+decide with, one module each: `index` (content digests behind a stat shortcut, as git's
+index), `environment` (the interpreter, installed distributions, pytest's arguments, the
+variables Python and pytest read) and `imports` (the project files a test file imports,
+statically and transitively).
 """
 
 from __future__ import annotations
