@@ -38,6 +38,7 @@ import pytest
 from .board import FINISHED, RUNNING, BoardWriter
 from .coverage import become_coverage_worker, measuring
 from .coverage import pytest_load_initial_conftests as pytest_load_initial_conftests
+from .deps import DependencyRecorder
 from .fork_server import ChildSetup, become_child, serve, silence_terminal
 from .items import (
     collected_modules,
@@ -56,6 +57,7 @@ from .protocol import (
     ENV_BOARD,
     ENV_CHANNEL,
     ENV_PRELOAD,
+    ENV_RECORD_DEPS,
     ENV_SELECT,
     ENV_STACKS,
     ENV_ZYGOTE,
@@ -110,6 +112,11 @@ class WorkerPlugin:
         self.cpu_at_start = 0.0
         self.children_before: set[int] | None = None
         self.reads = ReadRecorder(str(config.rootpath))
+        self.dependencies: DependencyRecorder | None = None
+        if os.environ.get(ENV_RECORD_DEPS):
+            self.dependencies = DependencyRecorder()
+            self.dependencies.install()
+            self.reads.dependencies = self.dependencies
         self.modules_before: set[str] = set()  # sys.modules when collection began
         self.deselected = 0  # items -k / -m left out (not the engine's own narrowing)
         self.selecting = False  # the engine's narrowing is under way
@@ -253,6 +260,8 @@ class WorkerPlugin:
 
     # ---- one test ------------------------------------------------------------------------------
     def test_starts(self, item: pytest.Item) -> None:
+        if self.dependencies is not None:
+            self.dependencies.current = file_of(item.nodeid)
         self.read_commands(item)
         self.position = self.index.get(id(item), -1)
         if self.board is not None:
@@ -268,6 +277,8 @@ class WorkerPlugin:
             self.test_ends(report)
 
     def test_ends(self, report: pytest.TestReport) -> None:
+        if self.dependencies is not None:
+            self.dependencies.current = None
         usage = resource.getrusage(resource.RUSAGE_SELF)
         phases = list(self.phases)
         self.phases.clear()
@@ -301,7 +312,8 @@ class WorkerPlugin:
     def session_finished(self, session: pytest.Session, exitstatus: int) -> None:
         self.exitstatus = int(exitstatus)
         rootdir = str(session.config.rootpath)
-        self.send(Deps(tuple(project_modules(rootdir, session.config))))
+        imports, reads = self.dependencies.by_file() if self.dependencies else ({}, {})
+        self.send(Deps(tuple(project_modules(rootdir, session.config)), imports, reads))
         self.send(Done(self.exitstatus))
 
     def leave_quickly(self) -> None:
@@ -416,11 +428,16 @@ def pytest_warning_recorded(
 def pytest_collectstart(collector: pytest.Collector) -> None:
     if _plugin is not None:
         _plugin.collectors += 1
+        if _plugin.dependencies is not None and isinstance(collector, pytest.Module):
+            # Importing the test module runs its module-level code: the file's own record.
+            _plugin.dependencies.current = file_of(collector.nodeid)
 
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:
     if _plugin is None:
         return
+    if _plugin.dependencies is not None and _plugin.dependencies.current == report.nodeid:
+        _plugin.dependencies.current = None
     if _plugin.report_log is not None and (report.failed or report.skipped):
         _plugin.report_log.write(_plugin.config, report)
     if report.failed:

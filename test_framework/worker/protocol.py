@@ -50,6 +50,8 @@ ENV_PRELOAD = "TEST_FRAMEWORK_PRELOAD"
 # The folder workers write their serialized reports into, when plugins' summaries need them,
 # and the summary process's instructions (worker/summary.py).
 ENV_REPORTS = "TEST_FRAMEWORK_REPORTS"
+# Set: record what each test file imports and reads (the skip cache's runtime dependencies).
+ENV_RECORD_DEPS = "TEST_FRAMEWORK_RECORD_DEPS"
 ENV_SUMMARY = "TEST_FRAMEWORK_SUMMARY"
 # The summary process's lines around what plugins printed, and its word that one of them
 # failed the run.
@@ -381,15 +383,27 @@ class Released(Message):
 @_message
 @dataclass(frozen=True, slots=True)
 class Deps(Message):
+    """What this process used: the project modules it imported, and, when the engine asked
+    (`ENV_RECORD_DEPS`), per test file the names imported while it was collected or run and
+    the project files it read (worker/deps.py)."""
+
     EVENT: ClassVar[str] = "deps"
     files: tuple[str, ...]
+    imports: Mapping[str, tuple[str, ...]] | None = None
+    reads: Mapping[str, tuple[str, ...]] | None = None
 
     def fields(self) -> dict[str, Any]:
-        return {"files": self.files}
+        return {
+            "files": self.files,
+            "imports": dict(self.imports or {}),
+            "reads": dict(self.reads or {}),
+        }
 
     @classmethod
     def from_fields(cls, data: Mapping[str, Any]) -> Deps:
-        return cls(_strings(data.get("files")))
+        imports = {str(f): _strings(n) for f, n in (data.get("imports") or {}).items()}
+        reads = {str(f): _strings(p) for f, p in (data.get("reads") or {}).items()}
+        return cls(_strings(data.get("files")), imports or None, reads or None)
 
 
 @_message

@@ -15,6 +15,8 @@ import os
 import sys
 from typing import Any
 
+from .deps import DependencyRecorder
+
 _SKIPPED_SUFFIXES = (".py", ".pyc", ".pyi", ".so", ".pth")
 
 
@@ -24,12 +26,15 @@ class ReadRecorder:
         self.recording = False
         self.files: dict[str, None] = {}
         self.folders: dict[str, None] = {}
+        # Also told of every file read, whenever it records a test file (worker/deps.py).
+        self.dependencies: DependencyRecorder | None = None
 
     def install(self) -> None:
         sys.addaudithook(self._hook)
 
     def _hook(self, event: str, args: tuple[Any, ...]) -> None:
-        if not self.recording:
+        attributing = self.dependencies is not None and self.dependencies.current is not None
+        if not (self.recording or attributing):
             return
         if event == "open":
             path, mode = args[0], args[1]
@@ -52,7 +57,11 @@ class ReadRecorder:
         parts = relative.split(os.sep)
         if any(part.startswith(".") or part == "__pycache__" for part in parts):
             return
-        into[relative.replace(os.sep, "/")] = None
+        relative = relative.replace(os.sep, "/")
+        if self.recording:
+            into[relative] = None
+        if self.dependencies is not None:
+            self.dependencies.read(relative if into is self.files else f"{relative}/")
 
     def read(self) -> tuple[str, ...]:
         """Files, then folders with a trailing slash, in first-seen order."""

@@ -64,6 +64,7 @@ EVERY_MESSAGE: list[Message] = [
     Result("a.py::x", 0.0, phases=(Phase("call", "skipped", "xfailed", 0.1, "r", (), "why"),)),
     Released(("a.py::v",)),
     Deps(("conftest.py",)),
+    Deps(("conftest.py",), {"t.py": ("pkg.leaf", "os")}, {"t.py": ("data/a.json", "data/")}),
     Done(1),
     Forked(shard=3, pid=99),
     Exited(pid=99, returncode=-9),
