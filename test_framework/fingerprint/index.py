@@ -48,8 +48,8 @@ class FileIndex:
         self.hashed = 0  # files read and hashed by this index (a measure of its cost)
 
     def digest(self, path: str) -> str:
-        """The file's content digest, or `MISSING`; hashed only when its stat moved or its entry
-        is racily clean."""
+        """The file's content digest (a folder's, ending in "/": its sorted listing), or
+        `MISSING`; read only when its stat moved or its entry is racily clean."""
         full = self.root / path
         try:
             stat = full.stat()
@@ -60,7 +60,11 @@ class FileIndex:
         if known is not None and self._trusted(known, stat):
             return known.digest
         try:
-            digest = hashlib.sha256(full.read_bytes()).hexdigest()
+            if path.endswith("/"):
+                listing = "\0".join(sorted(os.listdir(full))).encode("utf-8", "surrogateescape")
+                digest = hashlib.sha256(listing).hexdigest()
+            else:
+                digest = hashlib.sha256(full.read_bytes()).hexdigest()
         except OSError:
             return MISSING
         self.hashed += 1

@@ -64,3 +64,14 @@ def test_a_missing_file_says_so_and_a_new_one_is_hashed(tmp_path: Path) -> None:
     assert index.digest("gone.py") == MISSING
     write(tmp_path / "gone.py", "", OLD)
     assert index.digest("gone.py") != MISSING
+
+
+def test_a_folders_digest_is_its_listing(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    write(tmp_path / "data" / "a.json", "{}", OLD)
+    index = FileIndex(tmp_path)
+    before = index.digest("data/")
+    write(tmp_path / "data" / "a.json", "[]", OLD + 7)  # content: not the listing
+    assert FileIndex(tmp_path).digest("data/") == before
+    write(tmp_path / "data" / "b.json", "{}", OLD)
+    assert FileIndex(tmp_path).digest("data/") != before

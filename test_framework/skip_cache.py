@@ -1,0 +1,120 @@
+"""The skip cache's decision (docs/skip-cache.md): which test files can report their recorded
+outcomes instead of running, and why each other file runs. Pure: the caller reads the store,
+the file index and the import graph, and hands in plain data.
+
+Sound before precise: a file is cached only when its environment, every file it depended on
+(its static imports, its conftest chain, the configuration, and what it imported and read at
+run time), and its list of tests are as recorded; when every test's recorded outcome is one
+that may be reused; and when the record is younger than the TTL. A changed project file that
+no test file is known to depend on (an "unplaced" change: a script a test runs in a
+subprocess, say) makes nothing cached: everything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .models import NodeId, Outcome
+
+# Outcomes a later run may report again without running the test.
+REUSABLE = frozenset({Outcome.PASSED, Outcome.SKIPPED, Outcome.XFAILED})
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """What a test file's last complete run left: the environment it ran in, each file it
+    depended on with its digest then, its tests' outcomes, and when."""
+
+    test_file: str
+    environment: str
+    dependencies: Mapping[str, str]
+    outcomes: Mapping[NodeId, Outcome]
+    recorded_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CacheDecision:
+    cached: dict[str, FileRecord] = field(default_factory=dict)  # test file -> its record
+    runs: dict[str, str] = field(default_factory=dict)  # test file -> why it runs
+    unplaced: tuple[str, ...] = ()  # changed files no test file depends on
+
+    def cached_outcomes(self) -> dict[NodeId, tuple[Outcome, float]]:
+        """Each cached test: its recorded outcome and when it was recorded."""
+        return {
+            nodeid: (outcome, record.recorded_at)
+            for record in self.cached.values()
+            for nodeid, outcome in record.outcomes.items()
+        }
+
+
+def decide(
+    collected: Mapping[str, Sequence[NodeId]],
+    records: Mapping[str, FileRecord],
+    *,
+    environment: str,
+    digest: Callable[[str], str],
+    unplaced: Sequence[str],
+    now: float,
+    ttl_seconds: float,
+    always_run: Iterable[str] = (),
+) -> CacheDecision:
+    """`collected`: this run's tests by file; `digest`: a project file's content digest now;
+    `always_run`: files that run whatever their record says (they need pytest's context)."""
+    decision = CacheDecision(unplaced=tuple(unplaced))
+    if unplaced:
+        shown = ", ".join(unplaced[:3]) + (" ..." if len(unplaced) > 3 else "")
+        everything = f"changed files no test is known to depend on: {shown}"
+        decision.runs.update(dict.fromkeys(collected, everything))
+        return decision
+    forced = set(always_run)
+    for test_file, nodeids in collected.items():
+        record = records.get(test_file)
+        why = _why_it_runs(
+            test_file, nodeids, record, forced, environment, digest, now, ttl_seconds
+        )
+        if why is None and record is not None:
+            decision.cached[test_file] = record
+        else:
+            decision.runs[test_file] = why or "no record"
+    return decision
+
+
+def _why_it_runs(
+    test_file: str,
+    nodeids: Sequence[NodeId],
+    record: FileRecord | None,
+    forced: set[str],
+    environment: str,
+    digest: Callable[[str], str],
+    now: float,
+    ttl_seconds: float,
+) -> str | None:
+    if record is None:
+        return "never recorded"
+    if test_file in forced:
+        return "needs pytest's context"
+    if record.environment != environment:
+        return "the environment changed (interpreter, packages, options or variables)"
+    if now - record.recorded_at > ttl_seconds:
+        return f"recorded {(now - record.recorded_at) / 3600:.1f} h ago, past the TTL"
+    if set(nodeids) != set(record.outcomes):
+        return "its tests are not the recorded ones"
+    unusable = [n for n, outcome in record.outcomes.items() if outcome not in REUSABLE]
+    if unusable:
+        return f"{unusable[0]} was {record.outcomes[unusable[0]]}"
+    for path, recorded in record.dependencies.items():
+        if digest(path) != recorded:
+            return f"{path} changed"
+    return None
+
+
+def unplaced_changes(
+    previous: Mapping[str, str], current: Mapping[str, str], placed: Iterable[str]
+) -> list[str]:
+    """Project files (sources and configuration) added, removed or changed since the last
+    indexed run that no test file's record names."""
+    known = set(placed)
+    changed = [p for p in current if previous.get(p) != current[p]]
+    removed = [p for p in previous if p not in current]
+    return sorted(p for p in (*changed, *removed) if p not in known)

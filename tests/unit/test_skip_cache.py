@@ -1,0 +1,106 @@
+"""The skip cache's decision: a file is cached only when everything it depended on is as
+recorded; any doubt runs it, and a change no record can place runs everything."""
+
+from __future__ import annotations
+
+from test_framework.fingerprint.dependencies import conftest_chain
+from test_framework.models import Outcome
+from test_framework.skip_cache import FileRecord, decide, unplaced_changes
+
+NOW = 1_000_000.0
+DAY = 24 * 3600.0
+DIGESTS = {"tests/test_a.py": "a1", "pkg/leaf.py": "l1", "conftest.py": "c1", "data.json": "d1"}
+
+
+def record(**changes: object) -> FileRecord:
+    values: dict[str, object] = {
+        "test_file": "tests/test_a.py",
+        "environment": "env1",
+        "dependencies": dict(DIGESTS),
+        "outcomes": {"tests/test_a.py::t1": Outcome.PASSED, "tests/test_a.py::t2": Outcome.SKIPPED},
+        "recorded_at": NOW - 60,
+    }
+    values.update(changes)
+    return FileRecord(**values)  # type: ignore[arg-type]
+
+
+COLLECTED = {"tests/test_a.py": ["tests/test_a.py::t1", "tests/test_a.py::t2"]}
+
+
+def run_decide(rec: FileRecord | None, digests: dict[str, str] | None = None, **kw: object):  # type: ignore[no-untyped-def]
+    now_digests = {**DIGESTS, **(digests or {})}
+    options: dict[str, object] = {
+        "environment": "env1",
+        "digest": lambda path: now_digests.get(path, "missing"),
+        "unplaced": (),
+        "now": NOW,
+        "ttl_seconds": DAY,
+        **kw,
+    }
+    records = {} if rec is None else {rec.test_file: rec}
+    return decide(COLLECTED, records, **options)  # type: ignore[arg-type]
+
+
+def test_a_file_whose_every_input_is_as_recorded_is_cached() -> None:
+    decision = run_decide(record())
+    assert set(decision.cached) == {"tests/test_a.py"}
+    assert decision.cached_outcomes()["tests/test_a.py::t1"] == (Outcome.PASSED, NOW - 60)
+
+
+def test_each_doubt_runs_the_file_and_says_why() -> None:
+    cases = {
+        "never recorded": run_decide(None),
+        "a dependency changed": run_decide(record(), {"pkg/leaf.py": "l2"}),
+        "a data file it read changed": run_decide(record(), {"data.json": "d2"}),
+        "a dependency is gone": run_decide(record(), {"conftest.py": "missing"}),
+        "the environment changed": run_decide(record(environment="env0")),
+        "past the TTL": run_decide(record(recorded_at=NOW - 2 * DAY)),
+        "a failed test": run_decide(
+            record(
+                outcomes={
+                    "tests/test_a.py::t1": Outcome.FAILED,
+                    "tests/test_a.py::t2": Outcome.PASSED,
+                }
+            )
+        ),
+        "a flaky test": run_decide(
+            record(
+                outcomes={
+                    "tests/test_a.py::t1": Outcome.FLAKY,
+                    "tests/test_a.py::t2": Outcome.PASSED,
+                }
+            )
+        ),
+        "a new test": run_decide(record(outcomes={"tests/test_a.py::t1": Outcome.PASSED})),
+        "needs pytest's context": run_decide(record(), always_run=["tests/test_a.py"]),
+    }
+    for case, decision in cases.items():
+        assert not decision.cached, case
+        assert decision.runs["tests/test_a.py"], case
+
+
+def test_a_change_no_record_places_runs_everything() -> None:
+    decision = run_decide(record(), unplaced=["scripts/tool.py"])
+    assert not decision.cached
+    assert "scripts/tool.py" in decision.runs["tests/test_a.py"]
+
+
+def test_unplaced_changes_are_changed_added_or_removed_files_no_record_names() -> None:
+    previous = {"pkg/leaf.py": "l1", "scripts/tool.py": "t1", "old.py": "o1"}
+    current = {"pkg/leaf.py": "l2", "scripts/tool.py": "t2", "new.py": "n1"}
+    assert unplaced_changes(previous, current, placed={"pkg/leaf.py"}) == [
+        "new.py",
+        "old.py",
+        "scripts/tool.py",
+    ]
+    assert unplaced_changes(previous, previous, placed=()) == []
+
+
+def test_the_conftest_chain_runs_from_the_rootdir_down() -> None:
+    present = {"conftest.py", "tests/conftest.py", "tests/unit/conftest.py"}
+    assert conftest_chain("tests/unit/test_a.py", present.__contains__) == [
+        "conftest.py",
+        "tests/conftest.py",
+        "tests/unit/conftest.py",
+    ]
+    assert conftest_chain("test_top.py", present.__contains__) == ["conftest.py"]
