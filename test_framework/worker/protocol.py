@@ -50,9 +50,9 @@ ENV_PRELOAD = "TEST_FRAMEWORK_PRELOAD"
 # The folder workers write their serialized reports into, when plugins' summaries need them,
 # and the summary process's instructions (worker/summary.py).
 ENV_REPORTS = "TEST_FRAMEWORK_REPORTS"
+ENV_SUMMARY = "TEST_FRAMEWORK_SUMMARY"
 # Set: record what each test file imports and reads (the skip cache's runtime dependencies).
 ENV_RECORD_DEPS = "TEST_FRAMEWORK_RECORD_DEPS"
-ENV_SUMMARY = "TEST_FRAMEWORK_SUMMARY"
 # The summary process's lines around what plugins printed, and its word that one of them
 # failed the run.
 SUMMARY_BEGIN = "<test_framework: plugin summaries>"
