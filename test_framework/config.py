@@ -59,6 +59,8 @@ class Profile:
     session_timeout: float = 0.0
     memory_limit_mb: int = 0
     breaker_threshold: int = 0
+    skip_cache: bool = False
+    cache_ttl_hours: float = 24.0
 
 
 ISOLATIONS = ("fork", "spawn")
@@ -67,6 +69,8 @@ OPTIONAL_PROFILE_KEYS: dict[str, Any] = {
     "session_timeout": 0.0,
     "memory_limit_mb": 0,
     "breaker_threshold": 0,
+    "skip_cache": False,
+    "cache_ttl_hours": 24.0,
 }
 PROFILE_KEYS = tuple(f.name for f in fields(Profile) if f.name != "name")
 CATEGORY_KEYS = ("description", "paths", "marker")
@@ -192,6 +196,7 @@ def _validate_profile(source: str, p: Profile) -> None:
         (p.session_timeout >= 0, "session_timeout must be >= 0 (0: never)"),
         (p.memory_limit_mb >= 0, "memory_limit_mb must be >= 0 (0: no limit)"),
         (p.breaker_threshold >= 0, "breaker_threshold must be >= 0 (0: off)"),
+        (p.cache_ttl_hours > 0, "cache_ttl_hours must be > 0"),
         (p.retries >= 0, "retries must be >= 0"),
         (p.retry_base_delay >= 0 and p.retry_max_delay >= 0, "retry delays must be >= 0"),
         (p.retry_factor >= 1, "retry_factor must be >= 1"),

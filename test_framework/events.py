@@ -12,10 +12,10 @@ happened, so a report can draw the run without a clock of its own.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from .models import NodeId, Plan, RunSummary, TestResult
+from .models import FileRecord, NodeId, Plan, RunSummary, TestResult
 
 
 def _now() -> float:
@@ -158,6 +158,17 @@ class IdsChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheRecorded:
+    """What the skip cache keeps from this run: each test file whose tests all got an outcome
+    here, and the file index (path, mtime_ns, size, inode, digest) taken at `indexed_at_ns`."""
+
+    records: tuple[FileRecord, ...]
+    index: tuple[tuple[str, int, int, int, str], ...]
+    indexed_at_ns: int
+    at: float = field(default_factory=_now, kw_only=True)
+
+
+@dataclass(frozen=True, slots=True)
 class TestFinished:
     """The final word on a test in this run."""
 
@@ -182,6 +193,9 @@ class ShardFinished:
     duration: float
     files: tuple[str, ...] = ()
     deps: tuple[str, ...] = ()
+    # Per test file, when the skip cache asked: names imported and project files read.
+    imports: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    reads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     at: float = field(default_factory=_now, kw_only=True)
 
 
@@ -258,6 +272,7 @@ Event = (
     | TestConfirming
     | ContextNeeded
     | IdsChanged
+    | CacheRecorded
     | RunStopping
     | CircuitOpened
     | CapacityChanged

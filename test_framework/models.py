@@ -295,6 +295,7 @@ class Plan:
     # Files whose ids changed between collections: their named tests carry positions too.
     unstable_files: tuple[str, ...] = ()
     terminal: Terminal = field(default_factory=Terminal)
+    cached: int = 0  # tests the skip cache reports from their last run: in no shard
 
     @property
     def test_count(self) -> int:
@@ -322,3 +323,16 @@ class RunSummary:
     # What plugins print in pytest's terminal summary for the whole run (pytest-cov's table),
     # shown where pytest shows it: before the short test summary.
     plugin_report: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """What a test file's last complete run left for the skip cache (docs/skip-cache.md): the
+    environment it ran in, each file it depended on with its digest then, its tests' outcomes,
+    and when."""
+
+    test_file: str
+    environment: str
+    dependencies: Mapping[str, str]
+    outcomes: Mapping[NodeId, Outcome]
+    recorded_at: float

@@ -58,9 +58,12 @@ from .planning import (
     plan_slots,
 )
 from .request import RunSettings
+from .result_cache import ResultCache
+from .skip_cache import CacheDecision
 from .store import connect_store
 from .store.queries import History, load_context_needs, load_history, load_unstable_ids
 from .store.writer import StoreWriter
+from .worker.protocol import ENV_RECORD_DEPS
 
 log = structlog.get_logger("test_framework")
 
@@ -84,6 +87,7 @@ class Orchestrator:
         self.sampler = sampler
         self.clock = clock
         self.run_id = uuid.uuid4().hex[:12]
+        self.cache: ResultCache | None = None  # the skip cache, when the profile turns it on
         profile = settings.profile
         self.ledger = Ledger(
             retry=RetryPolicy(
@@ -116,6 +120,8 @@ class Orchestrator:
         settings = self.settings
         env = worker_env(os.environ, str(settings.project_root), scratch)
         db = await self._open_store()
+        if db is not None and settings.profile.skip_cache:
+            self.cache = await ResultCache.open(settings, db, os.environ)
         try:
             async with anyio.create_task_group() as outer:
                 collector = Collector(settings, env, db, self.store_warnings)
@@ -130,6 +136,7 @@ class Orchestrator:
                     early=cached is not None,
                     grace=STOP_GRACE,
                     preload=cached.modules if cached is not None else (),
+                    protocol_env=self._protocol_env(),
                 )
                 async with self.executors(start) as executor:
                     collection = cached or await collector.collect(executor)
@@ -165,6 +172,14 @@ class Orchestrator:
         history = await self._load_history(db)
         context_files = await self._context_files(db)
         unstable = await self._unstable_files(db)
+        planned = collection
+        reusing = settings.reuse_results and not (settings.only or settings.serial)
+        if self.cache is not None and stop is None and reusing:
+            decision = self.cache.decide(collection, context_files)
+            if decision.cached:
+                kept = tuple(n for n in collection.nodeids if file_of(n) not in decision.cached)
+                planned = replace(collection, nodeids=kept)
+            self.ledger.notes.extend(self._cache_notes(decision))
         dispatcher = Dispatcher(
             settings,
             executor,
@@ -181,7 +196,7 @@ class Orchestrator:
         fraction = history.cpu_fraction(collection.nodeids)
         busy = dispatcher.slots.busy_workers(fraction) if forked else None
         shards, plan = self._plan(
-            collection,
+            planned,
             history,
             explicit_ids,
             forked=forked,
@@ -192,6 +207,7 @@ class Orchestrator:
         )
         if not collection.nodeids and not collection.errors:
             raise self._nothing_collected()
+        plan = replace(plan, cached=len(collection.nodeids) - len(planned.nodeids))
         widened = dispatcher.slots.widened(dispatcher.limiter.capacity, busy)
         started_event = RunStarted(self._context(), plan, widened or dispatcher.limiter.capacity)
         if settings.list_only:
@@ -221,9 +237,14 @@ class Orchestrator:
             if stop is not None:  # before the errors count for maxfail: pytest's reason wins
                 dispatcher.stop(stop.reason, interrupted=stop.interrupted)
             dispatcher.conclude(collection.error_results())
+            if self.cache is not None:
+                dispatcher.conclude(self.cache.cached_results())
+                self.bus.subscribe(self.cache.handle)
             await dispatcher.run(setup, started)
             dispatcher.conclude_rest()
             await dispatcher.name_needs()
+            if self.cache is not None:
+                self.bus.emit(self.cache.recorded(collection, self.ledger.final))
             warnings = [*self.store_warnings, *self.bus.failures]
             if writer is not None and writer.failed:
                 warnings.append(f"results store: {writer.failed}")
@@ -319,6 +340,24 @@ class Orchestrator:
             exit_code=int(ExitCode.TESTS_FAILED) if failing else summary.exit_code,
         )
 
+    def _protocol_env(self) -> dict[str, str]:
+        """What every worker of the run is told: record dependencies for the skip cache."""
+        return {ENV_RECORD_DEPS: "1"} if self.cache is not None else {}
+
+    @staticmethod
+    def _cache_notes(decision: CacheDecision) -> list[str]:
+        if decision.unplaced:
+            return [f"skip cache: every test runs: {next(iter(decision.runs.values()))}"]
+        tests = len(decision.cached_outcomes())
+        if not tests:
+            return []
+        files = len(decision.cached)
+        return [
+            f"skip cache: {tests} test{'s' if tests != 1 else ''} in {files} "
+            f"file{'s' if files != 1 else ''} reported from their last run, cached: nothing "
+            "they depend on changed"
+        ]
+
     def _nothing_collected(self) -> NoTestsCollected:
         settings = self.settings
         extra = (
@@ -354,6 +393,7 @@ class Orchestrator:
             scratch_dir=scratch,
             timeout=profile.timeout,
             memory_limit=profile.memory_limit_mb * 1024 * 1024,
+            protocol_env=self._protocol_env(),
             all_files=(
                 *dict.fromkeys(file_of(n) for n in collection.nodeids),
                 *(e.nodeid for e in collection.errors if e.nodeid not in collection.nodeids),

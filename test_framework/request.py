@@ -74,6 +74,9 @@ class RunSettings:
     # worker (`only`, a bisection's probe).
     serial: bool = False
     only: tuple[str, ...] = ()
+    # --no-cache: the skip cache reports nothing from earlier runs (every test runs), and
+    # still records this one.
+    reuse_results: bool = True
 
     @property
     def one_worker_in_order(self) -> bool:
@@ -150,6 +153,7 @@ def resolve(
         isolation=_isolation(request.isolation or profile.isolation),
         resource_limits=catalog.resource_limits,
         flaky_result=request.flaky_result,
+        reuse_results=request.collection_cache is not False,
     )
 
 

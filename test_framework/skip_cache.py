@@ -15,22 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .models import NodeId, Outcome
+from .models import FileRecord, NodeId, Outcome
 
 # Outcomes a later run may report again without running the test.
 REUSABLE = frozenset({Outcome.PASSED, Outcome.SKIPPED, Outcome.XFAILED})
-
-
-@dataclass(frozen=True, slots=True)
-class FileRecord:
-    """What a test file's last complete run left: the environment it ran in, each file it
-    depended on with its digest then, its tests' outcomes, and when."""
-
-    test_file: str
-    environment: str
-    dependencies: Mapping[str, str]
-    outcomes: Mapping[NodeId, Outcome]
-    recorded_at: float
 
 
 @dataclass(frozen=True, slots=True)

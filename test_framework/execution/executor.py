@@ -67,6 +67,8 @@ class ExecutorStart:
     early: bool = False
     grace: float = STOP_GRACE
     preload: tuple[str, ...] = ()
+    # Protocol variables every worker of the run gets (the skip cache's recording).
+    protocol_env: Mapping[str, str] = field(default_factory=dict)
 
 
 class ExecutorFactory(Protocol):
@@ -96,6 +98,7 @@ class SpawnLauncher:
                 ENV_STACKS: str(paths.stacks),
                 ENV_BOARD: str(paths.board),
                 ENV_REPORTS: str(reports_folder(self.setup.scratch_dir)),
+                **self.setup.protocol_env,
             },
             grace=self.setup.grace,
         ) as worker:
@@ -187,6 +190,7 @@ async def local_executor(start: ExecutorStart) -> AsyncIterator[LocalExecutor]:
         grace=start.grace,
         early=start.early,
         preload=start.preload,
+        protocol_env=start.protocol_env,
     )
     async with anyio.create_task_group() as tg:
         await tg.start(zygote.run)

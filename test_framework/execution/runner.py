@@ -79,6 +79,7 @@ class WorkerSetup:
     # Every test file of the run in collection order: what a spawned full-collection worker
     # is given (a fork of a collecting zygote has collected them already).
     all_files: tuple[str, ...] = ()
+    protocol_env: Mapping[str, str] = field(default_factory=dict)  # as ExecutorStart's
 
     def argv(self, files: Sequence[str]) -> list[str]:
         return [
@@ -106,6 +107,9 @@ class ShardOutcome:
     completed: bool = False
     output_tail: str = ""
     deps: tuple[str, ...] = ()
+    # Per test file, when asked: the names it imported and the project files it read.
+    imports: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    reads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     duration: float = 0.0
     leaked: tuple[str, ...] = ()
 
@@ -242,7 +246,13 @@ def _report_end(shard: Shard, outcome: ShardOutcome, listener: ShardListener) ->
     if not outcome.crashed:
         listener.emit(
             ShardFinished(
-                shard.shard_id, outcome.returncode or 0, outcome.duration, shard.files, outcome.deps
+                shard.shard_id,
+                outcome.returncode or 0,
+                outcome.duration,
+                shard.files,
+                outcome.deps,
+                outcome.imports,
+                outcome.reads,
             )
         )
         return
@@ -316,6 +326,8 @@ def _handle(
         listener.emit(TestsReleased(shard.shard_id, message.nodeids))
     elif isinstance(message, Deps):
         outcome.deps = message.files
+        outcome.imports = dict(message.imports or {})
+        outcome.reads = dict(message.reads or {})
     elif isinstance(message, Done):
         outcome.completed = True
 

@@ -106,8 +106,10 @@ class Zygote:
         grace: float,
         early: bool = False,
         preload: tuple[str, ...] = (),
+        protocol_env: Mapping[str, str] | None = None,
     ) -> None:
         self.argv = list(argv)
+        self.protocol_env = dict(protocol_env or {})
         self.cwd = cwd
         self.env = env
         self.scratch = scratch
@@ -137,6 +139,7 @@ class Zygote:
                 protocol_env={
                     ENV_ZYGOTE: str(zygote_end.fileno()),
                     ENV_REPORTS: str(reports_folder(self.scratch)),
+                    **self.protocol_env,
                     **({ENV_ZYGOTE_EARLY: "1"} if self.early else {}),
                     **self._preload_env(),
                 },

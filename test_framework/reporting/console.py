@@ -140,8 +140,9 @@ class ConsoleReporter:
         self._write(banner("test_framework", "=", self.width) + "\n")
         self._write(
             f"rootdir: {event.context.project_root}\n"
-            f"collected {plural(plan.test_count + deselected, 'test')}"
+            f"collected {plural(plan.test_count + plan.cached + deselected, 'test')}"
             f"{f' / {deselected} deselected / {plan.test_count} selected' if deselected else ''}"
+            f"{f' ({plan.cached} cached)' if plan.cached else ''}"
             f" in {plural(len(plan.shards), 'shard')}, "
             f"{plural(event.capacity, 'worker')} to start, "
             f"{plural(plan.known_durations, 'duration')} known\n"

@@ -72,7 +72,12 @@ class JUnitReportBuilder:
         results = summary.results
         count = {o: sum(1 for r in results if r.outcome is o) for o in Outcome}
         failures = count[Outcome.FAILED] + count[Outcome.CRASHED] + count[Outcome.TIMEOUT]
-        skipped = count[Outcome.SKIPPED] + count[Outcome.XFAILED] + count[Outcome.NOT_RUN]
+        skipped = (
+            count[Outcome.SKIPPED]
+            + count[Outcome.XFAILED]
+            + count[Outcome.NOT_RUN]
+            + count[Outcome.CACHED]
+        )
         root = ET.Element("testsuites")
         suite = ET.SubElement(
             root,
@@ -103,7 +108,12 @@ class JUnitReportBuilder:
                         case, "rerunFailure", message=_clean(_first_line(attempt.longrepr))
                     )
                     rerun.text = _clean(attempt.longrepr)
-            elif result.outcome in (Outcome.SKIPPED, Outcome.XFAILED, Outcome.NOT_RUN):
+            elif result.outcome in (
+                Outcome.SKIPPED,
+                Outcome.XFAILED,
+                Outcome.NOT_RUN,
+                Outcome.CACHED,
+            ):
                 kind = "pytest.xfail" if result.outcome is Outcome.XFAILED else "pytest.skip"
                 ET.SubElement(case, "skipped", type=kind, message=_clean(_first_line(text)))
             elif result.outcome is Outcome.FLAKY:

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiosqlite
 
-from ..models import FAILING_OUTCOMES, Collection, Terminal
+from ..models import FAILING_OUTCOMES, Collection, FileRecord, Outcome, Terminal
 
 # Under contention a CPU-bound test's wall time stretches and its measured CPU share drops; a
 # share above this says "CPU-bound" and no more, so a contended run never learns to overcommit.
@@ -147,6 +147,43 @@ async def load_unstable_ids(db: aiosqlite.Connection, project: str) -> dict[str,
         "SELECT file, file_digest FROM unstable_ids WHERE project = ?", (project,)
     )
     return {str(file): str(digest) for file, digest in await cursor.fetchall()}
+
+
+async def load_file_records(db: aiosqlite.Connection, project: str) -> dict[str, FileRecord]:
+    """The skip cache's record of each test file (docs/skip-cache.md)."""
+    cursor = await db.execute(
+        "SELECT test_file, environment, dependencies, outcomes, recorded_at FROM file_records"
+        " WHERE project = ?",
+        (project,),
+    )
+    records = {}
+    for test_file, environment, dependencies, outcomes, recorded_at in await cursor.fetchall():
+        records[str(test_file)] = FileRecord(
+            str(test_file),
+            str(environment),
+            {str(k): str(v) for k, v in json.loads(dependencies).items()},
+            {str(k): Outcome(v) for k, v in json.loads(outcomes).items()},
+            float(recorded_at),
+        )
+    return records
+
+
+async def load_file_index(
+    db: aiosqlite.Connection, project: str
+) -> tuple[int, dict[str, tuple[int, int, int, str]]]:
+    """The file index as last saved: when it was taken, and path -> (mtime_ns, size, inode,
+    digest)."""
+    cursor = await db.execute(
+        "SELECT path, mtime_ns, size, inode, digest, indexed_at_ns FROM file_index"
+        " WHERE project = ?",
+        (project,),
+    )
+    entries: dict[str, tuple[int, int, int, str]] = {}
+    taken = 0
+    for path, mtime_ns, size, inode, digest, indexed_at_ns in await cursor.fetchall():
+        entries[str(path)] = (int(mtime_ns), int(size), int(inode), str(digest))
+        taken = int(indexed_at_ns)
+    return taken, entries
 
 
 async def recent_runs(db: aiosqlite.Connection, limit: int = 20) -> list[dict[str, object]]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import (
+    CacheRecorded,
     CapacityChanged,
     ContextNeeded,
     Event,
@@ -70,6 +71,12 @@ LEARN_CONTEXT = (
     "INSERT OR REPLACE INTO context_needs (project, file, why, nodeid, file_digest, learned_at)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
+RECORD_FILE = (
+    "INSERT OR REPLACE INTO file_records (project, test_file, environment, dependencies,"
+    " outcomes, recorded_at) VALUES (?, ?, ?, ?, ?, ?)"
+)
+CLEAR_INDEX = "DELETE FROM file_index WHERE project = ?"
+INDEX_FILE = "INSERT OR REPLACE INTO file_index VALUES (?, ?, ?, ?, ?, ?, ?)"
 RECORD_UNSTABLE = (
     "INSERT OR REPLACE INTO unstable_ids (project, file, file_digest, seen_at) VALUES (?, ?, ?, ?)"
 )
@@ -100,6 +107,7 @@ class RunRows:
             TestRetrying: lambda e: Rows((self._attempt(e.result),)),
             TestConfirming: lambda e: Rows((self._attempt(e.result),)),
             ContextNeeded: self._context_needed,
+            CacheRecorded: self._cache_recorded,
             IdsChanged: lambda e: Rows(
                 ((RECORD_UNSTABLE, (self.project, e.file, e.digest, e.at)),), commit=True
             ),
@@ -186,6 +194,27 @@ class RunRows:
             for dep in event.deps
         )
         return Rows(deps, commit=True)
+
+    def _cache_recorded(self, event: CacheRecorded) -> Rows:
+        writes: list[Write] = [
+            (
+                RECORD_FILE,
+                (
+                    self.project,
+                    record.test_file,
+                    record.environment,
+                    json.dumps(dict(record.dependencies), sort_keys=True),
+                    json.dumps({n: str(o) for n, o in record.outcomes.items()}),
+                    record.recorded_at,
+                ),
+            )
+            for record in event.records
+        ]
+        writes.append((CLEAR_INDEX, (self.project,)))
+        writes.extend(
+            (INDEX_FILE, (self.project, *entry, event.indexed_at_ns)) for entry in event.index
+        )
+        return Rows(tuple(writes), commit=True)
 
     def _context_needed(self, event: ContextNeeded) -> Rows:
         row = (self.project, event.file, event.why, event.nodeid, event.digest, event.at)

@@ -104,6 +104,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (project, file)
         )""",
     ),
+    # 5: the skip cache (docs/skip-cache.md): per test file, its last complete run's
+    # environment, dependencies with their digests and outcomes; the project's file index
+    # (digests behind a stat shortcut).
+    (
+        """CREATE TABLE file_records (
+            project TEXT NOT NULL,
+            test_file TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            dependencies TEXT NOT NULL,
+            outcomes TEXT NOT NULL,
+            recorded_at REAL NOT NULL,
+            PRIMARY KEY (project, test_file)
+        )""",
+        """CREATE TABLE file_index (
+            project TEXT NOT NULL,
+            path TEXT NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            inode INTEGER NOT NULL,
+            digest TEXT NOT NULL,
+            indexed_at_ns INTEGER NOT NULL,
+            PRIMARY KEY (project, path)
+        )""",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

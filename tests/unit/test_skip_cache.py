@@ -4,8 +4,8 @@ recorded; any doubt runs it, and a change no record can place runs everything.""
 from __future__ import annotations
 
 from test_framework.fingerprint.dependencies import conftest_chain
-from test_framework.models import Outcome
-from test_framework.skip_cache import FileRecord, decide, unplaced_changes
+from test_framework.models import FileRecord, Outcome
+from test_framework.skip_cache import decide, unplaced_changes
 
 NOW = 1_000_000.0
 DAY = 24 * 3600.0

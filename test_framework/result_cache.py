@@ -1,0 +1,133 @@
+"""The skip cache for one run (docs/skip-cache.md): before planning, which test files report
+their recorded outcomes instead of running; after the run, what to record for next time.
+
+It reads the store and the project's files and hands plain data to the pure decision
+(`skip_cache.decide`). While the run goes, it gathers what the workers say each test file
+imported and read (`ShardFinished`). A file is recorded only when every one of its tests got an
+outcome in this run and no worker of the run died: a record with a missing part would be a
+false skip waiting to happen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import aiosqlite
+
+from .events import CacheRecorded, Event, ShardCrashed, ShardFinished
+from .fingerprint import project_files
+from .fingerprint.dependencies import file_dependencies
+from .fingerprint.environment import environment_fingerprint
+from .fingerprint.imports import ImportGraph
+from .fingerprint.index import Entry, FileIndex
+from .models import Collection, FileRecord, NodeId, Outcome, TestResult, engine_result
+from .planning import ids_by_file
+from .request import RunSettings
+from .skip_cache import CacheDecision, decide, unplaced_changes
+from .store.queries import load_file_index, load_file_records
+
+# What a record may say of a test: only outcomes a later run could report again, or ones that
+# make it run (a failure); never "not run" or "cached" (nothing was learned then).
+_RECORDABLE_MISSING = frozenset({Outcome.NOT_RUN, Outcome.CACHED})
+
+
+@dataclass
+class ResultCache:
+    settings: RunSettings
+    environment: str
+    records: dict[str, FileRecord]
+    index: FileIndex
+    previous: dict[str, str]  # path -> digest when the index was last saved
+    graph: ImportGraph
+    imports: dict[str, set[str]] = field(default_factory=dict)
+    reads: dict[str, set[str]] = field(default_factory=dict)
+    worker_died: bool = False
+    decision: CacheDecision = field(default_factory=CacheDecision)
+
+    @classmethod
+    async def open(
+        cls, settings: RunSettings, db: aiosqlite.Connection, environ: Mapping[str, str]
+    ) -> ResultCache:
+        project = str(settings.project_root)
+        records = await load_file_records(db, project)
+        taken, saved = await load_file_index(db, project)
+        entries = {path: Entry(*values) for path, values in saved.items()}
+        root = settings.project_root
+        return cls(
+            settings=settings,
+            environment=environment_fingerprint(
+                settings.pytest_args, environ, settings.profile.name
+            ),
+            records=records,
+            index=FileIndex(root, entries, indexed_at_ns=taken),
+            previous={path: entry.digest for path, entry in entries.items()},
+            graph=ImportGraph(root),
+        )
+
+    def decide(self, collection: Collection, always_run: Iterable[str]) -> CacheDecision:
+        root = self.settings.project_root
+        placed = {path for record in self.records.values() for path in record.dependencies}
+        sources = {path.relative_to(root).as_posix() for path in project_files(root)}
+        current = {path: self.index.digest(path) for path in sorted(sources | placed)}
+        self.decision = decide(
+            ids_by_file(collection.nodeids),
+            self.records,
+            environment=self.environment,
+            digest=self.index.digest,
+            unplaced=unplaced_changes(self.previous, current, placed) if self.previous else (),
+            now=time.time(),
+            ttl_seconds=self.settings.profile.cache_ttl_hours * 3600,
+            always_run=always_run,
+        )
+        if not self.previous:  # the first run with the cache: nothing recorded to trust
+            self.decision.runs.update(dict.fromkeys(self.decision.cached, "never recorded"))
+            self.decision.cached.clear()
+        return self.decision
+
+    def cached_results(self) -> list[TestResult]:
+        results = []
+        for nodeid, (outcome, when) in self.decision.cached_outcomes().items():
+            at = datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M")
+            results.append(
+                engine_result(nodeid, Outcome.CACHED, "call", f"cached: {outcome} at {at}")
+            )
+        return results
+
+    def handle(self, event: Event) -> None:
+        """A bus subscriber: what the workers say each test file imported and read."""
+        if isinstance(event, ShardFinished):
+            for test_file, names in event.imports.items():
+                self.imports.setdefault(test_file, set()).update(names)
+            for test_file, paths in event.reads.items():
+                self.reads.setdefault(test_file, set()).update(paths)
+        elif isinstance(event, ShardCrashed):
+            self.worker_died = True
+
+    def recorded(self, collection: Collection, final: Mapping[NodeId, TestResult]) -> CacheRecorded:
+        """The records this run leaves, and the file index."""
+        records = []
+        now = time.time()
+        if not self.worker_died:
+            for test_file, nodeids in ids_by_file(collection.nodeids).items():
+                if test_file in self.decision.cached:
+                    continue
+                outcomes = {n: final[n].outcome for n in nodeids if n in final}
+                if len(outcomes) != len(nodeids) or _RECORDABLE_MISSING & set(outcomes.values()):
+                    continue
+                paths = file_dependencies(
+                    self.settings.project_root,
+                    test_file,
+                    self.graph,
+                    self.imports.get(test_file, ()),
+                    self.reads.get(test_file, ()),
+                )
+                dependencies = {path: self.index.digest(path) for path in sorted(paths)}
+                records.append(FileRecord(test_file, self.environment, dependencies, outcomes, now))
+        taken, entries = self.index.snapshot()
+        index = tuple(
+            (path, e.mtime_ns, e.size, e.inode, e.digest) for path, e in sorted(entries.items())
+        )
+        return CacheRecorded(tuple(records), index, taken)

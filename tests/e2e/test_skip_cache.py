@@ -1,0 +1,113 @@
+"""The skip cache (opt-in, `skip_cache = true`): a test file whose every dependency is as
+recorded reports its recorded outcome as `cached`; an edit to what it imports (also by a
+computed name) or reads runs it; a change no record can place runs everything; a failure is
+never cached; `--no-cache` runs everything and still records."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+PROJECT = {
+    "pyproject.toml": (
+        '[tool.pytest.ini_options]\ntestpaths = ["tests"]\n\n'
+        "[tool.test_framework.profiles.balanced]\nskip_cache = true\n"
+    ),
+    "pkg/__init__.py": "",
+    "pkg/leaf.py": "VALUE = 1\n",
+    "pkg/other.py": "def f():\n    return 2\n",
+    "pkg/data.txt": "42\n",
+    "tests/test_leaf.py": (
+        "from pkg.leaf import VALUE\n\n\ndef test_leaf():\n    assert VALUE == 1\n"
+    ),
+    "tests/test_other.py": "from pkg.other import f\n\n\ndef test_other():\n    assert f() == 2\n",
+    "tests/test_dynamic.py": (
+        "import importlib\n\n\ndef test_dynamic():\n"
+        "    assert importlib.import_module('pkg.' + 'leaf').VALUE == 1\n"
+    ),
+    "tests/test_data.py": (
+        "from pathlib import Path\n\n\ndef test_data():\n"
+        "    assert Path('pkg/data.txt').read_text() == '42\\n'\n"
+    ),
+}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    for name, text in PROJECT.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def run(root: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+    report = root.parent / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "test_framework", "--report", str(report), *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    document = json.loads(report.read_text()) if report.exists() else {"tests": []}
+    return done, {t["nodeid"]: t["outcome"] for t in document["tests"]}
+
+
+def ran(outcomes: dict[str, str]) -> set[str]:
+    return {n.split("::")[0].removeprefix("tests/") for n, o in outcomes.items() if o != "cached"}
+
+
+def test_unchanged_files_are_cached_and_edits_run_what_they_reach(project: Path) -> None:
+    done, outcomes = run(project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert set(outcomes.values()) == {"passed"}
+
+    junit = project.parent / "junit.xml"
+    done, outcomes = run(project, "--junitxml", str(junit))
+    assert done.returncode == 0, done.stdout
+    assert set(outcomes.values()) == {"cached"}
+    assert re.search(r"=+ 4 cached in ", done.stdout), done.stdout
+    assert "collected 4 tests (4 cached)" in done.stdout
+    assert junit.read_text().count('<skipped type="pytest.skip" message="cached: passed at') == 4
+
+    (project / "pkg/leaf.py").write_text("VALUE = 1  # edited\n")
+    done, outcomes = run(project)
+    # test_dynamic imports pkg.leaf by a computed name only: recorded at run time.
+    assert ran(outcomes) == {"test_leaf.py", "test_dynamic.py"}, done.stdout
+    assert outcomes["tests/test_leaf.py::test_leaf"] == "passed"
+
+    (project / "pkg/data.txt").write_text("42\n")  # the same content: nothing to run
+    assert ran(run(project)[1]) == set()
+    (project / "pkg/data.txt").write_text("43\n")
+    done, outcomes = run(project)
+    assert ran(outcomes) == {"test_data.py"}
+    assert outcomes["tests/test_data.py::test_data"] == "failed"
+    assert done.returncode == 1
+
+    done, outcomes = run(project)  # a failure is never reported from the cache
+    assert outcomes["tests/test_data.py::test_data"] == "failed", done.stdout
+
+
+def test_a_change_no_record_places_runs_everything(project: Path) -> None:
+    run(project)
+    (project / "scripts").mkdir()
+    (project / "scripts/tool.py").write_text("print('a script a test might run')\n")
+    done, outcomes = run(project)
+    assert set(outcomes.values()) == {"passed"}, done.stdout
+    assert "changed files no test is known to depend on: scripts/tool.py" in done.stdout
+
+
+def test_no_cache_runs_everything_and_still_records(project: Path) -> None:
+    run(project)
+    done, outcomes = run(project, "--no-cache")
+    assert set(outcomes.values()) == {"passed"}, done.stdout
+    assert set(run(project)[1].values()) == {"cached"}
