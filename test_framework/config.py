@@ -61,6 +61,7 @@ class Profile:
     breaker_threshold: int = 0
     skip_cache: bool = False
     cache_ttl_hours: float = 24.0
+    cache_sample: float = 0.02
 
 
 ISOLATIONS = ("fork", "spawn")
@@ -71,6 +72,7 @@ OPTIONAL_PROFILE_KEYS: dict[str, Any] = {
     "breaker_threshold": 0,
     "skip_cache": False,
     "cache_ttl_hours": 24.0,
+    "cache_sample": 0.02,
 }
 PROFILE_KEYS = tuple(f.name for f in fields(Profile) if f.name != "name")
 CATEGORY_KEYS = ("description", "paths", "marker")
@@ -197,6 +199,7 @@ def _validate_profile(source: str, p: Profile) -> None:
         (p.memory_limit_mb >= 0, "memory_limit_mb must be >= 0 (0: no limit)"),
         (p.breaker_threshold >= 0, "breaker_threshold must be >= 0 (0: off)"),
         (p.cache_ttl_hours > 0, "cache_ttl_hours must be > 0"),
+        (0 <= p.cache_sample <= 1, "cache_sample must be between 0 and 1"),
         (p.retries >= 0, "retries must be >= 0"),
         (p.retry_base_delay >= 0 and p.retry_max_delay >= 0, "retry delays must be >= 0"),
         (p.retry_factor >= 1, "retry_factor must be >= 1"),

@@ -48,7 +48,7 @@ from .execution.summary import SummaryRequest, plugin_summary
 from .exit_codes import ExitCode
 from .fingerprint import input_digest
 from .ledger import Ledger, RetryPolicy
-from .models import Collection, Plan, RunSummary, Shard, file_of
+from .models import Collection, NodeId, Plan, RunSummary, Shard, file_of
 from .planning import (
     FORK_MIN_SHARD_SECONDS,
     SPAWN_MIN_SHARD_SECONDS,
@@ -86,6 +86,7 @@ class Orchestrator:
         self.executors = executors
         self.sampler = sampler
         self.clock = clock
+        self.random_source = random_source
         self.run_id = uuid.uuid4().hex[:12]
         self.cache: ResultCache | None = None  # the skip cache, when the profile turns it on
         profile = settings.profile
@@ -179,7 +180,8 @@ class Orchestrator:
             if decision.cached:
                 kept = tuple(n for n in collection.nodeids if file_of(n) not in decision.cached)
                 planned = replace(collection, nodeids=kept)
-            self.ledger.notes.extend(self._cache_notes(decision))
+                self.cache.sample(self.random_source)
+            self.ledger.notes.extend(self._cache_notes(decision, self.cache.sampled))
         dispatcher = Dispatcher(
             settings,
             executor,
@@ -207,7 +209,9 @@ class Orchestrator:
         )
         if not collection.nodeids and not collection.errors:
             raise self._nothing_collected()
-        plan = replace(plan, cached=len(collection.nodeids) - len(planned.nodeids))
+        sampled = len(self.cache.sampled) if self.cache is not None else 0
+        cached = len(collection.nodeids) - len(planned.nodeids) - sampled
+        plan = replace(plan, cached=cached, sampled=sampled)
         widened = dispatcher.slots.widened(dispatcher.limiter.capacity, busy)
         started_event = RunStarted(self._context(), plan, widened or dispatcher.limiter.capacity)
         if settings.list_only:
@@ -223,6 +227,8 @@ class Orchestrator:
                 owed, shards = (), []
             self.ledger.plan([*owed, *(e.nodeid for e in collection.errors)])
             dispatcher.load(shards, collection.nodeids)
+            if self.cache is not None:
+                dispatcher.add(self.cache.sampled)
             if forked and fraction is None:
                 dispatcher.first = FirstTests.for_cores(settings.cores)
             self.bus.emit(started_event)
@@ -238,9 +244,10 @@ class Orchestrator:
                 dispatcher.stop(stop.reason, interrupted=stop.interrupted)
             dispatcher.conclude(collection.error_results())
             if self.cache is not None:
-                dispatcher.conclude(self.cache.cached_results())
                 self.bus.subscribe(self.cache.handle)
             await dispatcher.run(setup, started)
+            if self.cache is not None:
+                await self._settle_cache(self.cache, dispatcher, setup, started)
             dispatcher.conclude_rest()
             await dispatcher.name_needs()
             if self.cache is not None:
@@ -344,18 +351,33 @@ class Orchestrator:
         """What every worker of the run is told: record dependencies for the skip cache."""
         return {ENV_RECORD_DEPS: "1"} if self.cache is not None else {}
 
+    async def _settle_cache(
+        self, cache: ResultCache, dispatcher: Dispatcher, setup: WorkerSetup, started: float
+    ) -> None:
+        """The trip-wire's verdict: the cached tests are reported from their records, or, when
+        a sampled test did not give its recorded outcome, they all run now."""
+        why = cache.tripped(self.ledger.final)
+        if why is None:
+            dispatcher.conclude(cache.cached_results())
+            return
+        if self.ledger.stopped:
+            return  # the run stopped: the distrusted tests are not run, and say so
+        self.ledger.notes.append(f"skip cache distrusted: {why}; every cached test ran")
+        dispatcher.add(cache.distrust())
+        await dispatcher.run(setup, started)
+
     @staticmethod
-    def _cache_notes(decision: CacheDecision) -> list[str]:
+    def _cache_notes(decision: CacheDecision, sampled: Sequence[NodeId]) -> list[str]:
         if decision.unplaced:
             return [f"skip cache: every test runs: {next(iter(decision.runs.values()))}"]
-        tests = len(decision.cached_outcomes())
-        if not tests:
+        tests = len(decision.cached_outcomes()) - len(sampled)
+        if not tests and not sampled:
             return []
         files = len(decision.cached)
+        check = f"; {len(sampled)} of them run anyway to check it" if sampled else ""
         return [
-            f"skip cache: {tests} test{'s' if tests != 1 else ''} in {files} "
-            f"file{'s' if files != 1 else ''} reported from their last run, cached: nothing "
-            "they depend on changed"
+            f"skip cache: {tests + len(sampled)} tests in {files} file"
+            f"{'s' if files != 1 else ''} unchanged since their last run{check}"
         ]
 
     def _nothing_collected(self) -> NoTestsCollected:

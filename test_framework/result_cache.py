@@ -10,8 +10,9 @@ false skip waiting to happen.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -46,6 +47,7 @@ class ResultCache:
     reads: dict[str, set[str]] = field(default_factory=dict)
     worker_died: bool = False
     decision: CacheDecision = field(default_factory=CacheDecision)
+    sampled: tuple[NodeId, ...] = ()  # the trip-wire: cached tests run anyway
 
     @classmethod
     async def open(
@@ -87,9 +89,39 @@ class ResultCache:
             self.decision.cached.clear()
         return self.decision
 
+    def sample(self, random_source: Callable[[], float]) -> tuple[NodeId, ...]:
+        """The trip-wire: a share (`cache_sample`, at least one unless 0) of the tests the
+        cache would report, picked at random, to run anyway."""
+        share = self.settings.profile.cache_sample
+        cached = list(self.decision.cached_outcomes())
+        if not cached or share <= 0:
+            return ()
+        count = max(1, math.ceil(share * len(cached)))
+        keys = {nodeid: random_source() for nodeid in cached}
+        self.sampled = tuple(sorted(cached, key=keys.__getitem__)[:count])
+        return self.sampled
+
+    def tripped(self, final: Mapping[NodeId, TestResult]) -> str | None:
+        """Why the cache is not to be trusted in this run: a sampled test that did not give its
+        recorded outcome (None: every one did)."""
+        recorded = self.decision.cached_outcomes()
+        for nodeid in self.sampled:
+            result = final.get(nodeid)
+            if result is not None and result.outcome is not recorded[nodeid][0]:
+                return f"{nodeid} {result.outcome} where its record said {recorded[nodeid][0]}"
+        return None
+
+    def distrust(self) -> tuple[NodeId, ...]:
+        """The trip-wire tripped: every cached test runs (and its file is recorded afresh)."""
+        rest = tuple(n for n in self.decision.cached_outcomes() if n not in self.sampled)
+        self.decision.cached.clear()
+        return rest
+
     def cached_results(self) -> list[TestResult]:
         results = []
         for nodeid, (outcome, when) in self.decision.cached_outcomes().items():
+            if nodeid in self.sampled:
+                continue
             at = datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M")
             results.append(
                 engine_result(nodeid, Outcome.CACHED, "call", f"cached: {outcome} at {at}")

@@ -63,7 +63,7 @@ from ..models import (
     engine_result,
     file_of,
 )
-from ..planning import DEFAULT_TEST_ESTIMATE, split_contiguous
+from ..planning import DEFAULT_TEST_ESTIMATE, ids_by_file, split_contiguous
 from ..request import RunSettings
 from ..worker.selection import FileTests
 from .capacity import FirstTests, SlotPolicy, capacity_policy
@@ -147,6 +147,12 @@ class Dispatcher:
             self.queue.push(shard)
         self.new_shard.last_id = max((s.shard_id for s in shards), default=0)
         self.ids.load(nodeids)
+
+    def add(self, nodeids: Sequence[NodeId]) -> None:
+        """Tests the run adds to its plan (the skip cache's trip-wire sample, and every cached
+        test when it trips): a shard per file, naming them."""
+        for nodeids_of_file in ids_by_file(nodeids).values():
+            self._enqueue(self.new_shard(nodeids_of_file))
 
     def widen(self, busy: int | None, reason: str) -> None:
         """Widen to what the tests' CPU share says they can use; the monitor still narrows."""

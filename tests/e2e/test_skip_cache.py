@@ -6,6 +6,7 @@ never cached; `--no-cache` runs everything and still records."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.e2e
 PROJECT = {
     "pyproject.toml": (
         '[tool.pytest.ini_options]\ntestpaths = ["tests"]\n\n'
-        "[tool.test_framework.profiles.balanced]\nskip_cache = true\n"
+        "[tool.test_framework.profiles.balanced]\nskip_cache = true\ncache_sample = 0.0\n"
     ),
     "pkg/__init__.py": "",
     "pkg/leaf.py": "VALUE = 1\n",
@@ -48,7 +49,9 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-def run(root: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+def run(
+    root: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
     report = root.parent / "report.json"
     done = subprocess.run(
         [sys.executable, "-m", "test_framework", "--report", str(report), *args],
@@ -57,6 +60,7 @@ def run(root: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[
         text=True,
         check=False,
         timeout=300,
+        env={**os.environ, **(env or {})},
     )
     document = json.loads(report.read_text()) if report.exists() else {"tests": []}
     return done, {t["nodeid"]: t["outcome"] for t in document["tests"]}
@@ -111,3 +115,24 @@ def test_no_cache_runs_everything_and_still_records(project: Path) -> None:
     done, outcomes = run(project, "--no-cache")
     assert set(outcomes.values()) == {"passed"}, done.stdout
     assert set(run(project)[1].values()) == {"cached"}
+
+
+def test_the_trip_wire_runs_every_cached_test_when_a_sample_disagrees(tmp_path: Path) -> None:
+    """Both files read a variable no fingerprint sees. Changed, the cache would report stale
+    passes; the sampled test (one of two) fails, so the other runs too, in the same run."""
+    root = tmp_path / "tripwire"
+    root.mkdir()
+    (root / "pyproject.toml").write_text(
+        "[tool.test_framework.profiles.balanced]\nskip_cache = true\ncache_sample = 0.5\n"
+    )
+    for name in ("a", "b"):
+        (root / f"test_{name}.py").write_text(
+            f"import os\n\n\ndef test_{name}():\n    assert os.environ.get('FLAVOR') != 'bad'\n"
+        )
+    assert set(run(root)[1].values()) == {"passed"}
+    done, outcomes = run(root)
+    assert sorted(outcomes.values()) == ["cached", "passed"], done.stdout  # one sampled
+    done, outcomes = run(root, env={"FLAVOR": "bad"})
+    assert outcomes == {"test_a.py::test_a": "failed", "test_b.py::test_b": "failed"}, done.stdout
+    assert done.returncode == 1
+    assert "skip cache distrusted: test_" in done.stdout
