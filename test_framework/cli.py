@@ -144,7 +144,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     add(
         "--no-cache",
         action="store_true",
-        help="ignore cached collections: collect and run everything afresh",
+        help="ignore cached collections and results: collect and run everything afresh "
+        "(results are still recorded)",
+    )
+    add(
+        "--verify-cache",
+        action="store_true",
+        help="with the skip cache on: run everything, and name each test it would have "
+        "reported whose outcome differed (a false skip; exit 1 if any)",
     )
     add("--clear-cache", action="store_true", help="delete the results store before running")
     add(
@@ -211,6 +218,7 @@ def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bo
         log_format=ns.log_format,
         pytest_args=tuple(pytest_args),
         collection_cache=False if ns.no_cache else None,
+        verify_cache=ns.verify_cache,
         timeout=ns.timeout,
         retries=ns.retries,
         isolation=ns.isolation,

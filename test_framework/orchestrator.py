@@ -177,7 +177,13 @@ class Orchestrator:
         reusing = settings.reuse_results and not (settings.only or settings.serial)
         if self.cache is not None and stop is None and reusing:
             decision = self.cache.decide(collection, context_files)
-            if decision.cached:
+            if settings.verify_cache:
+                count = self.cache.verify()
+                self.ledger.notes.append(
+                    f"verify cache: {count} test{'s' if count != 1 else ''} the cache would "
+                    "have reported run, to be compared"
+                )
+            elif decision.cached:
                 kept = tuple(n for n in collection.nodeids if file_of(n) not in decision.cached)
                 planned = replace(collection, nodeids=kept)
                 self.cache.sample(self.random_source)
@@ -256,6 +262,8 @@ class Orchestrator:
             if writer is not None and writer.failed:
                 warnings.append(f"results store: {writer.failed}")
             summary = self.ledger.summary(self.run_id, self.clock() - started, warnings)
+            if self.cache is not None and self.cache.false_skips(self.ledger.final):
+                summary = replace(summary, exit_code=max(summary.exit_code, 1))
             terminal = collection.terminal
             if (terminal.coverage or terminal.summary_plugins) and not dispatcher.signalled:
                 summary = await self._with_plugin_summaries(summary, start)
@@ -356,6 +364,12 @@ class Orchestrator:
     ) -> None:
         """The trip-wire's verdict: the cached tests are reported from their records, or, when
         a sampled test did not give its recorded outcome, they all run now."""
+        if cache.verifying:
+            false = cache.false_skips(self.ledger.final)
+            self.ledger.notes.extend(f"false skip: {line}" for line in false)
+            if not false:
+                self.ledger.notes.append("verify cache: no false skip")
+            return
         why = cache.tripped(self.ledger.final)
         if why is None:
             dispatcher.conclude(cache.cached_results())

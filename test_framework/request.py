@@ -36,6 +36,7 @@ class RunRequest:
     log_format: str | None = None
     pytest_args: tuple[str, ...] = ()
     collection_cache: bool | None = None
+    verify_cache: bool = False
     timeout: float | None = None
     retries: int | None = None
     flaky_result: str = "pass"
@@ -77,6 +78,7 @@ class RunSettings:
     # --no-cache: the skip cache reports nothing from earlier runs (every test runs), and
     # still records this one.
     reuse_results: bool = True
+    verify_cache: bool = False  # run everything; report what the skip cache would have got wrong
 
     @property
     def one_worker_in_order(self) -> bool:
@@ -154,6 +156,7 @@ def resolve(
         resource_limits=catalog.resource_limits,
         flaky_result=request.flaky_result,
         reuse_results=request.collection_cache is not False,
+        verify_cache=request.verify_cache,
     )
 
 

@@ -48,6 +48,7 @@ class ResultCache:
     worker_died: bool = False
     decision: CacheDecision = field(default_factory=CacheDecision)
     sampled: tuple[NodeId, ...] = ()  # the trip-wire: cached tests run anyway
+    verifying: dict[NodeId, Outcome] = field(default_factory=dict)  # --verify-cache
 
     @classmethod
     async def open(
@@ -110,6 +111,20 @@ class ResultCache:
             if result is not None and result.outcome is not recorded[nodeid][0]:
                 return f"{nodeid} {result.outcome} where its record said {recorded[nodeid][0]}"
         return None
+
+    def verify(self) -> int:
+        """--verify-cache: what the cache would report is run instead, to be compared."""
+        self.verifying = {n: o for n, (o, _) in self.decision.cached_outcomes().items()}
+        self.decision.cached.clear()
+        return len(self.verifying)
+
+    def false_skips(self, final: Mapping[NodeId, TestResult]) -> list[str]:
+        """Tests the cache would have reported whose run gave another outcome."""
+        return [
+            f"{nodeid} {final[nodeid].outcome} where the cache would have said {recorded}"
+            for nodeid, recorded in self.verifying.items()
+            if nodeid in final and final[nodeid].outcome is not recorded
+        ]
 
     def distrust(self) -> tuple[NodeId, ...]:
         """The trip-wire tripped: every cached test runs (and its file is recorded afresh)."""

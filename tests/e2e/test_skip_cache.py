@@ -136,3 +136,27 @@ def test_the_trip_wire_runs_every_cached_test_when_a_sample_disagrees(tmp_path: 
     assert outcomes == {"test_a.py::test_a": "failed", "test_b.py::test_b": "failed"}, done.stdout
     assert done.returncode == 1
     assert "skip cache distrusted: test_" in done.stdout
+
+
+def test_verify_cache_runs_everything_and_names_false_skips(tmp_path: Path) -> None:
+    root = tmp_path / "verify"
+    root.mkdir()
+    (root / "pyproject.toml").write_text(
+        "[tool.test_framework.profiles.balanced]\nskip_cache = true\ncache_sample = 0.0\n"
+    )
+    (root / "test_env.py").write_text(
+        "import os\n\n\ndef test_env():\n    assert os.environ.get('FLAVOR') != 'bad'\n"
+    )
+    (root / "test_plain.py").write_text("def test_plain():\n    pass\n")
+    run(root)
+    done, outcomes = run(root, "--verify-cache")
+    assert set(outcomes.values()) == {"passed"}, done.stdout  # run, not reported from records
+    assert done.returncode == 0
+    assert "verify cache: no false skip" in done.stdout
+    done, outcomes = run(root, "--verify-cache", env={"FLAVOR": "bad"})
+    assert outcomes["test_env.py::test_env"] == "failed"
+    assert done.returncode == 1
+    assert "false skip: test_env.py::test_env failed where the cache would have said passed" in (
+        done.stdout
+    )
+    assert "test_plain.py" not in done.stdout.split("false skip:", 1)[1]
