@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import resource
 import sys
 from collections.abc import Sequence
@@ -34,7 +35,8 @@ from .models import RunSummary
 from .orchestrator import run_events
 from .reporting import subscribers_for
 from .request import DEFAULT_CACHE_DIR, RunRequest, RunSettings, resolve
-from .store import clear_store_folder
+from .result_cache import ResultCache
+from .store import clear_store_folder, connect_store
 
 PROG = "test_framework"
 
@@ -259,6 +261,31 @@ def _log_own_cost() -> None:
     )
 
 
+def _why(args: list[str], prog: str) -> int:
+    """`why NODEID [options]`: the skip cache's view of one test (the same pytest options as the
+    runs, or the environment reads as changed)."""
+    nodeid = next((a for a in args if "::" in a or a.endswith(".py")), None)
+    if nodeid is None:
+        raise UsageError("why: give a test's node id, e.g. why tests/test_a.py::test_one")
+    request, _ = parse_request([a for a in args if a != nodeid], prog)
+    settings = resolve(request)
+    if not settings.store_path.exists():
+        print(f"no results store at {settings.store_path}: nothing recorded yet")
+        return int(ExitCode.OK)
+
+    async def explain() -> list[str]:
+        db = await connect_store(settings.store_path)
+        try:
+            cache = await ResultCache.open(settings, db, os.environ)
+            return cache.explain(nodeid)
+        finally:
+            await db.close()
+
+    for line in anyio.run(explain, backend="asyncio"):
+        print(line)
+    return int(ExitCode.OK)
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -272,6 +299,8 @@ def main(
     try:
         if args and args[0] == "flaky":
             return flaky_main(args[1:], prog)
+        if args and args[0] == "why":
+            return _why(args[1:], prog)
         auditing = bool(args) and args[0] == "audit"
         request, clear_cache = parse_request(args[1:] if auditing else args, prog)
         settings = resolve(request)

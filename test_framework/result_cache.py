@@ -178,3 +178,30 @@ class ResultCache:
             (path, e.mtime_ns, e.size, e.inode, e.digest) for path, e in sorted(entries.items())
         )
         return CacheRecorded(tuple(records), index, taken)
+
+    def explain(self, nodeid: NodeId) -> list[str]:
+        """`why NODEID`: what the test's file depends on, its record, what changed since, and
+        whether the next run would report it from the cache."""
+        test_file = nodeid.split("::", 1)[0]
+        record = self.records.get(test_file)
+        if record is None:
+            return [f"{test_file}: never recorded by the skip cache: its tests run"]
+        when = datetime.fromtimestamp(record.recorded_at).strftime("%Y-%m-%d %H:%M:%S")
+        outcome = record.outcomes.get(nodeid)
+        lines = [
+            f"{nodeid}: {outcome if outcome is not None else 'not among the recorded tests'}"
+            f" when {test_file} was recorded, at {when}",
+            "environment: "
+            + ("as recorded" if record.environment == self.environment else "changed"),
+            f"depends on {len(record.dependencies)} files:",
+        ]
+        for path, digest in record.dependencies.items():
+            now = self.index.digest(path)
+            state = "unchanged" if now == digest else ("missing" if now == "missing" else "changed")
+            lines.append(f"  {state:9} {path}")
+        self.decide(Collection("", tuple(record.outcomes)), ())
+        if test_file in self.decision.cached:
+            lines.append("next run: reported from the cache (unless the trip-wire samples it)")
+        else:
+            lines.append(f"next run: runs: {self.decision.runs.get(test_file, 'unknown')}")
+        return lines

@@ -160,3 +160,16 @@ def test_verify_cache_runs_everything_and_names_false_skips(tmp_path: Path) -> N
         done.stdout
     )
     assert "test_plain.py" not in done.stdout.split("false skip:", 1)[1]
+
+
+def test_why_says_what_a_test_depends_on_and_whether_it_will_run(project: Path) -> None:
+    run(project)
+    command = [sys.executable, "-m", "test_framework", "why", "tests/test_leaf.py::test_leaf"]
+    shown = subprocess.run(command, cwd=project, capture_output=True, text=True, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert "unchanged pkg/leaf.py" in shown.stdout
+    assert "next run: reported from the cache" in shown.stdout
+    (project / "pkg/leaf.py").write_text("VALUE = 1  # edited\n")
+    shown = subprocess.run(command, cwd=project, capture_output=True, text=True, check=False)
+    assert "changed   pkg/leaf.py" in shown.stdout
+    assert "next run: runs: pkg/leaf.py changed" in shown.stdout
