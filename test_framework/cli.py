@@ -37,6 +37,7 @@ from .reporting import subscribers_for
 from .request import DEFAULT_CACHE_DIR, RunRequest, RunSettings, resolve
 from .result_cache import ResultCache
 from .store import clear_store_folder, connect_store
+from .store.queries import forget_file_records, load_file_index, load_file_records
 
 PROG = "test_framework"
 
@@ -286,6 +287,44 @@ def _why(args: list[str], prog: str) -> int:
     return int(ExitCode.OK)
 
 
+def _cache_command(args: list[str], prog: str) -> int:
+    """`cache stats`, `cache invalidate PATH`, `cache clear`: the skip cache's records."""
+    actions = ("stats", "invalidate", "clear")
+    if not args or args[0] not in actions:
+        raise UsageError(f"cache: expected one of {', '.join(actions)}")
+    action, rest = args[0], args[1:]
+    path = None
+    if action == "invalidate":
+        if not rest or rest[0].startswith("-"):
+            raise UsageError("cache invalidate: give a path (a test file, a source, a folder)")
+        path, rest = rest[0].removeprefix("./"), rest[1:]
+    request, _ = parse_request(rest, prog)
+    settings = resolve(request)
+    if not settings.store_path.exists():
+        print(f"no results store at {settings.store_path}: nothing recorded yet")
+        return int(ExitCode.OK)
+    project = str(settings.project_root)
+
+    async def act() -> str:
+        db = await connect_store(settings.store_path)
+        try:
+            if action == "stats":
+                records = await load_file_records(db, project)
+                tests = sum(len(r.outcomes) for r in records.values())
+                _, index = await load_file_index(db, project)
+                return (
+                    f"{len(records)} test files recorded ({tests} tests), "
+                    f"{len(index)} files indexed, in {settings.store_path}"
+                )
+            gone = await forget_file_records(db, project, path)
+            return f"{gone} test file record{'s' if gone != 1 else ''} dropped"
+        finally:
+            await db.close()
+
+    print(anyio.run(act, backend="asyncio"))
+    return int(ExitCode.OK)
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -301,6 +340,8 @@ def main(
             return flaky_main(args[1:], prog)
         if args and args[0] == "why":
             return _why(args[1:], prog)
+        if args and args[0] == "cache":
+            return _cache_command(args[1:], prog)
         auditing = bool(args) and args[0] == "audit"
         request, clear_cache = parse_request(args[1:] if auditing else args, prog)
         settings = resolve(request)

@@ -23,7 +23,7 @@ from .fingerprint import project_files
 from .fingerprint.dependencies import file_dependencies
 from .fingerprint.environment import environment_fingerprint
 from .fingerprint.imports import ImportGraph
-from .fingerprint.index import Entry, FileIndex
+from .fingerprint.index import MISSING, Entry, FileIndex
 from .models import Collection, FileRecord, NodeId, Outcome, TestResult, engine_result
 from .planning import ids_by_file
 from .request import RunSettings
@@ -74,7 +74,11 @@ class ResultCache:
         root = self.settings.project_root
         placed = {path for record in self.records.values() for path in record.dependencies}
         sources = {path.relative_to(root).as_posix() for path in project_files(root)}
-        current = {path: self.index.digest(path) for path in sorted(sources | placed)}
+        # Also what the last index held: a file is removed only when it is gone, not when no
+        # record names it any more.
+        watched = sources | placed | set(self.previous)
+        current = {path: self.index.digest(path) for path in sorted(watched)}
+        current = {path: digest for path, digest in current.items() if digest != MISSING}
         self.decision = decide(
             ids_by_file(collection.nodeids),
             self.records,

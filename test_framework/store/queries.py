@@ -186,6 +186,32 @@ async def load_file_index(
     return taken, entries
 
 
+async def forget_file_records(
+    db: aiosqlite.Connection, project: str, path: str | None = None
+) -> int:
+    """Drop the skip cache's records: of the test files that are `path`, lie under it, or
+    depend on it (every record when None; the file index too). How many records went."""
+    records = await load_file_records(db, project)
+    if path is None:
+        gone = list(records)
+        await db.execute("DELETE FROM file_index WHERE project = ?", (project,))
+    else:
+        folder = path.rstrip("/") + "/"
+        gone = [
+            test_file
+            for test_file, record in records.items()
+            if test_file == path
+            or test_file.startswith(folder)
+            or any(dep == path or dep.startswith(folder) for dep in record.dependencies)
+        ]
+    await db.executemany(
+        "DELETE FROM file_records WHERE project = ? AND test_file = ?",
+        [(project, test_file) for test_file in gone],
+    )
+    await db.commit()
+    return len(gone)
+
+
 async def recent_runs(db: aiosqlite.Connection, limit: int = 20) -> list[dict[str, object]]:
     cursor = await db.execute(
         "SELECT run_id, started_at, duration, exit_code, counts, profile, categories "

@@ -173,3 +173,20 @@ def test_why_says_what_a_test_depends_on_and_whether_it_will_run(project: Path) 
     shown = subprocess.run(command, cwd=project, capture_output=True, text=True, check=False)
     assert "changed   pkg/leaf.py" in shown.stdout
     assert "next run: runs: pkg/leaf.py changed" in shown.stdout
+
+
+def test_cache_commands_show_and_drop_records(project: Path) -> None:
+    run(project)
+
+    def cache(*args: str) -> str:
+        command = [sys.executable, "-m", "test_framework", "cache", *args]
+        done = subprocess.run(command, cwd=project, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert cache("stats").startswith("4 test files recorded (4 tests)")
+    # Both files that reach pkg/leaf.py (one by a computed name) lose their records:
+    assert cache("invalidate", "pkg/leaf.py").startswith("2 test file records dropped")
+    assert ran(run(project)[1]) == {"test_leaf.py", "test_dynamic.py"}
+    assert cache("clear").startswith("4 test file records dropped")
+    assert set(run(project)[1].values()) == {"passed"}
