@@ -151,6 +151,21 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "(results are still recorded)",
     )
     add(
+        "--changed",
+        nargs="?",
+        const="HEAD",
+        default=None,
+        metavar="REF",
+        help="run only the tests the changes since REF (default HEAD; staged, unstaged and "
+        "untracked files) can affect, through the recorded dependencies; a changed file no "
+        "test is known to depend on runs everything",
+    )
+    add(
+        "--changed-lenient",
+        action="store_true",
+        help="with --changed: a changed file no test is known to depend on runs nothing",
+    )
+    add(
         "--verify-cache",
         action="store_true",
         help="with the skip cache on: run everything, and name each test it would have "
@@ -222,6 +237,8 @@ def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bo
         pytest_args=tuple(pytest_args),
         collection_cache=False if ns.no_cache else None,
         verify_cache=ns.verify_cache,
+        changed=ns.changed,
+        changed_lenient=ns.changed_lenient,
         timeout=ns.timeout,
         retries=ns.retries,
         isolation=ns.isolation,

@@ -33,6 +33,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends 
     from exceptiongroup import BaseExceptionGroup
 
 from .breaker import FailureBreaker
+from .changes import changed_files
 from .collection_stop import collection_stop
 from .collector import Collector
 from .dispatch.capacity import FirstTests
@@ -89,6 +90,7 @@ class Orchestrator:
         self.random_source = random_source
         self.run_id = uuid.uuid4().hex[:12]
         self.cache: ResultCache | None = None  # the skip cache, when the profile turns it on
+        self.changed_selection_empty = False  # --changed found no test the changes affect
         profile = settings.profile
         self.ledger = Ledger(
             retry=RetryPolicy(
@@ -121,7 +123,7 @@ class Orchestrator:
         settings = self.settings
         env = worker_env(os.environ, str(settings.project_root), scratch)
         db = await self._open_store()
-        if db is not None and settings.profile.skip_cache:
+        if db is not None and (settings.profile.skip_cache or settings.changed is not None):
             self.cache = await ResultCache.open(settings, db, os.environ)
         try:
             async with anyio.create_task_group() as outer:
@@ -170,11 +172,15 @@ class Orchestrator:
         maxfail = collection.terminal.maxfail  # pytest's, from its options or `addopts`
         if maxfail and (not self.ledger.maxfail or maxfail < self.ledger.maxfail):
             self.ledger.maxfail = maxfail
+        collected_any = bool(collection.nodeids or collection.errors)
+        if settings.changed is not None and self.cache is not None and collection.nodeids:
+            collection = await self._changed_only(self.cache, collection)
         history = await self._load_history(db)
         context_files = await self._context_files(db)
         unstable = await self._unstable_files(db)
         planned = collection
-        reusing = settings.reuse_results and not (settings.only or settings.serial)
+        reusing = settings.profile.skip_cache and settings.reuse_results
+        reusing = reusing and not (settings.only or settings.serial)
         if self.cache is not None and stop is None and reusing:
             decision = self.cache.decide(collection, context_files)
             if settings.verify_cache:
@@ -213,7 +219,7 @@ class Orchestrator:
             context_files=context_files,
             unstable=unstable,
         )
-        if not collection.nodeids and not collection.errors:
+        if not collected_any:
             raise self._nothing_collected()
         sampled = len(self.cache.sampled) if self.cache is not None else 0
         cached = len(collection.nodeids) - len(planned.nodeids) - sampled
@@ -262,6 +268,8 @@ class Orchestrator:
             if writer is not None and writer.failed:
                 warnings.append(f"results store: {writer.failed}")
             summary = self.ledger.summary(self.run_id, self.clock() - started, warnings)
+            if self.changed_selection_empty and summary.exit_code == ExitCode.NO_TESTS_COLLECTED:
+                summary = replace(summary, exit_code=int(ExitCode.OK))  # nothing to check
             if self.cache is not None and self.cache.false_skips(self.ledger.final):
                 summary = replace(summary, exit_code=max(summary.exit_code, 1))
             terminal = collection.terminal
@@ -358,6 +366,32 @@ class Orchestrator:
     def _protocol_env(self) -> dict[str, str]:
         """What every worker of the run is told: record dependencies for the skip cache."""
         return {ENV_RECORD_DEPS: "1"} if self.cache is not None else {}
+
+    async def _changed_only(self, cache: ResultCache, collection: Collection) -> Collection:
+        """`--changed REF`: only the test files the changes since REF can affect; the others
+        are deselected, as `-k` would. A changed file no record places runs everything."""
+        ref = self.settings.changed or "HEAD"
+        changed = await changed_files(self.settings.project_root, ref)
+        selected, unplaced = cache.affected(collection, changed)
+        if unplaced and not self.settings.changed_lenient:
+            shown = ", ".join(unplaced[:3]) + (" ..." if len(unplaced) > 3 else "")
+            self.ledger.notes.append(
+                f"--changed {ref}: every test runs: no test is known to depend on {shown} "
+                "(--changed-lenient runs only the affected tests)"
+            )
+            return collection
+        chosen = set(selected)
+        kept = tuple(n for n in collection.nodeids if file_of(n) in chosen)
+        self.ledger.notes.append(
+            f"--changed {ref}: {len(changed)} changed file{'s' if len(changed) != 1 else ''} "
+            f"affect {len(chosen)} test file{'s' if len(chosen) != 1 else ''}"
+        )
+        terminal = collection.terminal
+        deselected = terminal.deselected + len(collection.nodeids) - len(kept)
+        self.changed_selection_empty = not kept
+        if not kept:
+            self.ledger.notes.append(f"--changed {ref}: no test is affected: nothing to run")
+        return replace(collection, nodeids=kept, terminal=replace(terminal, deselected=deselected))
 
     async def _settle_cache(
         self, cache: ResultCache, dispatcher: Dispatcher, setup: WorkerSetup, started: float

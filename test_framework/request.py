@@ -37,6 +37,8 @@ class RunRequest:
     pytest_args: tuple[str, ...] = ()
     collection_cache: bool | None = None
     verify_cache: bool = False
+    changed: str | None = None
+    changed_lenient: bool = False
     timeout: float | None = None
     retries: int | None = None
     flaky_result: str = "pass"
@@ -79,6 +81,8 @@ class RunSettings:
     # still records this one.
     reuse_results: bool = True
     verify_cache: bool = False  # run everything; report what the skip cache would have got wrong
+    changed: str | None = None  # --changed REF: run what the changes since REF can affect
+    changed_lenient: bool = False
 
     @property
     def one_worker_in_order(self) -> bool:
@@ -157,6 +161,8 @@ def resolve(
         flaky_result=request.flaky_result,
         reuse_results=request.collection_cache is not False,
         verify_cache=request.verify_cache,
+        changed=request.changed,
+        changed_lenient=request.changed_lenient,
     )
 
 

@@ -27,7 +27,7 @@ from .fingerprint.index import MISSING, Entry, FileIndex
 from .models import Collection, FileRecord, NodeId, Outcome, TestResult, engine_result
 from .planning import ids_by_file
 from .request import RunSettings
-from .skip_cache import CacheDecision, decide, unplaced_changes
+from .skip_cache import CacheDecision, affected, decide, unplaced_changes
 from .store.queries import load_file_index, load_file_records
 
 # What a record may say of a test: only outcomes a later run could report again, or ones that
@@ -182,6 +182,18 @@ class ResultCache:
             (path, e.mtime_ns, e.size, e.inode, e.digest) for path, e in sorted(entries.items())
         )
         return CacheRecorded(tuple(records), index, taken)
+
+    def affected(
+        self, collection: Collection, changed: Iterable[str]
+    ) -> tuple[list[str], list[str]]:
+        """`--changed`: the collected test files the changed files can affect, and the changed
+        files no record places."""
+
+        def known(test_file: str) -> set[str] | None:
+            record = self.records.get(test_file)
+            return None if record is None else set(record.dependencies)
+
+        return affected(ids_by_file(collection.nodeids), known, changed)
 
     def explain(self, nodeid: NodeId) -> list[str]:
         """`why NODEID`: what the test's file depends on, its record, what changed since, and

@@ -106,3 +106,27 @@ def unplaced_changes(
     changed = [p for p in current if previous.get(p) != current[p]]
     removed = [p for p in previous if p not in current]
     return sorted(p for p in (*changed, *removed) if p not in known)
+
+
+def affected(
+    test_files: Iterable[str],
+    dependencies: Callable[[str], set[str] | None],
+    changed: Iterable[str],
+) -> tuple[list[str], list[str]]:
+    """`--changed`: the test files a set of changed files can affect, and the changed files no
+    test file is known to depend on. `dependencies(file)` is None for a file never recorded:
+    nothing is known of it, so it is affected."""
+    changed_set = set(changed)
+    files = list(test_files)
+    placed: set[str] = set()
+    selected = []
+    for test_file in files:
+        known = dependencies(test_file)
+        if known is None:
+            selected.append(test_file)
+            continue
+        placed.update(known)
+        if test_file in changed_set or known & changed_set:
+            selected.append(test_file)
+    unplaced = sorted(changed_set - placed - set(files))
+    return selected, unplaced

@@ -190,3 +190,44 @@ def test_cache_commands_show_and_drop_records(project: Path) -> None:
     assert ran(run(project)[1]) == {"test_leaf.py", "test_dynamic.py"}
     assert cache("clear").startswith("4 test file records dropped")
     assert set(run(project)[1].values()) == {"passed"}
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_changed_runs_what_the_changes_since_a_revision_can_affect(project: Path) -> None:
+    """Through the recorded dependencies (the skip cache itself off): a pre-commit hook's run."""
+    pyproject = project / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("skip_cache = true", "skip_cache = false"))
+    git(project, "init", "-q")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "start")
+    done, outcomes = run(project, "--changed")  # nothing recorded yet: every test file runs
+    assert set(outcomes.values()) == {"passed"}, done.stdout
+
+    done, outcomes = run(project, "--changed")
+    assert (done.returncode, outcomes) == (0, {}), done.stdout
+    assert "no test is affected: nothing to run" in done.stdout
+    assert "4 deselected" in done.stdout.splitlines()[-1]
+
+    (project / "pkg/leaf.py").write_text("VALUE = 3 - 2\n")
+    done, outcomes = run(project, "--changed")
+    assert ran(outcomes) == {"test_leaf.py", "test_dynamic.py"}, done.stdout
+    git(project, "commit", "-q", "-am", "leaf")
+    assert run(project, "--changed", "HEAD~1")[1].keys() == outcomes.keys()
+
+    (project / "NOTES.md").write_text("a file no test reads\n")
+    done, outcomes = run(project, "--changed")
+    assert len(outcomes) == 4, done.stdout  # unplaced: everything runs, and says why
+    assert "no test is known to depend on NOTES.md" in done.stdout
+    assert run(project, "--changed", "--changed-lenient")[1] == {}
+
+    done, _ = run(project, "--changed", "no-such-revision")
+    assert done.returncode == 4
+    assert "--changed: git diff" in done.stderr

@@ -104,3 +104,17 @@ def test_the_conftest_chain_runs_from_the_rootdir_down() -> None:
         "tests/unit/conftest.py",
     ]
     assert conftest_chain("test_top.py", present.__contains__) == ["conftest.py"]
+
+
+def test_changed_selects_files_whose_dependencies_changed_and_names_unplaced_ones() -> None:
+    from test_framework.skip_cache import affected
+
+    deps = {"t/test_a.py": {"t/test_a.py", "pkg/a.py"}, "t/test_b.py": {"t/test_b.py"}}
+    selected, unplaced = affected(
+        ["t/test_a.py", "t/test_b.py", "t/test_new.py"],
+        deps.get,
+        ["pkg/a.py", "README.md"],
+    )
+    assert selected == ["t/test_a.py", "t/test_new.py"]  # a file never recorded: affected
+    assert unplaced == ["README.md"]
+    assert affected(["t/test_b.py"], deps.get, ["t/test_b.py"]) == (["t/test_b.py"], [])
