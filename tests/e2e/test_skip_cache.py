@@ -231,3 +231,23 @@ def test_changed_runs_what_the_changes_since_a_revision_can_affect(project: Path
     done, _ = run(project, "--changed", "no-such-revision")
     assert done.returncode == 4
     assert "--changed: git diff" in done.stderr
+
+
+def test_the_soundness_check_finds_no_false_skip_on_the_fixture() -> None:
+    """Each source and data file of the `skip_cache` fixture broken in turn: no test the
+    cache reports is one whose outcome changed; a leaf module's change runs only its file."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "check_cache_soundness.py"
+    suite = Path(__file__).resolve().parents[1] / "fixtures" / "suites" / "skip_cache"
+    done = subprocess.run(
+        [sys.executable, str(script), "--suite", str(suite)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "7 mutations, 0 false skips"
+    assert "pkg/leaf.py: 1 tests change outcome under pytest; 1 of 6 test files ran" in done.stdout
+    assert "pkg/plugins.py: 1 tests change outcome under pytest; 1 of 6 test files ran" in (
+        done.stdout
+    )
