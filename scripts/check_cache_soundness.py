@@ -7,7 +7,8 @@
 Works on a copy of the suite, with `skip_cache = true` and no trip-wire sample, so the decision
 alone is judged. After a baseline run records every file, each mutation is applied in turn,
 the engine runs on the store the baseline left, plain pytest runs on the same mutated tree,
-and the mutation is undone (and recorded again, so each mutation starts from the baseline). The mutations are:
+and the mutation is undone (and recorded again, so each mutation starts from the baseline).
+The mutations are:
 - every function and method of each non-test Python module, conftests included, raising at
   its start: the tests that use them now fail;
 - every data file a recorded test read, with its content changed.
@@ -23,6 +24,7 @@ import argparse
 import ast
 import fnmatch
 import json
+import os
 import shutil
 import sqlite3
 import sys
@@ -100,6 +102,12 @@ def main() -> int:
         pyproject.write_text(
             (pyproject.read_text() if pyproject.exists() else "") + CONFIG, encoding="utf-8"
         )
+        if (root / "src").is_dir():
+            # A suite installed in develop mode imports its original folder: the copy's `src/`
+            # must come first, or no mutation would reach the tests.
+            os.environ["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(root / "src"), os.environ.get("PYTHONPATH")])
+            )
         store = Path(scratch) / "store"
         engine_args = ("--retries", "0", "--optimization", "balanced")
 
