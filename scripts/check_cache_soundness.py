@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from test_framework.fingerprint import SKIP_DIRS
-from test_framework.oracle import run_engine, run_pytest
+from test_framework.oracle import run_engine, run_pytest, split_pytest_args
 
 MARK = "raise RuntimeError('mutated by check_cache_soundness')"
 TEST_PATTERNS = ("test_*.py", "*_test.py")
@@ -85,11 +85,7 @@ def data_files(store: Path, root: Path) -> list[Path]:
 
 
 def main() -> int:
-    argv = sys.argv[1:]
-    pytest_args: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, pytest_args = argv[:cut], argv[cut + 1 :]
+    argv, pytest_args = split_pytest_args(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--suite", type=Path, required=True)
     parser.add_argument("--python", default=sys.executable)

@@ -21,15 +21,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from test_framework.oracle import OracleRun, differences, run_engine, run_pytest
+from test_framework.oracle import (
+    OracleRun,
+    differences,
+    run_engine,
+    run_pytest,
+    split_pytest_args,
+)
 
 
 def main() -> int:
-    argv = sys.argv[1:]
-    pytest_args: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, pytest_args = argv[:cut], argv[cut + 1 :]
+    argv, pytest_args = split_pytest_args(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1], allow_abbrev=False)
     parser.add_argument("--suite", type=Path, required=True, help="the project folder")
     parser.add_argument("--python", default=sys.executable, help="interpreter of the suite")

@@ -150,6 +150,14 @@ def run_engine(
     return OracleRun(outcomes, completed.returncode, completed.stdout + completed.stderr)
 
 
+def split_pytest_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """A checking script's own arguments, and pytest's after `--`."""
+    if "--" not in argv:
+        return list(argv), []
+    cut = list(argv).index("--")
+    return list(argv[:cut]), list(argv[cut + 1 :])
+
+
 def differences(expected: Mapping[str, str], actual: Mapping[str, str]) -> list[str]:
     lines = []
     for nodeid in sorted(set(expected) | set(actual)):

@@ -33,7 +33,6 @@ if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends 
     from exceptiongroup import BaseExceptionGroup
 
 from .breaker import FailureBreaker
-from .changes import changed_files
 from .collection_stop import collection_stop
 from .collector import Collector
 from .dispatch.capacity import FirstTests
@@ -49,7 +48,7 @@ from .execution.summary import SummaryRequest, plugin_summary
 from .exit_codes import ExitCode
 from .fingerprint import input_digest
 from .ledger import Ledger, RetryPolicy
-from .models import Collection, NodeId, Plan, RunSummary, Shard, file_of
+from .models import Collection, Plan, RunSummary, Shard, file_of
 from .planning import (
     FORK_MIN_SHARD_SECONDS,
     SPAWN_MIN_SHARD_SECONDS,
@@ -60,7 +59,6 @@ from .planning import (
 )
 from .request import RunSettings
 from .result_cache import ResultCache
-from .skip_cache import CacheDecision
 from .store import connect_store
 from .store.queries import History, load_context_needs, load_history, load_unstable_ids
 from .store.writer import StoreWriter
@@ -90,7 +88,6 @@ class Orchestrator:
         self.random_source = random_source
         self.run_id = uuid.uuid4().hex[:12]
         self.cache: ResultCache | None = None  # the skip cache, when the profile turns it on
-        self.changed_selection_empty = False  # --changed found no test the changes affect
         profile = settings.profile
         self.ledger = Ledger(
             retry=RetryPolicy(
@@ -174,7 +171,7 @@ class Orchestrator:
             self.ledger.maxfail = maxfail
         collected_any = bool(collection.nodeids or collection.errors)
         if settings.changed is not None and self.cache is not None and collection.nodeids:
-            collection = await self._changed_only(self.cache, collection)
+            collection = await self.cache.changed_only(collection, self.ledger.notes)
         history = await self._load_history(db)
         context_files = await self._context_files(db)
         unstable = await self._unstable_files(db)
@@ -193,7 +190,7 @@ class Orchestrator:
                 kept = tuple(n for n in collection.nodeids if file_of(n) not in decision.cached)
                 planned = replace(collection, nodeids=kept)
                 self.cache.sample(self.random_source)
-            self.ledger.notes.extend(self._cache_notes(decision, self.cache.sampled))
+            self.ledger.notes.extend(self.cache.notes())
         dispatcher = Dispatcher(
             settings,
             executor,
@@ -259,7 +256,7 @@ class Orchestrator:
                 self.bus.subscribe(self.cache.handle)
             await dispatcher.run(setup, started)
             if self.cache is not None:
-                await self._settle_cache(self.cache, dispatcher, setup, started)
+                await self.cache.settle(self.ledger, dispatcher, setup, started)
             dispatcher.conclude_rest()
             await dispatcher.name_needs()
             if self.cache is not None:
@@ -268,7 +265,8 @@ class Orchestrator:
             if writer is not None and writer.failed:
                 warnings.append(f"results store: {writer.failed}")
             summary = self.ledger.summary(self.run_id, self.clock() - started, warnings)
-            if self.changed_selection_empty and summary.exit_code == ExitCode.NO_TESTS_COLLECTED:
+            nothing_affected = self.cache is not None and self.cache.nothing_affected
+            if nothing_affected and summary.exit_code == ExitCode.NO_TESTS_COLLECTED:
                 summary = replace(summary, exit_code=int(ExitCode.OK))  # nothing to check
             if self.cache is not None and self.cache.false_skips(self.ledger.final):
                 summary = replace(summary, exit_code=max(summary.exit_code, 1))
@@ -366,67 +364,6 @@ class Orchestrator:
     def _protocol_env(self) -> dict[str, str]:
         """What every worker of the run is told: record dependencies for the skip cache."""
         return {ENV_RECORD_DEPS: "1"} if self.cache is not None else {}
-
-    async def _changed_only(self, cache: ResultCache, collection: Collection) -> Collection:
-        """`--changed REF`: only the test files the changes since REF can affect; the others
-        are deselected, as `-k` would. A changed file no record places runs everything."""
-        ref = self.settings.changed or "HEAD"
-        changed = await changed_files(self.settings.project_root, ref)
-        selected, unplaced = cache.affected(collection, changed)
-        if unplaced and not self.settings.changed_lenient:
-            shown = ", ".join(unplaced[:3]) + (" ..." if len(unplaced) > 3 else "")
-            self.ledger.notes.append(
-                f"--changed {ref}: every test runs: no test is known to depend on {shown} "
-                "(--changed-lenient runs only the affected tests)"
-            )
-            return collection
-        chosen = set(selected)
-        kept = tuple(n for n in collection.nodeids if file_of(n) in chosen)
-        self.ledger.notes.append(
-            f"--changed {ref}: {len(changed)} changed file{'s' if len(changed) != 1 else ''} "
-            f"affect {len(chosen)} test file{'s' if len(chosen) != 1 else ''}"
-        )
-        terminal = collection.terminal
-        deselected = terminal.deselected + len(collection.nodeids) - len(kept)
-        self.changed_selection_empty = not kept
-        if not kept:
-            self.ledger.notes.append(f"--changed {ref}: no test is affected: nothing to run")
-        return replace(collection, nodeids=kept, terminal=replace(terminal, deselected=deselected))
-
-    async def _settle_cache(
-        self, cache: ResultCache, dispatcher: Dispatcher, setup: WorkerSetup, started: float
-    ) -> None:
-        """The trip-wire's verdict: the cached tests are reported from their records, or, when
-        a sampled test did not give its recorded outcome, they all run now."""
-        if cache.verifying:
-            false = cache.false_skips(self.ledger.final)
-            self.ledger.notes.extend(f"false skip: {line}" for line in false)
-            if not false:
-                self.ledger.notes.append("verify cache: no false skip")
-            return
-        why = cache.tripped(self.ledger.final)
-        if why is None:
-            dispatcher.conclude(cache.cached_results())
-            return
-        if self.ledger.stopped:
-            return  # the run stopped: the distrusted tests are not run, and say so
-        self.ledger.notes.append(f"skip cache distrusted: {why}; every cached test ran")
-        dispatcher.add(cache.distrust())
-        await dispatcher.run(setup, started)
-
-    @staticmethod
-    def _cache_notes(decision: CacheDecision, sampled: Sequence[NodeId]) -> list[str]:
-        if decision.unplaced:
-            return [f"skip cache: every test runs: {next(iter(decision.runs.values()))}"]
-        tests = len(decision.cached_outcomes()) - len(sampled)
-        if not tests and not sampled:
-            return []
-        files = len(decision.cached)
-        check = f"; {len(sampled)} of them run anyway to check it" if sampled else ""
-        return [
-            f"skip cache: {tests + len(sampled)} tests in {files} file"
-            f"{'s' if files != 1 else ''} unchanged since their last run{check}"
-        ]
 
     def _nothing_collected(self) -> NoTestsCollected:
         settings = self.settings

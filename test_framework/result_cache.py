@@ -12,19 +12,31 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Protocol
 
 import aiosqlite
 
+from .changes import changed_files
 from .events import CacheRecorded, Event, ShardCrashed, ShardFinished
+from .execution.runner import WorkerSetup
 from .fingerprint import project_files
 from .fingerprint.dependencies import file_dependencies
 from .fingerprint.environment import environment_fingerprint
 from .fingerprint.imports import ImportGraph
 from .fingerprint.index import MISSING, Entry, FileIndex
-from .models import Collection, FileRecord, NodeId, Outcome, TestResult, engine_result
+from .ledger import Ledger
+from .models import (
+    Collection,
+    FileRecord,
+    NodeId,
+    Outcome,
+    TestResult,
+    engine_result,
+    file_of,
+)
 from .planning import ids_by_file
 from .request import RunSettings
 from .skip_cache import CacheDecision, affected, decide, unplaced_changes
@@ -33,6 +45,14 @@ from .store.queries import load_file_index, load_file_records
 # What a record may say of a test: only outcomes a later run could report again, or ones that
 # make it run (a failure); never "not run" or "cached" (nothing was learned then).
 _RECORDABLE_MISSING = frozenset({Outcome.NOT_RUN, Outcome.CACHED})
+
+
+class Dispatching(Protocol):
+    """What settling the cache needs of the run's dispatcher."""
+
+    def conclude(self, results: Iterable[TestResult]) -> None: ...
+    def add(self, nodeids: Sequence[NodeId]) -> None: ...
+    async def run(self, setup: WorkerSetup, started: float) -> None: ...
 
 
 @dataclass
@@ -49,6 +69,7 @@ class ResultCache:
     decision: CacheDecision = field(default_factory=CacheDecision)
     sampled: tuple[NodeId, ...] = ()  # the trip-wire: cached tests run anyway
     verifying: dict[NodeId, Outcome] = field(default_factory=dict)  # --verify-cache
+    nothing_affected: bool = False  # --changed found no test the changes can affect
 
     @classmethod
     async def open(
@@ -194,6 +215,70 @@ class ResultCache:
             return None if record is None else set(record.dependencies)
 
         return affected(ids_by_file(collection.nodeids), known, changed)
+
+    async def changed_only(self, collection: Collection, notes: list[str]) -> Collection:
+        """`--changed REF`: only the test files the changes since REF can affect; the others
+        are deselected, as `-k` would. A changed file no record places runs everything."""
+        ref = self.settings.changed or "HEAD"
+        changed = await changed_files(self.settings.project_root, ref)
+        selected, unplaced = self.affected(collection, changed)
+        if unplaced and not self.settings.changed_lenient:
+            shown = ", ".join(unplaced[:3]) + (" ..." if len(unplaced) > 3 else "")
+            notes.append(
+                f"--changed {ref}: every test runs: no test is known to depend on {shown} "
+                "(--changed-lenient runs only the affected tests)"
+            )
+            return collection
+        chosen = set(selected)
+        kept = tuple(n for n in collection.nodeids if file_of(n) in chosen)
+        notes.append(
+            f"--changed {ref}: {len(changed)} changed file{'s' if len(changed) != 1 else ''} "
+            f"affect {len(chosen)} test file{'s' if len(chosen) != 1 else ''}"
+        )
+        self.nothing_affected = not kept
+        if not kept:
+            notes.append(f"--changed {ref}: no test is affected: nothing to run")
+        terminal = collection.terminal
+        deselected = terminal.deselected + len(collection.nodeids) - len(kept)
+        return replace(collection, nodeids=kept, terminal=replace(terminal, deselected=deselected))
+
+    async def settle(
+        self, ledger: Ledger, dispatcher: Dispatching, setup: WorkerSetup, started: float
+    ) -> None:
+        """After the run: --verify-cache's comparison, or the trip-wire's verdict (the cached
+        tests are reported from their records, or, when a sampled test did not give its
+        recorded outcome, they all run now)."""
+        if self.verifying:
+            false = self.false_skips(ledger.final)
+            ledger.notes.extend(f"false skip: {line}" for line in false)
+            if not false:
+                ledger.notes.append("verify cache: no false skip")
+            return
+        why = self.tripped(ledger.final)
+        if why is None:
+            dispatcher.conclude(self.cached_results())
+            return
+        if ledger.stopped:
+            return  # the run stopped: the distrusted tests are not run, and say so
+        ledger.notes.append(f"skip cache distrusted: {why}; every cached test ran")
+        dispatcher.add(self.distrust())
+        await dispatcher.run(setup, started)
+
+    def notes(self) -> list[str]:
+        """What the summary says of the decision."""
+        decision = self.decision
+        if decision.unplaced:
+            return [f"skip cache: every test runs: {next(iter(decision.runs.values()))}"]
+        tests = len(decision.cached_outcomes())
+        if not tests:
+            return []
+        files = len(decision.cached)
+        sampled = len(self.sampled)
+        check = f"; {sampled} of them run anyway to check it" if sampled else ""
+        return [
+            f"skip cache: {tests} tests in {files} file{'s' if files != 1 else ''} unchanged "
+            f"since their last run{check}"
+        ]
 
     def explain(self, nodeid: NodeId) -> list[str]:
         """`why NODEID`: what the test's file depends on, its record, what changed since, and
