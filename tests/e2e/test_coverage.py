@@ -56,7 +56,7 @@ def test_the_table_is_pytests_combined_from_every_worker(project: Path, tmp_path
     assert expected[-3].endswith("88%   12, 29"), expected
     for isolation in ("fork", "spawn"):
         store = tmp_path / f"store-{isolation}"
-        for attempt in ("cold", "warm", "warm again"):
+        for attempt in ("cold", "warm"):
             done = run(
                 project,
                 "test_framework",
