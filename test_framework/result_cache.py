@@ -153,14 +153,16 @@ class ResultCache:
 
     def distrust(self) -> tuple[NodeId, ...]:
         """The trip-wire tripped: every cached test runs (and its file is recorded afresh)."""
-        rest = tuple(n for n in self.decision.cached_outcomes() if n not in self.sampled)
+        sampled = set(self.sampled)
+        rest = tuple(n for n in self.decision.cached_outcomes() if n not in sampled)
         self.decision.cached.clear()
         return rest
 
     def cached_results(self) -> list[TestResult]:
         results = []
+        sampled = set(self.sampled)
         for nodeid, (outcome, when) in self.decision.cached_outcomes().items():
-            if nodeid in self.sampled:
+            if nodeid in sampled:
                 continue
             at = datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M")
             results.append(
