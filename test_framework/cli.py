@@ -36,7 +36,8 @@ from .orchestrator import run_events
 from .reporting import subscribers_for
 from .request import DEFAULT_CACHE_DIR, RunRequest, RunSettings, resolve
 from .result_cache import ResultCache
-from .store import clear_store_folder, connect_store
+from .store.connection import connect_store
+from .store.files import clear_store_folder
 from .store.queries import forget_file_records, load_file_index, load_file_records
 
 PROG = "test_framework"

@@ -25,7 +25,7 @@ from .arguments import CommandParser, add_project_options, positive_int
 from .errors import StoreError
 from .exit_codes import ExitCode
 from .request import RunRequest, resolve
-from .store import BUSY_TIMEOUT_MS
+from .store.connection import BUSY_TIMEOUT_MS
 from .store.flakiness import FlakyTest, count_recent_runs, flaky_tests
 
 DEFAULT_LAST_RUNS = 50

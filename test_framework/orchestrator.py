@@ -59,7 +59,7 @@ from .planning import (
 )
 from .request import RunSettings
 from .result_cache import ResultCache
-from .store import connect_store
+from .store.connection import connect_store
 from .store.queries import History, load_context_needs, load_history, load_unstable_ids
 from .store.writer import StoreWriter
 from .worker.protocol import ENV_RECORD_DEPS

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiosqlite
+if TYPE_CHECKING:  # annotations only: the pytest plugin reads rows without aiosqlite
+    import aiosqlite
 
 from ..models import FAILING_OUTCOMES, Collection, FileRecord, Outcome, Terminal
 
@@ -149,15 +150,25 @@ async def load_unstable_ids(db: aiosqlite.Connection, project: str) -> dict[str,
     return {str(file): str(digest) for file, digest in await cursor.fetchall()}
 
 
+SELECT_FILE_RECORDS = (
+    "SELECT test_file, environment, dependencies, outcomes, recorded_at FROM file_records"
+    " WHERE project = ?"
+)
+SELECT_FILE_INDEX = (
+    "SELECT path, mtime_ns, size, inode, digest, indexed_at_ns FROM file_index WHERE project = ?"
+)
+
+
 async def load_file_records(db: aiosqlite.Connection, project: str) -> dict[str, FileRecord]:
     """The skip cache's record of each test file (docs/skip-cache.md)."""
-    cursor = await db.execute(
-        "SELECT test_file, environment, dependencies, outcomes, recorded_at FROM file_records"
-        " WHERE project = ?",
-        (project,),
-    )
+    cursor = await db.execute(SELECT_FILE_RECORDS, (project,))
+    return file_records_from(await cursor.fetchall())
+
+
+def file_records_from(rows: Iterable[Sequence[Any]]) -> dict[str, FileRecord]:
+    """`SELECT_FILE_RECORDS`' rows as records (shared with the pytest plugin's sqlite3)."""
     records = {}
-    for test_file, environment, dependencies, outcomes, recorded_at in await cursor.fetchall():
+    for test_file, environment, dependencies, outcomes, recorded_at in rows:
         records[str(test_file)] = FileRecord(
             str(test_file),
             str(environment),
@@ -173,14 +184,17 @@ async def load_file_index(
 ) -> tuple[int, dict[str, tuple[int, int, int, str]]]:
     """The file index as last saved: when it was taken, and path -> (mtime_ns, size, inode,
     digest)."""
-    cursor = await db.execute(
-        "SELECT path, mtime_ns, size, inode, digest, indexed_at_ns FROM file_index"
-        " WHERE project = ?",
-        (project,),
-    )
+    cursor = await db.execute(SELECT_FILE_INDEX, (project,))
+    return file_index_from(await cursor.fetchall())
+
+
+def file_index_from(
+    rows: Iterable[Sequence[Any]],
+) -> tuple[int, dict[str, tuple[int, int, int, str]]]:
+    """`SELECT_FILE_INDEX`' rows as (when taken, path -> (mtime_ns, size, inode, digest))."""
     entries: dict[str, tuple[int, int, int, str]] = {}
     taken = 0
-    for path, mtime_ns, size, inode, digest, indexed_at_ns in await cursor.fetchall():
+    for path, mtime_ns, size, inode, digest, indexed_at_ns in rows:
         entries[str(path)] = (int(mtime_ns), int(size), int(inode), str(digest))
         taken = int(indexed_at_ns)
     return taken, entries

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from test_framework.store import connect_store
+from test_framework.store.connection import connect_store
 from test_framework.store.flakiness import FlakyTest, count_recent_runs, flaky_tests
 
 pytestmark = pytest.mark.anyio

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from test_framework.store import connect_store
+from test_framework.store.connection import connect_store
 from test_framework.store.queries import History, load_history
 
 

@@ -29,7 +29,7 @@ from test_framework.events import (
     TestRetrying,
 )
 from test_framework.models import Collection, Outcome, PhaseReport, Plan, RunSummary, TestResult
-from test_framework.store import connect_store, open_store
+from test_framework.store.connection import connect_store, open_store
 from test_framework.store.queries import (
     load_collection,
     load_history,
@@ -211,7 +211,7 @@ async def test_locked_store_is_not_mistaken_for_a_corrupt_one(
     # behaviour under test) keeps the test fast.
     async with open_store(db_path):
         pass
-    monkeypatch.setattr("test_framework.store.BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr("test_framework.store.connection.BUSY_TIMEOUT_MS", 100)
     holder = sqlite3.connect(db_path)
     try:
         holder.execute("PRAGMA locking_mode = EXCLUSIVE")
