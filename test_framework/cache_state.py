@@ -11,7 +11,6 @@ record with a missing part would be a false skip waiting to happen.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from .fingerprint.dependencies import file_dependencies
 from .fingerprint.imports import ImportGraph
 from .fingerprint.index import MISSING, Entry, FileIndex
 from .models import FileRecord, NodeId, Outcome
-from .skip_cache import CacheDecision, decide, unplaced_changes
+from .skip_cache import CacheDecision, decide, reported, sample, unplaced_changes
 
 # What a record may say of a test: only outcomes a later run could report again, or ones that
 # make it run (a failure); never "not run" or "cached" (nothing was learned then).
@@ -101,14 +100,8 @@ class CacheState:
         return self.decision
 
     def sample(self, random_source: Callable[[], float]) -> tuple[NodeId, ...]:
-        """The trip-wire: a share (at least one unless 0) of the tests the cache would report,
-        picked at random, to run anyway."""
-        cached = list(self.decision.cached_outcomes())
-        if not cached or self.sample_share <= 0:
-            return ()
-        count = max(1, math.ceil(self.sample_share * len(cached)))
-        keys = {nodeid: random_source() for nodeid in cached}
-        self.sampled = tuple(sorted(cached, key=keys.__getitem__)[:count])
+        """The trip-wire's sample (skip_cache.sample), kept for the verdict."""
+        self.sampled = sample(self.decision, self.sample_share, random_source)
         return self.sampled
 
     def tripped(self, outcomes: Mapping[NodeId, Outcome]) -> str | None:
@@ -123,13 +116,7 @@ class CacheState:
 
     def reported(self) -> dict[NodeId, str]:
         """The tests reported from their records (the sample left out): why, as a message."""
-        sampled = set(self.sampled)
-        reasons = {}
-        for nodeid, (outcome, when) in self.decision.cached_outcomes().items():
-            if nodeid not in sampled:
-                at = datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M")
-                reasons[nodeid] = f"cached: {outcome} at {at}"
-        return reasons
+        return reported(self.decision, self.sampled)
 
     def note_dependencies(
         self, imports: Mapping[str, Iterable[str]], reads: Mapping[str, Iterable[str]]

@@ -109,6 +109,7 @@ class EnvOverrides:
     resource_monitoring: bool = True
     optimization: str | None = None
     timeout: float | None = None
+    cache_ttl_hours: float | None = None
 
 
 def shipped_config_dir() -> Path:
@@ -318,6 +319,7 @@ _ENV_KEYS = {
     "RESOURCE_MONITORING": "true or false",
     "OPTIMIZATION": f"one of {', '.join(PROFILE_NAMES)} or a project profile",
     "TIMEOUT": "seconds >= 0 (0: never)",
+    "CACHE_TTL_HOURS": "hours > 0",
 }
 
 
@@ -372,7 +374,21 @@ def read_env(environ: Mapping[str, str]) -> EnvOverrides:
             if seconds < 0:
                 raise ConfigError(f"environment {full}={raw!r}: expected {_ENV_KEYS[name]}")
             overrides = replace(overrides, timeout=seconds)
+        elif name == "CACHE_TTL_HOURS":
+            overrides = replace(overrides, cache_ttl_hours=env_ttl_hours(raw))
     return overrides
+
+
+def env_ttl_hours(raw: str) -> float:
+    """`OPTIMIZED_TEST_CACHE_TTL_HOURS`: how long a recorded outcome may be reported again."""
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = 0.0
+    if not hours > 0 or hours == float("inf"):
+        name = f"{ENV_PREFIX}CACHE_TTL_HOURS"
+        raise ConfigError(f"environment {name}={raw!r}: expected {_ENV_KEYS['CACHE_TTL_HOURS']}")
+    return hours
 
 
 def environ_snapshot() -> dict[str, str]:

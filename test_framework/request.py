@@ -186,6 +186,8 @@ def _apply_overrides(profile: Profile, request: RunRequest, env: EnvOverrides) -
         profile = replace(profile, fail_fast_threshold=env.fail_fast_threshold)
     if env.timeout is not None:
         profile = replace(profile, timeout=env.timeout)
+    if env.cache_ttl_hours is not None:
+        profile = replace(profile, cache_ttl_hours=env.cache_ttl_hours)
     if request.timeout is not None:
         if request.timeout < 0:
             raise UsageError(f"--timeout must be >= 0 seconds (0: never), got {request.timeout}")

@@ -12,8 +12,10 @@ subprocess, say) makes nothing cached: everything runs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from .models import FileRecord, NodeId, Outcome
 
@@ -95,6 +97,44 @@ def _why_it_runs(
         if digest(path) != recorded:
             return f"{path} changed"
     return None
+
+
+def confirm(decision: CacheDecision, collected: Mapping[str, Sequence[NodeId]]) -> None:
+    """Narrow a decision made before collection (the pytest plugin's, from the records' own
+    ids) to this run's collection: a file not collected is no concern of this run; a file
+    whose tests are not the recorded ones runs."""
+    for test_file, record in list(decision.cached.items()):
+        nodeids = collected.get(test_file)
+        if nodeids is None:
+            del decision.cached[test_file]
+        elif set(nodeids) != set(record.outcomes):
+            del decision.cached[test_file]
+            decision.runs[test_file] = "its tests are not the recorded ones"
+
+
+def sample(
+    decision: CacheDecision, share: float, random_source: Callable[[], float]
+) -> tuple[NodeId, ...]:
+    """The trip-wire: a share (at least one unless 0) of the tests the cache would report,
+    picked at random, to run anyway."""
+    cached = list(decision.cached_outcomes())
+    if not cached or share <= 0:
+        return ()
+    count = max(1, math.ceil(share * len(cached)))
+    keys = {nodeid: random_source() for nodeid in cached}
+    return tuple(sorted(cached, key=keys.__getitem__)[:count])
+
+
+def reported(decision: CacheDecision, sampled: Iterable[NodeId]) -> dict[NodeId, str]:
+    """The tests reported from their records (the sample left out), with the message that
+    says so: "cached: <outcome> at <when>"."""
+    skip = set(sampled)
+    reasons = {}
+    for nodeid, (outcome, when) in decision.cached_outcomes().items():
+        if nodeid not in skip:
+            at = datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M")
+            reasons[nodeid] = f"cached: {outcome} at {at}"
+    return reasons
 
 
 def unplaced_changes(

@@ -34,6 +34,8 @@ LONGREPR_LIMIT = 20_000
 # A crashed or timed-out test's time says nothing about its next run; a cached or unrun one has
 # none.
 _NO_DURATION = frozenset({Outcome.CRASHED, Outcome.TIMEOUT, Outcome.NOT_RUN, Outcome.CACHED})
+# Not a run of the test: its statistics (runs, last outcome) are left as they were.
+_NOT_A_RUN = frozenset({Outcome.NOT_RUN, Outcome.CACHED})
 
 INSERT_RUN = (
     "INSERT OR REPLACE INTO runs (run_id, project, started_at, argv, profile, categories)"
@@ -137,7 +139,7 @@ class RunRows:
     def _test_finished(self, event: TestFinished) -> Rows:
         result = event.result
         writes = [self._attempt(result)]
-        if result.outcome is not Outcome.NOT_RUN:
+        if result.outcome not in _NOT_A_RUN:
             writes.append(self._stats(result))
         return Rows(tuple(writes))
 
