@@ -115,14 +115,24 @@ def confirm(decision: CacheDecision, collected: Mapping[str, Sequence[NodeId]]) 
 def sample(
     decision: CacheDecision, share: float, random_source: Callable[[], float]
 ) -> tuple[NodeId, ...]:
-    """The trip-wire: a share (at least one unless 0) of the tests the cache would report,
-    picked at random, to run anyway."""
-    cached = list(decision.cached_outcomes())
-    if not cached or share <= 0:
+    """The trip-wire: a share (at least one unless 0) of the tests the cache would report, to
+    run anyway. Drawn as clusters: the cached files in a random order, and from each, its
+    tests in a random order, until the count is reached. A test costs little once its file is
+    collected and the file costs much (its imports), so the sample lands in as few files as it
+    can; which files, changes from run to run."""
+    files = list(decision.cached.items())
+    total = sum(len(record.outcomes) for _, record in files)
+    if not total or share <= 0:
         return ()
-    count = max(1, math.ceil(share * len(cached)))
-    keys = {nodeid: random_source() for nodeid in cached}
-    return tuple(sorted(cached, key=keys.__getitem__)[:count])
+    count = max(1, math.ceil(share * total))
+    file_keys = {name: random_source() for name, _ in files}
+    chosen: list[NodeId] = []
+    for name, record in sorted(files, key=lambda item: file_keys[item[0]]):
+        keys = {nodeid: random_source() for nodeid in record.outcomes}
+        chosen.extend(sorted(keys, key=keys.__getitem__)[: count - len(chosen)])
+        if len(chosen) == count:
+            break
+    return tuple(chosen)
 
 
 def reported(decision: CacheDecision, sampled: Iterable[NodeId]) -> dict[NodeId, str]:

@@ -3,9 +3,11 @@ recorded; any doubt runs it, and a change no record can place runs everything.""
 
 from __future__ import annotations
 
+import random
+
 from test_framework.fingerprint.dependencies import conftest_chain
 from test_framework.models import FileRecord, Outcome
-from test_framework.skip_cache import decide, unplaced_changes
+from test_framework.skip_cache import CacheDecision, confirm, decide, sample, unplaced_changes
 
 NOW = 1_000_000.0
 DAY = 24 * 3600.0
@@ -118,3 +120,52 @@ def test_changed_selects_files_whose_dependencies_changed_and_names_unplaced_one
     assert selected == ["t/test_a.py", "t/test_new.py"]  # a file never recorded: affected
     assert unplaced == ["README.md"]
     assert affected(["t/test_b.py"], deps.get, ["t/test_b.py"]) == (["t/test_b.py"], [])
+
+
+def cached_files(tests_per_file: dict[str, int]) -> CacheDecision:
+    return CacheDecision(
+        cached={
+            name: record(
+                test_file=name,
+                outcomes={f"{name}::t{i}": Outcome.PASSED for i in range(count)},
+            )
+            for name, count in tests_per_file.items()
+        }
+    )
+
+
+def test_the_sample_lands_in_as_few_files_as_it_can() -> None:
+    decision = cached_files({f"tests/test_{i}.py": 10 for i in range(20)})
+    for seed in range(20):
+        chosen = sample(decision, 0.05, random.Random(seed).random)  # 10 of 200 tests
+        assert len(chosen) == 10
+        assert len(set(chosen)) == 10
+        assert len({nodeid.split("::")[0] for nodeid in chosen}) == 1
+    # Over runs, the files it lands in change.
+    firsts = {sample(decision, 0.05, random.Random(seed).random)[0] for seed in range(20)}
+    assert len({nodeid.split("::")[0] for nodeid in firsts}) > 5
+
+
+def test_a_sample_larger_than_a_file_spills_into_the_next_and_is_at_least_one() -> None:
+    decision = cached_files({"tests/test_a.py": 3, "tests/test_b.py": 3, "tests/test_c.py": 3})
+    chosen = sample(decision, 0.5, random.Random(1).random)  # 5 of 9
+    assert len(chosen) == 5
+    assert len({nodeid.split("::")[0] for nodeid in chosen}) == 2
+    assert len(sample(decision, 0.001, random.Random(1).random)) == 1
+    assert sample(decision, 0.0, random.Random(1).random) == ()
+    assert sample(CacheDecision(), 0.5, random.Random(1).random) == ()
+    everything = sample(decision, 1.0, random.Random(1).random)
+    assert sorted(everything) == sorted(decision.cached_outcomes())
+
+
+def test_confirm_narrows_a_decision_made_before_collection() -> None:
+    decision = cached_files({"tests/test_a.py": 2, "tests/test_b.py": 2, "tests/test_c.py": 1})
+    confirm(
+        decision,
+        {
+            "tests/test_a.py": ["tests/test_a.py::t0", "tests/test_a.py::t1"],
+            "tests/test_b.py": ["tests/test_b.py::t0", "tests/test_b.py::new"],
+        },
+    )
+    assert list(decision.cached) == ["tests/test_a.py"]  # test_c.py: not in this run
+    assert decision.runs == {"tests/test_b.py": "its tests are not the recorded ones"}
