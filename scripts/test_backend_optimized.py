@@ -14,7 +14,14 @@ from pathlib import Path
 # Runnable from a checkout without installing: the package sits next to this folder.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from test_framework.cli import main
+from test_framework.daemon.client import resident_exit_code  # standard library only
+
+PROG = "test_backend_optimized.py"
 
 if __name__ == "__main__":
-    sys.exit(main(prog="test_backend_optimized.py"))
+    code = resident_exit_code(sys.argv[1:], PROG)
+    if code is None:
+        from test_framework.cli import main
+
+        code = main(prog=PROG)
+    sys.exit(code)

@@ -25,6 +25,8 @@ import structlog
 from .arguments import CommandParser, add_project_options, non_negative_int, positive_int, seconds
 from .audit import audit
 from .config import CATEGORY_NAMES, PROFILE_NAMES
+from .daemon.client import daemon_request
+from .daemon.wire import UnsafeSocket, socket_path
 from .errors import TestFrameworkError, UsageError
 from .execution.executor import ExecutorFactory, local_executor
 from .exit_codes import ExitCode
@@ -39,6 +41,7 @@ from .result_cache import ResultCache
 from .store.connection import connect_store
 from .store.files import clear_store_folder
 from .store.queries import forget_file_records, load_file_index, load_file_records
+from .watch import watch
 
 PROG = "test_framework"
 
@@ -174,6 +177,27 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     add("--clear-cache", action="store_true", help="delete the results store before running")
     add(
+        "--resident",
+        action="store_const",
+        const=True,
+        default=None,
+        help="run through a warm process kept between runs, starting it if needed (default: "
+        "the profile's; on in ultra_fast and aggressive, never in CI unless asked)",
+    )
+    add(
+        "--no-resident",
+        action="store_const",
+        const=False,
+        dest="resident",
+        help="start everything afresh for this run; leave any resident process alone",
+    )
+    add(
+        "--watch",
+        action="store_true",
+        help="stay up: on each saved change, rerun the tests it can affect (failed first) on "
+        "a warm process; Ctrl-C ends it",
+    )
+    add(
         "-v",
         "--verbose",
         action="count",
@@ -248,6 +272,8 @@ def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bo
         memory_limit_mb=ns.memory_limit,
         breaker_threshold=ns.breaker_threshold,
         argv=tuple(argv),
+        resident=ns.resident,
+        watch=ns.watch,
     )
     return request, bool(ns.clear_cache)
 
@@ -343,6 +369,29 @@ def _cache_command(args: list[str], prog: str) -> int:
     return int(ExitCode.OK)
 
 
+def daemon_command(args: list[str], prog: str) -> int:
+    """`daemon status` / `daemon stop`: the project's resident process (docs/resident.md)."""
+    actions = ("status", "stop")
+    if not args or args[0] not in actions:
+        raise UsageError(f"daemon: expected one of {', '.join(actions)}")
+    request, _ = parse_request(args[1:], prog)
+    settings = resolve(request)
+    path = socket_path(settings.cache_dir, settings.project_root)
+    try:
+        reply = daemon_request(path, {"op": args[0]})
+    except UnsafeSocket as exc:
+        raise UsageError(str(exc)) from None
+    if reply is None:
+        print(f"no resident process for {settings.project_root} (socket {path})")
+        return int(ExitCode.OK)
+    if "stopped" in reply:
+        print(f"resident process {reply['stopped']} stopped")
+        return int(ExitCode.OK)
+    for key, value in reply.get("status", {}).items():
+        print(f"{key}: {value}")
+    return int(ExitCode.OK)
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -360,9 +409,13 @@ def main(
             return _why(args[1:], prog)
         if args and args[0] == "cache":
             return _cache_command(args[1:], prog)
+        if args and args[0] == "daemon":
+            return daemon_command(args[1:], prog)
         auditing = bool(args) and args[0] == "audit"
         request, clear_cache = parse_request(args[1:] if auditing else args, prog)
         settings = resolve(request)
+        if settings.watch:
+            return watch(settings, prog, clear_cache)
         configure_logging(
             log_format=settings.log_format, verbose=settings.verbose, debug=settings.debug
         )
@@ -378,13 +431,42 @@ def main(
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
-    except TestFrameworkError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+    except BaseException as exc:
+        return exit_for(exc, prog, settings, sys.stderr)
+    return summary.exit_code
+
+
+def exit_for(exc: BaseException, prog: str, settings: RunSettings | None, err: TextIO) -> int:
+    """An error's exit code, said in one line: a user's mistake as itself, an engine bug as
+    where its traceback was logged."""
+    if isinstance(exc, TestFrameworkError):
+        print(f"{prog}: error: {exc}", file=err)
         return int(exc.exit_code)
-    except Exception as exc:
-        folder = settings.cache_dir if settings is not None else Path(DEFAULT_CACHE_DIR)
-        print(
-            f"{prog}: {internal_error_line(exc, log_internal_error(exc, folder))}", file=sys.stderr
+    if not isinstance(exc, Exception):
+        raise exc
+    folder = settings.cache_dir if settings is not None else Path(DEFAULT_CACHE_DIR)
+    print(f"{prog}: {internal_error_line(exc, log_internal_error(exc, folder))}", file=err)
+    return int(ExitCode.INTERNAL_ERROR)
+
+
+async def serve_run(
+    args: Sequence[str], prog: str, executors: ExecutorFactory, out: TextIO, err: TextIO
+) -> int:
+    """One run of the command line inside a process that serves several (the resident
+    process): what `main` does for a plain run, on the given streams, in the running loop."""
+    settings: RunSettings | None = None
+    try:
+        request, clear_cache = parse_request(args, prog)
+        settings = resolve(request)
+        configure_logging(
+            log_format=settings.log_format,
+            verbose=settings.verbose,
+            debug=settings.debug,
+            stream=err,
         )
-        return int(ExitCode.INTERNAL_ERROR)
+        if clear_cache:
+            clear_store_folder(settings.cache_dir)
+        summary = await run_settings(settings, out, executors)
+    except BaseException as exc:
+        return exit_for(exc, prog, settings, err)
     return summary.exit_code

@@ -62,6 +62,8 @@ class Profile:
     skip_cache: bool = False
     cache_ttl_hours: float = 24.0
     cache_sample: float = 0.02
+    resident: bool = False
+    resident_idle_minutes: float = 10.0
 
 
 ISOLATIONS = ("fork", "spawn")
@@ -73,6 +75,8 @@ OPTIONAL_PROFILE_KEYS: dict[str, Any] = {
     "skip_cache": False,
     "cache_ttl_hours": 24.0,
     "cache_sample": 0.02,
+    "resident": False,
+    "resident_idle_minutes": 10.0,
 }
 PROFILE_KEYS = tuple(f.name for f in fields(Profile) if f.name != "name")
 CATEGORY_KEYS = ("description", "paths", "marker")
@@ -110,6 +114,7 @@ class EnvOverrides:
     optimization: str | None = None
     timeout: float | None = None
     cache_ttl_hours: float | None = None
+    resident: bool | None = None
 
 
 def shipped_config_dir() -> Path:
@@ -201,6 +206,7 @@ def _validate_profile(source: str, p: Profile) -> None:
         (p.breaker_threshold >= 0, "breaker_threshold must be >= 0 (0: off)"),
         (p.cache_ttl_hours > 0, "cache_ttl_hours must be > 0"),
         (0 <= p.cache_sample <= 1, "cache_sample must be between 0 and 1"),
+        (p.resident_idle_minutes > 0, "resident_idle_minutes must be > 0"),
         (p.retries >= 0, "retries must be >= 0"),
         (p.retry_base_delay >= 0 and p.retry_max_delay >= 0, "retry delays must be >= 0"),
         (p.retry_factor >= 1, "retry_factor must be >= 1"),
@@ -320,6 +326,7 @@ _ENV_KEYS = {
     "OPTIMIZATION": f"one of {', '.join(PROFILE_NAMES)} or a project profile",
     "TIMEOUT": "seconds >= 0 (0: never)",
     "CACHE_TTL_HOURS": "hours > 0",
+    "RESIDENT": "true or false",
 }
 
 
@@ -374,6 +381,8 @@ def read_env(environ: Mapping[str, str]) -> EnvOverrides:
             if seconds < 0:
                 raise ConfigError(f"environment {full}={raw!r}: expected {_ENV_KEYS[name]}")
             overrides = replace(overrides, timeout=seconds)
+        elif name == "RESIDENT":
+            overrides = replace(overrides, resident=_env_bool(name, raw))
         elif name == "CACHE_TTL_HOURS":
             overrides = replace(overrides, cache_ttl_hours=env_ttl_hours(raw))
     return overrides
@@ -393,3 +402,19 @@ def env_ttl_hours(raw: str) -> float:
 
 def environ_snapshot() -> dict[str, str]:
     return dict(os.environ)
+
+
+def resident_wanted(
+    asked: bool | None,
+    from_env: bool | None,
+    profile: bool,
+    environ: Mapping[str, str] | None = None,
+) -> bool:
+    """--resident/--no-resident, else OPTIMIZED_TEST_RESIDENT, else the profile's, except in
+    CI (`CI` set): a CI job's processes must end with it."""
+    if asked is not None:
+        return asked
+    if from_env is not None:
+        return from_env
+    ci = (os.environ if environ is None else environ).get("CI", "")
+    return profile and ci.lower() in ("", "0", "false", "no")

@@ -54,6 +54,7 @@ from .planning import (
     SPAWN_MIN_SHARD_SECONDS,
     PlanInput,
     in_order_shard,
+    kept,
     make_plan,
     plan_slots,
 )
@@ -139,6 +140,9 @@ class Orchestrator:
                     protocol_env=self._protocol_env(),
                 )
                 async with self.executors(start) as executor:
+                    # A resident zygote collected everything, even where a cached collection
+                    # would have made a fresh one fork before collecting.
+                    start = replace(start, early=start.early and executor.early)
                     collection = cached or await collector.collect(executor)
                     args, explicit = collector.worker_args(collection)
                     setup = self._worker_setup(collection, args, env, scratch)
@@ -172,6 +176,8 @@ class Orchestrator:
         collected_any = bool(collection.nodeids or collection.errors)
         if settings.changed is not None and self.cache is not None and collection.nodeids:
             collection = await self.cache.changed_only(collection, self.ledger.notes)
+        if settings.selected and collection.nodeids:
+            collection = _only(collection, settings.selected)
         history = await self._load_history(db)
         context_files = await self._context_files(db)
         unstable = await self._unstable_files(db)
@@ -482,3 +488,11 @@ async def run_events(
     for subscriber in subscribers:
         bus.subscribe(subscriber)
     return await Orchestrator(settings, bus, executors=executors).run()
+
+
+def _only(collection: Collection, selected: Sequence[str]) -> Collection:
+    """The collection narrowed to `selected`, the rest counted as deselected (as -k would)."""
+    nodeids = kept(collection.nodeids, selected)
+    terminal = collection.terminal
+    deselected = terminal.deselected + len(collection.nodeids) - len(nodeids)
+    return replace(collection, nodeids=nodeids, terminal=replace(terminal, deselected=deselected))

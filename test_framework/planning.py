@@ -375,3 +375,15 @@ def split_contiguous(nodeids: Sequence[NodeId], parts: int) -> list[tuple[NodeId
     parts = max(1, min(parts, len(nodeids)))
     bounds = [slice_bounds(k, parts, len(nodeids)) for k in range(parts)]
     return [tuple(nodeids[start:end]) for start, end in bounds]
+
+
+def kept(nodeids: Sequence[NodeId], selected: Sequence[str]) -> tuple[NodeId, ...]:
+    """The node ids that are, or lie under (a file, a class), one of `selected`, in order."""
+    wanted = set(selected)
+    return tuple(
+        nodeid
+        for nodeid in nodeids
+        if nodeid in wanted
+        or file_of(nodeid) in wanted
+        or any(nodeid.startswith(f"{prefix}::") for prefix in wanted)
+    )

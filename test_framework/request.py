@@ -12,7 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .config import ISOLATIONS, Category, EnvOverrides, Profile, load_catalog, read_env
+from .config import (
+    ISOLATIONS,
+    Category,
+    EnvOverrides,
+    Profile,
+    load_catalog,
+    read_env,
+    resident_wanted,
+)
 from .errors import ConfigError, ProjectError, UsageError
 from .machine import cpu_count
 from .rootdir import find_rootdir, path_arguments, rebased
@@ -47,6 +55,8 @@ class RunRequest:
     memory_limit_mb: int | None = None
     breaker_threshold: int | None = None
     argv: tuple[str, ...] = ()
+    resident: bool | None = None  # --resident / --no-resident
+    watch: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +93,13 @@ class RunSettings:
     verify_cache: bool = False  # run everything; report what the skip cache would have got wrong
     changed: str | None = None  # --changed REF: run what the changes since REF can affect
     changed_lenient: bool = False
+    # Keep a warm process between runs (docs/resident.md): the profile's choice, never in CI
+    # unless asked.
+    resident: bool = False
+    watch: bool = False  # --watch: rerun what each saved change affects, until Ctrl-C
+    # Keep only these tests (node ids, or files) of the collection, the rest deselected as -k
+    # would: a watch cycle's selection, narrowed after the warm process collected everything.
+    selected: tuple[str, ...] = ()
 
     @property
     def one_worker_in_order(self) -> bool:
@@ -163,6 +180,8 @@ def resolve(
         verify_cache=request.verify_cache,
         changed=request.changed,
         changed_lenient=request.changed_lenient,
+        resident=resident_wanted(request.resident, env.resident, profile.resident, environ),
+        watch=request.watch,
     )
 
 

@@ -127,7 +127,7 @@ def sample(
     count = max(1, math.ceil(share * total))
     file_keys = {name: random_source() for name, _ in files}
     chosen: list[NodeId] = []
-    for name, record in sorted(files, key=lambda item: file_keys[item[0]]):
+    for _, record in sorted(files, key=lambda item: file_keys[item[0]]):
         keys = {nodeid: random_source() for nodeid in record.outcomes}
         chosen.extend(sorted(keys, key=keys.__getitem__)[: count - len(chosen)])
         if len(chosen) == count:

@@ -52,6 +52,12 @@ class ShardExecutor(Protocol):
         """A second interrupt: SIGKILL every process the executor started, at once."""
         ...
 
+    @property
+    def early(self) -> bool:
+        """Its workers collect their own files (a warm process that forks before collecting,
+        or none): the planner then prices cutting a file across shards."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ExecutorStart:
@@ -131,6 +137,10 @@ class LocalExecutor:
 
     zygote: Zygote | None = None
     _pids: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def early(self) -> bool:
+        return self.zygote is None or self.zygote.early
 
     async def collected(self) -> Collection | None:
         zygote = self.zygote

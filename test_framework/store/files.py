@@ -71,7 +71,9 @@ def clear_store_folder(folder: Path) -> None:
 
 
 def _ours(name: str) -> bool:
-    return name.startswith(("results.sqlite", "internal-errors.log", "engine.log")) or name in (
+    return name.startswith(
+        ("results.sqlite", "internal-errors.log", "engine.log", "resident-")
+    ) or name in (
         ".gitignore",
         "CACHEDIR.TAG",
     )

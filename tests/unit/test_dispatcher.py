@@ -109,6 +109,8 @@ class ScriptedExecutor:
         listener.emit(ShardFinished(shard.shard_id, 0, 0.1))
         return outcome
 
+    early = False
+
     def kill_all(self) -> None:
         pass
 

@@ -28,6 +28,8 @@ class BrokenExecutor:
     async def run(self, shard: Shard, setup: WorkerSetup, listener: ShardListener) -> ShardOutcome:
         raise RuntimeError("executor bug: the shard went nowhere")
 
+    early = False
+
     def kill_all(self) -> None:
         pass
 

@@ -1,0 +1,231 @@
+"""The thin client: what `python -m test_framework` (and `scripts/test_backend_optimized.py`) try
+first. When the run may go to a resident process (the profile's `resident`, `--resident`,
+`OPTIMIZED_TEST_RESIDENT`; never in CI unless asked), it finds the project's resident process
+(starting one if none is up), hands it the command line, the working folder and the
+environment, writes what the run prints, forwards Ctrl-C, and exits with the run's code.
+
+Standard library only (with the engine's config reader, itself standard library), so a served
+run starts without the engine's imports: none of anyio, structlog, aiosqlite or psutil is
+loaded here. Whenever this cannot serve a run (a subcommand, a run that needs pytest in the
+foreground, no resident process and none can be started, a socket that is not the user's), it
+returns None and the caller runs the engine in-process as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ..config import load_catalog, read_env, resident_wanted
+from ..rootdir import find_rootdir
+from .wire import UnsafeSocket, check_owned, encode, lines, socket_path
+
+_SUBCOMMANDS = frozenset({"flaky", "why", "cache", "audit", "daemon"})
+_NEVER = frozenset({"--no-resident", "--watch", "-h", "--help", "--clear-cache"})
+# How long a client waits for a resident process it started to listen.
+START_SECONDS = 20.0
+
+
+def resident_exit_code(argv: Sequence[str], prog: str) -> int | None:
+    """The run's exit code when a resident process served it; None to run in-process."""
+    own = list(argv[: argv.index("--")] if "--" in argv else argv)
+    if (own and own[0] in _SUBCOMMANDS) or _NEVER & set(own):
+        return None
+    place = _place(own)
+    if place is None:
+        return None
+    path, root, idle = place
+    try:
+        check_owned(path)
+    except UnsafeSocket as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return None
+    environ = dict(os.environ)
+    tty = sys.stdout.isatty()
+    if tty and "COLUMNS" not in environ:
+        with contextlib.suppress(OSError):
+            environ["COLUMNS"] = str(os.get_terminal_size(sys.stdout.fileno()).columns)
+    request = {
+        "op": "run",
+        "argv": list(argv),
+        "cwd": os.getcwd(),
+        "env": environ,
+        "tty": tty,
+        "prog": prog,
+    }
+    for _ in range(2):  # a stale resident process leaves; one new one is started
+        sock = _connect_or_start(path, root, idle)
+        if sock is None:
+            return None
+        outcome = _serve(sock, request)
+        if outcome != "stale":
+            return outcome if isinstance(outcome, int) else None
+        _wait_gone(path)
+    return None
+
+
+def _place(own: list[str]) -> tuple[Path, Path, float] | None:
+    """The socket of the project's resident process, the project, the idle time-out; None
+    when this run is not for a resident process (or its settings cannot be read here: the
+    engine then says what is wrong)."""
+    try:
+        root_arg = _value(own, "--project-root")
+        here = Path.cwd()
+        root = (
+            Path(root_arg).resolve()
+            if root_arg
+            else find_rootdir(here, [a for a in own if not a.startswith("-")])
+        )
+        catalog = load_catalog(root)
+        env = read_env(os.environ)
+        name = _value(own, "--optimization") or env.optimization or catalog.default_optimization
+        profile = catalog.profiles.get(name)
+        if profile is None:
+            return None
+        asked = True if "--resident" in own else None
+        if not resident_wanted(asked, env.resident, profile.resident):
+            return None
+        cache_arg = _value(own, "--cache-dir")
+        if cache_arg:
+            cache_dir = here / Path(cache_arg).expanduser()
+        else:
+            cache_dir = root / Path(env.cache_dir or catalog.cache_dir or ".test_framework")
+        return socket_path(cache_dir, root), root, profile.resident_idle_minutes * 60
+    except Exception:
+        return None
+
+
+def _value(args: list[str], option: str) -> str | None:
+    for index, arg in enumerate(args):
+        if arg == option and index + 1 < len(args):
+            return args[index + 1]
+        if arg.startswith(option + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _connect(path: Path) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _connect_or_start(path: Path, root: Path, idle: float) -> socket.socket | None:
+    sock = _connect(path)
+    if sock is not None:
+        return sock
+    start_server(path, root, idle)
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        sock = _connect(path)
+        if sock is not None:
+            with contextlib.suppress(UnsafeSocket):
+                check_owned(path)
+                return sock
+            sock.close()
+            return None
+    return None
+
+
+def start_server(path: Path, root: Path, idle: float) -> None:
+    """A resident process for the project, in a session of its own, its output in a log file
+    beside the socket."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(path.with_suffix(".log"), "ab") as log:
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "test_framework.daemon.server",
+                str(path),
+                str(root),
+                str(idle),
+            ],
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def _serve(sock: socket.socket, request: dict[str, Any]) -> int | str | None:
+    """Send the run and relay it: its exit code, "stale" (ask a new process), or None (run
+    it in-process)."""
+    interrupts = 0
+
+    def on_interrupt(signum: int, frame: FrameType | None) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        with contextlib.suppress(OSError):
+            sock.sendall(encode({"op": "interrupt"}))
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    try:
+        sock.sendall(encode(request))
+        for message in lines(sock):
+            if "o" in message:
+                out.write(message["o"].encode("utf-8", "replace"))
+                out.flush()
+            elif "e" in message:
+                err.write(message["e"].encode("utf-8", "replace"))
+                err.flush()
+            elif "exit" in message:
+                return int(message["exit"])
+            elif "stale" in message:
+                return "stale"
+            elif "local" in message:
+                return None
+        # The resident process went away mid-run (killed): the run's answer is lost.
+        print(
+            f"{request['prog']}: the resident process ended during the run; run again "
+            "(or with --no-resident)",
+            file=sys.stderr,
+        )
+        return 2 if interrupts else 3
+    except OSError:
+        return None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        sock.close()
+
+
+def _wait_gone(path: Path) -> None:
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and path.exists():
+        sock = _connect(path)
+        if sock is None:
+            return
+        sock.close()
+        time.sleep(0.02)
+
+
+def daemon_request(path: Path, request: dict[str, Any]) -> dict[str, Any] | None:
+    """One status or stop exchange with the resident process at `path`; None if none is up."""
+    check_owned(path)
+    sock = _connect(path)
+    if sock is None:
+        return None
+    try:
+        sock.sendall(encode(request))
+        for message in lines(sock):
+            return message
+        return None
+    finally:
+        sock.close()
