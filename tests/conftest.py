@@ -11,6 +11,10 @@ import pytest
 # The engines these tests start (ultra_fast and aggressive keep a resident process by default)
 # must end with their test: only the resident tests ask for one, and stop it.
 os.environ.setdefault("OPTIMIZED_TEST_RESIDENT", "false")
+# Under `pytest -n`, this process is an xdist worker; the pytest runs its tests start are not
+# (pytest-benchmark, for one, disables itself with a warning when it sees these).
+for _name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+    os.environ.pop(_name, None)
 
 REPO = Path(__file__).resolve().parent.parent
 SUITES = REPO / "tests" / "fixtures" / "suites"

@@ -12,10 +12,10 @@ def alive(pid: int) -> bool:
         return False
 
 
-def dies(pid: int) -> bool:
+def dies(pid: int, timeout: float = 10) -> bool:
     """SIGKILL is delivered asynchronously: give the process a moment to be gone."""
     try:
-        psutil.Process(pid).wait(timeout=10)
+        psutil.Process(pid).wait(timeout=timeout)
     except psutil.NoSuchProcess:
         pass
     except psutil.TimeoutExpired:

@@ -115,13 +115,24 @@ def short_summary(results: Sequence[TestResult], chars: str) -> list[str]:
                 why = f" - {report.wasxfail}" if report.wasxfail else ""
                 lines.append(f"{word} {result.nodeid}{why}")
         elif char == "p":  # ("P" is pytest's PASSES section, not a summary line)
-            lines.extend(f"PASSED {result.nodeid}" for result, _ in _reports(results, "passed"))
+            lines.extend(f"PASSED {nodeid}" for nodeid in _passed(results))
     lines.extend(
         f"{ENGINE_WORDS[r.outcome]} {r.nodeid}{reason(r, None)}"
         for r in results
         if r.outcome in ENGINE_WORDS
     )
     return lines
+
+
+def _passed(results: Iterable[TestResult]) -> list[str]:
+    """The tests pytest lists as PASSED: a plain pass travels without its reports."""
+    found = []
+    for result in results:
+        if result.outcome is Outcome.PASSED and not result.reports:
+            found.append(result.nodeid)
+        elif result.outcome not in ENGINE_WORDS:
+            found.extend(result.nodeid for r in result.reports if r.category == "passed")
+    return found
 
 
 def _reports(results: Iterable[TestResult], stat: str) -> list[tuple[TestResult, PhaseReport]]:

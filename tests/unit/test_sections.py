@@ -44,6 +44,16 @@ def test_the_short_summary_lists_failures_before_errors_and_only_what_was_asked(
     assert short_summary(results, "") == []
 
 
+def test_a_plain_pass_without_reports_is_listed_as_passed() -> None:
+    """A pass that said nothing travels as its duration alone; `-rA` still lists it."""
+    results = [
+        TestResult("t.py::plain", Outcome.PASSED, 0.01),
+        result("t.py::loud", Outcome.PASSED, phase("t.py::loud", "call", "passed")),
+        TestResult("t.py::cached", Outcome.CACHED, 0.0),
+    ]
+    assert short_summary(results, "p") == ["PASSED t.py::plain", "PASSED t.py::loud"]
+
+
 def test_skips_fold_by_place_and_reason_and_subtests_keep_their_word() -> None:
     results = [
         result(
