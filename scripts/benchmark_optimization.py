@@ -2,7 +2,8 @@
 """Benchmark the engine side by side with plain pytest, pytest-xdist and pytest-fast.
 
     python scripts/benchmark_optimization.py --category unit [--suite DIR] [--runs N]
-        [--python PY] [--baseline-python PY] [--modes pytest,xdist,cold,warm,changed,fast]
+        [--python PY] [--baseline-python PY]
+        [--modes pytest,xdist,cold,warm,changed,fast,resident,resident-changed,cached,testmon]
         [--no-bytecode] [--json PATH]
 
 In one run, alternating mode by mode so the machine's drift hits every mode alike, it measures:
@@ -12,9 +13,18 @@ In one run, alternating mode by mode so the machine's drift hits every mode alik
   warm      the engine again, nothing changed (durations known; every test runs again)
   changed   the engine after one source file's mtime and content changed
   fast      pytest-fast's warm server (when installed for PY), started once before the runs
+  resident  the engine through its resident process (started before the runs), every test
+            run again: a warm collected zygote, a thin client
+  resident-changed  the same after one source file changed (the zygote is replaced)
+  cached    the engine with its skip cache (`--skip-cache`) through the resident process,
+            nothing changed: only the trip-wire's sample and the files with failures run
+  testmon   `pytest --testmon` with nothing changed (when installed for PY; its data recorded
+            before the runs), the peer for `cached`
+The engine's cold, warm and changed modes run with --no-resident: each starts from zero.
 For each: median wall time, median user+sys CPU of the process tree, peak RSS of the tree, the
 ratio to plain pytest and to xdist, and the outcome counts, which must equal plain pytest's (the
-table says SAME or DIFF). Timing lives here, never in the unit tests.
+table says SAME or DIFF; a `cached` test counts as the outcome it was recorded with; testmon's
+row says INCR). Timing lives here, never in the unit tests.
 
 --baseline-python PY2 compares two engines in one run (before and after a change: two
 virtualenvs that differ only in the engine installed): it adds the modes cold@base and
@@ -52,9 +62,23 @@ import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 
-_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|flaky|crashed)")
-ALL_MODES = ("pytest", "xdist", "cold", "warm", "changed", "fast")
+_COUNT = re.compile(
+    r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|flaky|crashed|cached|deselected)"
+)
+ALL_MODES = (
+    "pytest",
+    "xdist",
+    "cold",
+    "warm",
+    "changed",
+    "fast",
+    "resident",
+    "resident-changed",
+    "cached",
+    "testmon",
+)
 ENGINE_MODES = ("cold", "warm", "changed")
+RESIDENT_MODES = ("resident", "resident-changed", "cached")
 BASE = "@base"  # the suffix of the baseline engine's modes
 MEASURE_TIMEOUT = 180
 
@@ -139,6 +163,17 @@ def measure(command: list[str], cwd: Path, env: dict[str, str]) -> Sample:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return Sample(wall, cpu, peak[0] / 2**20, closing_counts(output), process.returncode)
+
+
+def agrees(counts: dict[str, int], reference: dict[str, int]) -> bool:
+    """Counts equal pytest's, where a cached test counts as the outcome it was recorded
+    with: every other outcome at most pytest's, and the cached ones make up the difference."""
+    cached = counts.get("cached", 0)
+    rest = {k: v for k, v in counts.items() if k not in ("cached", "deselected")}
+    if not cached:
+        return rest == reference
+    short = {k: reference.get(k, 0) - rest.get(k, 0) for k in set(reference) | set(rest)}
+    return all(v >= 0 for v in short.values()) and sum(short.values()) == cached
 
 
 def selection_args(suite: Path, categories: list[str]) -> list[str]:
@@ -228,6 +263,8 @@ def main() -> int:
         modes.remove("xdist")
     if "fast" in modes and not has_module(ns.python, "pytest_fast"):
         modes.remove("fast")
+    if "testmon" in modes and not has_module(ns.python, "testmon"):
+        modes.remove("testmon")
     # mode suffix -> (interpreter, the folder it imports the engine from)
     engines = {"": (ns.python, engine_location(ns.python, suite))}
     if ns.baseline_python:
@@ -260,9 +297,22 @@ def main() -> int:
                 ns.optimization,
                 "--retries",
                 "0",
+                "--no-resident",
                 *ns.engine_arg,
                 *(f"--category={c}" for c in categories),
             ]
+    resident_cache = cache / "resident"
+    resident_cmd = [
+        *commands["warm"][: commands["warm"].index("--no-resident")],
+        "--resident",
+        *ns.engine_arg,
+        *(f"--category={c}" for c in categories),
+    ]
+    resident_cmd[resident_cmd.index("--cache-dir") + 1] = str(resident_cache)
+    commands["resident"] = commands["resident-changed"] = resident_cmd
+    commands["cached"] = [*resident_cmd, "--skip-cache"]
+    # testmon needs pytest's cache provider (pytest_cmd turns it off).
+    commands["testmon"] = [ns.python, "-m", "pytest", "-q", *args, "--testmon"]
     fast_server: subprocess.Popen[bytes] | None = None
     if "fast" in modes:
         sock = cache / "fast.sock"
@@ -277,6 +327,10 @@ def main() -> int:
         # The client takes pytest's selection but none of its output options (no -q).
         commands["fast"] = [ns.python, "-m", "pytest_fast", "--address", str(sock), *args]
         measure(commands["fast"], suite, env)  # warm it: the peer's advantage, given fairly
+    for mode in ("resident", "cached", "testmon"):
+        if mode in modes or (mode == "resident" and "resident-changed" in modes):
+            measure(commands[mode], suite, env)  # records, and starts the resident process
+            measure(commands[mode], suite, env)  # the skip cache trusts a second look
     rows = {mode: Row(mode) for mode in modes}
     edits = 0  # touch_one_source calls so far
     seen: dict[str, int] = {}  # engine suffix -> the edits its store has seen
@@ -293,13 +347,18 @@ def main() -> int:
                     measure(commands[mode], suite, env)  # its store must see the suite as it is
                 if kind == "cold":
                     clear_store(caches[suffix])
-                if kind == "changed":
+                if kind in ("changed", "resident-changed"):
                     touch_one_source(suite)
                     edits += 1
                 rows[mode].samples.append(measure(commands[mode], suite, env))
                 if kind in ENGINE_MODES:
                     seen[suffix] = edits
     finally:
+        if any(mode in modes for mode in RESIDENT_MODES):
+            stop = [ns.python, "-m", "test_framework", "daemon", "stop", "--cache-dir"]
+            subprocess.run([*stop, str(resident_cache)], cwd=suite, check=False, env=env)
+        for leftover in suite.glob(".testmondata*"):
+            leftover.unlink()
         if fast_server is not None:
             # The daemon, its forkserver, and any daemon a client started on the same socket.
             with contextlib.suppress(ProcessLookupError):
@@ -351,15 +410,18 @@ def report(
     for mode, row in rows.items():
         wall = row.median("wall")
         counts = row.samples[-1].counts
-        same = all(s.counts == reference for s in row.samples)
+        same = all(agrees(s.counts, reference) for s in row.samples)
         peak = max(s.peak_rss_mb for s in row.samples)
         # A mode that ran no test (a peer that cannot run this suite) has a time, not a ratio.
         ran = all(s.counts for s in row.samples)
+        ran = ran or (mode == "testmon" and all(s.returncode in (0, 1, 5) for s in row.samples))
         vs_pytest = wall / base.median("wall") if base and ran else float("nan")
         vs_xdist = wall / xdist.median("wall") if xdist and ran else float("nan")
         verdict = (
             ("SAME" if same else "DIFF") if ran else f"FAILED (exit {row.samples[-1].returncode})"
         )
+        if mode == "testmon" and ran:
+            verdict = "INCR"  # it reruns what it thinks changed: counts are not pytest's
         print(
             f"{mode:<12} {wall:>8.2f} {row.median('cpu'):>8.2f} {peak:>8.0f}"
             f" {vs_pytest:>8.2f} {vs_xdist:>8.2f}  {verdict} {counts}"

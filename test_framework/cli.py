@@ -170,6 +170,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="with --changed: a changed file no test is known to depend on runs nothing",
     )
     add(
+        "--skip-cache",
+        action="store_true",
+        help="turn the skip cache on for this run (the profile key skip_cache): a test file "
+        "unchanged since it passed reports its recorded outcomes as cached",
+    )
+    add(
         "--verify-cache",
         action="store_true",
         help="with the skip cache on: run everything, and name each test it would have "
@@ -274,6 +280,7 @@ def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bo
         argv=tuple(argv),
         resident=ns.resident,
         watch=ns.watch,
+        skip_cache=ns.skip_cache,
     )
     return request, bool(ns.clear_cache)
 

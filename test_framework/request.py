@@ -57,6 +57,7 @@ class RunRequest:
     argv: tuple[str, ...] = ()
     resident: bool | None = None  # --resident / --no-resident
     watch: bool = False
+    skip_cache: bool = False  # --skip-cache: the profile's skip_cache on for this run
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +208,8 @@ def _apply_overrides(profile: Profile, request: RunRequest, env: EnvOverrides) -
         profile = replace(profile, timeout=env.timeout)
     if env.cache_ttl_hours is not None:
         profile = replace(profile, cache_ttl_hours=env.cache_ttl_hours)
+    if request.skip_cache:
+        profile = replace(profile, skip_cache=True)
     if request.timeout is not None:
         if request.timeout < 0:
             raise UsageError(f"--timeout must be >= 0 seconds (0: never), got {request.timeout}")

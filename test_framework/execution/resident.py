@@ -32,6 +32,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..fingerprint import SKIP_DIRS, input_digests
+from ..worker.protocol import ENV_RECORD_DEPS
 from .executor import ExecutorStart, LocalExecutor, local_executor
 from .summary import reports_folder
 from .zygote import Zygote
@@ -102,13 +103,11 @@ def _module_stats(modules: tuple[str, ...], root: Path) -> dict[str, tuple[int, 
 
 
 def zygote_key(start: ExecutorStart) -> tuple[object, ...]:
+    """What a zygote was started with that a run must share to use it. Not the protocol
+    variables: a resident zygote always records what each test file imports and reads (the
+    skip cache's input; cheap), so runs with and without the skip cache share it."""
     env = tuple(sorted((k, v) for k, v in start.env.items() if k not in VOLATILE_VARIABLES))
-    return (
-        start.warm_argv,
-        start.cwd,
-        env,
-        tuple(sorted(start.protocol_env.items())),
-    )
+    return (start.warm_argv, start.cwd, env)
 
 
 @dataclass
@@ -188,7 +187,7 @@ class WarmPool:
             scratch=self.scratch,
             grace=start.grace,
             early=False,  # a resident zygote collects once, for every run it serves
-            protocol_env=start.protocol_env,
+            protocol_env={**start.protocol_env, ENV_RECORD_DEPS: "1"},
         )
         await self.task_group.start(zygote.run)
         self.held = Held(zygote, key, root, project, environment, runs=1)
