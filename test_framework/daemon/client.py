@@ -17,7 +17,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -144,6 +143,8 @@ def _connect_or_start(path: Path, root: Path, idle: float) -> socket.socket | No
 def start_server(path: Path, root: Path, idle: float) -> None:
     """A resident process for the project, in a session of its own, its output in a log file
     beside the socket."""
+    import subprocess  # only here: a served run never needs it
+
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with open(path.with_suffix(".log"), "ab") as log:
         subprocess.Popen(

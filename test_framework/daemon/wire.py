@@ -21,7 +21,6 @@ import os
 import socket
 import stat
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,9 @@ def socket_path(cache_dir: Path, project_root: Path) -> Path:
     path = cache_dir / f"resident-{key}.sock"
     if len(os.fsencode(path)) <= _MAX_SOCKET_PATH:
         return path
-    return Path(tempfile.gettempdir()) / f"test_framework-{os.getuid()}" / path.name
+    # Not tempfile.gettempdir(): its import costs the client more than the rest of its work.
+    temporary = os.environ.get("TMPDIR") or "/tmp"
+    return Path(temporary) / f"test_framework-{os.getuid()}" / path.name
 
 
 def check_owned(path: Path) -> None:

@@ -10,6 +10,7 @@ here; the skip cache's trip-wire is there for what fingerprints cannot see.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from collections.abc import Iterable, Mapping
 from importlib import metadata
@@ -33,14 +34,33 @@ ENVIRONMENT_VARIABLES = (
 )
 
 
+_known: dict[tuple[tuple[str, int], ...], list[str]] = {}
+
+
 def installed_distributions() -> list[str]:
-    """`name==version` of every distribution this interpreter sees, sorted."""
-    found = set()
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"] if dist.metadata else None
-        if name:
-            found.add(f"{name.lower()}=={dist.version}")
-    return sorted(found)
+    """`name==version` of every distribution this interpreter sees, sorted. Read again only
+    when a folder on the path changed (an install or uninstall adds or removes entries there):
+    a process that serves many runs (the resident one) pays the metadata scan once."""
+    key = _path_state()
+    if key not in _known:
+        found = set()
+        for dist in metadata.distributions():
+            name = dist.metadata["Name"] if dist.metadata else None
+            if name:
+                found.add(f"{name.lower()}=={dist.version}")
+        _known.clear()
+        _known[key] = sorted(found)
+    return list(_known[key])
+
+
+def _path_state() -> tuple[tuple[str, int], ...]:
+    state = []
+    for entry in sys.path:
+        try:
+            state.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            state.append((entry, -1))
+    return tuple(state)
 
 
 def environment_fingerprint(

@@ -24,6 +24,7 @@ import contextlib
 import gc
 import os
 import select
+import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ def serve(
     session: pytest.Session,
     control: socket.socket,
     send: Callable[[Message], None],
-    reap_interval: float = 0.05,
+    reap_interval: float = 1.0,
 ) -> ChildSetup | None:
     """The zygote's loop. Returns in a forked child (with its setup) or when the engine is gone."""
     capture = session.config.pluginmanager.getplugin("capturemanager")
@@ -57,10 +58,33 @@ def serve(
     # a child, so the child does not copy the zygote's whole heap page by page (copy-on-write).
     gc.collect()
     gc.freeze()
+    # A child's exit wakes the loop at once (its shard ends when the engine hears of it); the
+    # interval is only a safety net.
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    previous = signal.signal(signal.SIGCHLD, lambda signum, frame: _poke(wake_write))
+    try:
+        return _loop(control, send, reap_interval, wake_read)
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+        os.close(wake_read)
+        os.close(wake_write)
+
+
+def _poke(fd: int) -> None:
+    with contextlib.suppress(OSError):  # the pipe is full: a wake-up is already pending
+        os.write(fd, b"x")
+
+
+def _loop(
+    control: socket.socket, send: Callable[[Message], None], reap_interval: float, wake: int
+) -> ChildSetup | None:
     while True:
-        ready, _, _ = select.select([control], [], [], reap_interval)
+        ready, _, _ = select.select([control.fileno(), wake], [], [], reap_interval)
+        if wake in ready:
+            os.read(wake, 4096)
         _reap(send)
-        if not ready:
+        if control.fileno() not in ready:
             continue
         try:
             data, fds, _flags, _addr = socket.recv_fds(control, MAX_COMMAND, 4)
@@ -78,7 +102,7 @@ def serve(
             for extra in fds[1:]:
                 os.close(extra)
             control.close()
-            return ChildSetup(command, fds[0])
+            return ChildSetup(command, fds[0])  # serve() restores SIGCHLD and closes the pipe
         for fd in fds:
             os.close(fd)
         send(Forked(command.shard, pid))
