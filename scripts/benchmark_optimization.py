@@ -20,6 +20,8 @@ In one run, alternating mode by mode so the machine's drift hits every mode alik
             nothing changed: only the trip-wire's sample and the files with failures run
   testmon   `pytest --testmon` with nothing changed (when installed for PY; its data recorded
             before the runs), the peer for `cached`
+  cached-changed / testmon-changed  the same two right after a real change to one module of
+            the package (a function added at its end, with a body no run saw before)
 The engine's cold, warm and changed modes run with --no-resident: each starts from zero.
 For each: median wall time, median user+sys CPU of the process tree, peak RSS of the tree, the
 ratio to plain pytest and to xdist, and the outcome counts, which must equal plain pytest's (the
@@ -76,9 +78,13 @@ ALL_MODES = (
     "resident-changed",
     "cached",
     "testmon",
+    "cached-changed",
+    "testmon-changed",
 )
 ENGINE_MODES = ("cold", "warm", "changed")
-RESIDENT_MODES = ("resident", "resident-changed", "cached")
+RESIDENT_MODES = ("resident", "resident-changed", "cached", "cached-changed")
+# Each runs right after a real code change (edit_one_module): a state neither tool saw before.
+EDITED_MODES = ("cached-changed", "testmon-changed")
 BASE = "@base"  # the suffix of the baseline engine's modes
 MEASURE_TIMEOUT = 180
 
@@ -232,6 +238,33 @@ def touch_one_source(suite: Path) -> None:
     )
 
 
+_EDIT_MARK = "# benchmark_optimization.py edit\n"
+
+
+def edit_one_module(suite: Path, serial: int | None) -> None:
+    """A real change to one module of the project's package (the first, by path, that is
+    not an `__init__.py`): a function at its end whose body is `serial`, new each time (None:
+    the function goes). Every tool sees a change from whatever it saw last."""
+    packaged = sorted(
+        p
+        for p in suite.rglob("*.py")
+        if (p.parent / "__init__.py").exists()
+        and p.name != "__init__.py"
+        and "test" not in str(p.relative_to(suite))
+        and not any(
+            part.startswith(".") or part in ("docs", "examples", "bench", "benchmarks")
+            for part in p.relative_to(suite).parts
+        )
+    )
+    if not packaged:
+        return
+    target = packaged[0]
+    text = target.read_text(encoding="utf-8").split(_EDIT_MARK)[0]
+    if serial is not None:
+        text += f"{_EDIT_MARK}def _benchmark_edit():\n    return {serial}\n"
+    target.write_text(text, encoding="utf-8")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--category", action="append", default=[])
@@ -310,9 +343,10 @@ def main() -> int:
     ]
     resident_cmd[resident_cmd.index("--cache-dir") + 1] = str(resident_cache)
     commands["resident"] = commands["resident-changed"] = resident_cmd
-    commands["cached"] = [*resident_cmd, "--skip-cache"]
+    commands["cached"] = commands["cached-changed"] = [*resident_cmd, "--skip-cache"]
     # testmon needs pytest's cache provider (pytest_cmd turns it off).
     commands["testmon"] = [ns.python, "-m", "pytest", "-q", *args, "--testmon"]
+    commands["testmon-changed"] = commands["testmon"]
     fast_server: subprocess.Popen[bytes] | None = None
     if "fast" in modes:
         sock = cache / "fast.sock"
@@ -327,8 +361,10 @@ def main() -> int:
         # The client takes pytest's selection but none of its output options (no -q).
         commands["fast"] = [ns.python, "-m", "pytest_fast", "--address", str(sock), *args]
         measure(commands["fast"], suite, env)  # warm it: the peer's advantage, given fairly
-    for mode in ("resident", "cached", "testmon"):
-        if mode in modes or (mode == "resident" and "resident-changed" in modes):
+    warmed = {"resident": ("resident", "resident-changed"), "cached": ("cached", "cached-changed")}
+    warmed["testmon"] = ("testmon", "testmon-changed")
+    for mode, needs in warmed.items():
+        if any(m in modes for m in needs):
             measure(commands[mode], suite, env)  # records, and starts the resident process
             measure(commands[mode], suite, env)  # the skip cache trusts a second look
     rows = {mode: Row(mode) for mode in modes}
@@ -350,10 +386,14 @@ def main() -> int:
                 if kind in ("changed", "resident-changed"):
                     touch_one_source(suite)
                     edits += 1
+                if kind in EDITED_MODES:
+                    edit_one_module(suite, edits)
+                    edits += 1
                 rows[mode].samples.append(measure(commands[mode], suite, env))
                 if kind in ENGINE_MODES:
                     seen[suffix] = edits
     finally:
+        edit_one_module(suite, None)
         if any(mode in modes for mode in RESIDENT_MODES):
             stop = [ns.python, "-m", "test_framework", "daemon", "stop", "--cache-dir"]
             subprocess.run([*stop, str(resident_cache)], cwd=suite, check=False, env=env)

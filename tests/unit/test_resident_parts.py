@@ -1,0 +1,146 @@
+"""The resident process's decisions, one at a time: when it is wanted, where its socket lives
+and who may use it, what makes a zygote's start differ, what a watch cycle reruns, and how a
+selection narrows a collection."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from test_framework.config import env_ttl_hours, read_env, resident_wanted
+from test_framework.daemon.wire import UnsafeSocket, check_owned, socket_path
+from test_framework.errors import ConfigError
+from test_framework.execution.executor import ExecutorStart
+from test_framework.execution.resident import project_state, zygote_key
+from test_framework.planning import kept
+from test_framework.watch import affected_files, changed_paths
+
+
+def test_resident_is_the_profiles_choice_except_in_ci_unless_asked() -> None:
+    assert resident_wanted(None, None, True, {})
+    assert not resident_wanted(None, None, False, {})
+    assert not resident_wanted(None, None, True, {"CI": "true"})
+    assert resident_wanted(None, None, True, {"CI": "0"})
+    assert resident_wanted(True, None, False, {"CI": "1"})  # --resident wins over CI
+    assert not resident_wanted(False, True, True, {})  # --no-resident wins over everything
+    assert resident_wanted(None, True, False, {"CI": "1"})  # OPTIMIZED_TEST_RESIDENT=true
+    assert read_env({"OPTIMIZED_TEST_RESIDENT": "false"}).resident is False
+
+
+def test_bad_ttl_and_resident_variables_name_what_is_valid() -> None:
+    assert env_ttl_hours("1.5") == 1.5
+    for raw in ("0", "-1", "x", "inf"):
+        with pytest.raises(ConfigError, match=r"CACHE_TTL_HOURS=.*expected hours > 0"):
+            env_ttl_hours(raw)
+    with pytest.raises(ConfigError, match=r"RESIDENT=.*true or false"):
+        read_env({"OPTIMIZED_TEST_RESIDENT": "maybe"})
+
+
+def test_the_socket_lives_in_the_cache_folder_unless_that_path_is_too_long() -> None:
+    root = Path("/p")  # nothing is created: the path is only computed
+    short = socket_path(root / ".tf", root)
+    assert short.parent == root / ".tf"
+    assert short.name.startswith("resident-")
+    assert short.suffix == ".sock"
+    long = socket_path(root / ("d" * 120), root)
+    assert long.parent.name == f"test_framework-{os.getuid()}"
+    assert long.name == short.name  # the same key
+    assert socket_path(root / ".tf", root / "other") != short  # per project
+
+
+def test_a_socket_others_may_use_is_unsafe(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    try:
+        os.chmod(path, 0o600)
+        check_owned(path)
+        os.chmod(path, 0o660)
+        with pytest.raises(UnsafeSocket, match="not a socket closed to other users"):
+            check_owned(path)
+    finally:
+        server.close()
+    path.unlink()
+    path.write_text("")  # a plain file where the socket should be
+    os.chmod(path, 0o600)
+    with pytest.raises(UnsafeSocket, match="not a socket"):
+        check_owned(path)
+    check_owned(tmp_path / "missing.sock")  # nothing there yet: nothing to refuse
+
+
+def start(**changes: object) -> ExecutorStart:
+    values: dict[str, object] = {
+        "cwd": "/p",
+        "env": {"PATH": "/bin", "PWD": "/p", "SHLVL": "1"},
+        "scratch": Path("/tmp/run1"),
+        "warm_argv": ("tests",),
+    }
+    values.update(changes)
+    return ExecutorStart(**values)  # type: ignore[arg-type]
+
+
+def test_a_zygote_is_shared_by_runs_that_differ_only_in_volatile_things() -> None:
+    base = zygote_key(start())
+    assert zygote_key(start(scratch=Path("/tmp/run2"))) == base
+    assert zygote_key(start(env={"PATH": "/bin", "PWD": "/q", "SHLVL": "2"})) == base
+    assert zygote_key(start(protocol_env={"TEST_FRAMEWORK_RECORD_DEPS": "1"})) == base
+    assert zygote_key(start(env={"PATH": "/bin", "MY_FLAG": "1"})) != base
+    assert zygote_key(start(warm_argv=("tests", "-k", "x"))) != base
+    assert zygote_key(start(cwd="/q")) != base
+
+
+def test_the_project_state_moves_with_sources_and_config_not_with_caches(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg/mod.py").write_text("x = 1\n")
+    (tmp_path / "pyproject.toml").write_text("")
+    before = project_state(tmp_path)
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__/mod.pyc").write_bytes(b"0")
+    (tmp_path / ".test_framework").mkdir()
+    (tmp_path / ".test_framework/results.sqlite").write_bytes(b"0")
+    (tmp_path / "notes.txt").write_text("data files are the collection's reads' business")
+    assert project_state(tmp_path) == before
+    (tmp_path / "pkg/mod.py").write_text("x = 22\n")
+    assert project_state(tmp_path) != before
+    moved = project_state(tmp_path)
+    (tmp_path / "pkg/new.py").write_text("")
+    assert project_state(tmp_path) != moved
+
+
+def test_a_watch_cycle_reruns_the_files_that_depend_on_the_change(tmp_path: Path) -> None:
+    files = {
+        "pkg/__init__.py": "",
+        "pkg/leaf.py": "X = 1\n",
+        "pkg/other.py": "Y = 1\n",
+        "tests/test_leaf.py": "from pkg.leaf import X\n",
+        "tests/test_other.py": "from pkg.other import Y\n",
+        "tests/test_data.py": "",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    tests = ["tests/test_leaf.py", "tests/test_other.py", "tests/test_data.py"]
+    assert affected_files(tmp_path, tests, ["pkg/leaf.py"], {}) == ["tests/test_leaf.py"]
+    assert affected_files(tmp_path, tests, ["tests/test_other.py"], {}) == ["tests/test_other.py"]
+    # A data file: placed by what the skip cache recorded, else nobody knows: everything.
+    assert affected_files(tmp_path, tests, ["data.json"], {}) is None
+    recorded = {"tests/test_data.py": ["data.json"]}
+    assert affected_files(tmp_path, tests, ["data.json"], recorded) == ["tests/test_data.py"]
+
+
+def test_changed_paths_are_edits_additions_and_removals() -> None:
+    before = {"a.py": (1, 10), "b.py": (1, 10), "c.py": (1, 10)}
+    after = {"a.py": (1, 10), "b.py": (2, 11), "d.py": (1, 12)}
+    assert changed_paths(before, after) == ["b.py", "c.py", "d.py"]
+    assert changed_paths(before, before) == []
+
+
+def test_a_selection_keeps_node_ids_files_and_classes() -> None:
+    nodeids = ["t/a.py::x", "t/a.py::C::y", "t/b.py::z", "t/b.py::z2", "t/c.py::w"]
+    assert kept(nodeids, ["t/a.py::C"]) == ("t/a.py::C::y",)
+    assert kept(nodeids, ["t/b.py"]) == ("t/b.py::z", "t/b.py::z2")
+    assert kept(nodeids, ["t/b.py::z", "t/c.py"]) == ("t/b.py::z", "t/c.py::w")
+    assert kept(nodeids, ["t/d.py"]) == ()
