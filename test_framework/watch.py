@@ -23,6 +23,9 @@ from typing import TextIO
 
 import anyio
 
+if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
+    from exceptiongroup import BaseExceptionGroup
+
 from .execution.resident import WarmPool, warm_pool
 from .exit_codes import ExitCode
 from .fingerprint import SKIP_DIRS
@@ -51,9 +54,20 @@ def watch(settings: RunSettings, prog: str, clear_cache: bool) -> int:
         clear_store_folder(settings.cache_dir)
     try:
         return anyio.run(watch_loop, settings, sys.stdout, backend="asyncio")
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        # Ctrl-C while waiting arrives bare, or wrapped by the warm pool's task group.
+        if not _is_interrupt(exc):
+            raise
         print(f"{prog}: watch ended", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_interrupt(e) for e in exc.exceptions)
+    return False
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
