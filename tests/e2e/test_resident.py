@@ -50,9 +50,10 @@ def environ() -> dict[str, str]:
     }
 
 
-def engine(root: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def python(root: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` in the project, with the test's environment, its output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "test_framework", "--resident", "-rA", *args],
+        [sys.executable, *args],
         cwd=root,
         capture_output=True,
         text=True,
@@ -62,31 +63,19 @@ def engine(root: Path, *args: str, timeout: float = 120) -> subprocess.Completed
     )
 
 
+def engine(root: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return python(root, "-m", "test_framework", "--resident", "-rA", *args, timeout=timeout)
+
+
 def daemon(root: Path, action: str) -> dict[str, str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "test_framework", "daemon", action],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        env=environ(),
-    )
+    done = python(root, "-m", "test_framework", "daemon", action, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     pairs = [line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line]
     return {} if action == "stop" else dict(pairs)
 
 
 def plain_pytest(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "-p", "no:benchmark"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env=environ(),
-    )
+    return python(root, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "-p", "no:benchmark")
 
 
 def outcomes(output: str) -> dict[str, str]:
@@ -149,15 +138,7 @@ def test_every_edit_is_seen(project: Path) -> None:
 
 def test_the_client_imports_nothing_heavy(project: Path) -> None:
     engine(project)  # the resident process is up
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "test_framework", "--resident"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env=environ(),
-    )
+    done = python(project, "-X", "importtime", "-m", "test_framework", "--resident")
     assert done.returncode == 0, done.stdout + done.stderr
     imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
     assert "test_framework.daemon.client" in imported
