@@ -12,11 +12,12 @@ no file it imported changed; an edit to one replaces it, and only it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
@@ -55,7 +56,8 @@ def watch(settings: RunSettings, prog: str, clear_cache: bool) -> int:
     try:
         return anyio.run(watch_loop, settings, sys.stdout, backend="asyncio")
     except BaseException as exc:
-        # Ctrl-C while waiting arrives bare, or wrapped by the warm pool's task group.
+        # Ctrl-C while waiting arrives bare, or wrapped by the warm pool's task group beside
+        # the cancellations it caused.
         if not _is_interrupt(exc):
             raise
         print(f"{prog}: watch ended", file=sys.stderr)
@@ -63,11 +65,22 @@ def watch(settings: RunSettings, prog: str, clear_cache: bool) -> int:
 
 
 def _is_interrupt(exc: BaseException) -> bool:
-    if isinstance(exc, KeyboardInterrupt):
-        return True
+    """Ctrl-C, alone or with the cancellations it set off (asyncio's runner cancels the main
+    task on SIGINT; the task group gathers what its children raised)."""
     if isinstance(exc, BaseExceptionGroup):
-        return all(_is_interrupt(e) for e in exc.exceptions)
-    return False
+        leaves = list(_leaves(exc))
+        return any(isinstance(e, KeyboardInterrupt) for e in leaves) and all(
+            isinstance(e, (KeyboardInterrupt, asyncio.CancelledError)) for e in leaves
+        )
+    return isinstance(exc, KeyboardInterrupt)
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:

@@ -4,11 +4,16 @@ selection narrows a collection."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 from test_framework.config import env_ttl_hours, read_env, resident_wanted
 from test_framework.daemon.wire import UnsafeSocket, check_owned, socket_path
@@ -16,7 +21,7 @@ from test_framework.errors import ConfigError
 from test_framework.execution.executor import ExecutorStart
 from test_framework.execution.resident import project_state, zygote_key
 from test_framework.planning import kept
-from test_framework.watch import affected_files, changed_paths
+from test_framework.watch import _is_interrupt, affected_files, changed_paths
 
 
 def test_resident_is_the_profiles_choice_except_in_ci_unless_asked() -> None:
@@ -144,3 +149,13 @@ def test_a_selection_keeps_node_ids_files_and_classes() -> None:
     assert kept(nodeids, ["t/b.py"]) == ("t/b.py::z", "t/b.py::z2")
     assert kept(nodeids, ["t/b.py::z", "t/c.py"]) == ("t/b.py::z", "t/c.py::w")
     assert kept(nodeids, ["t/d.py"]) == ()
+
+
+def test_ctrl_c_ends_a_watch_even_when_it_comes_wrapped_with_the_cancellations_it_caused() -> None:
+    interrupt, cancelled = KeyboardInterrupt(), asyncio.CancelledError()
+    assert _is_interrupt(interrupt)
+    assert _is_interrupt(BaseExceptionGroup("pool", [interrupt, cancelled]))
+    assert _is_interrupt(BaseExceptionGroup("outer", [BaseExceptionGroup("pool", [interrupt])]))
+    # A cancellation without Ctrl-C, or an error beside it, is not an interrupt: it is reported.
+    assert not _is_interrupt(BaseExceptionGroup("pool", [cancelled]))
+    assert not _is_interrupt(BaseExceptionGroup("pool", [interrupt, ValueError("bug")]))
