@@ -135,7 +135,7 @@ class CacheState:
         now = time.time()
         if not self.worker_died:
             for test_file, nodeids in collected.items():
-                if test_file in self.decision.cached:
+                if test_file in self.decision.cached:  # its record stands (reruns too)
                     continue
                 got = {n: outcomes[n] for n in nodeids if n in outcomes}
                 if len(got) != len(nodeids) or _UNRECORDABLE & set(got.values()):
@@ -176,7 +176,9 @@ class CacheState:
             state = "unchanged" if now == digest else ("missing" if now == MISSING else "changed")
             lines.append(f"  {state:9} {path}")
         self.decide({test_file: tuple(record.outcomes)})
-        if test_file in self.decision.cached:
+        if nodeid in self.decision.rerun():
+            lines.append(f"next run: runs: it was {outcome} (the rest of its file is cached)")
+        elif test_file in self.decision.cached:
             lines.append("next run: reported from the cache (unless the trip-wire samples it)")
         else:
             lines.append(f"next run: runs: {self.decision.runs.get(test_file, 'unknown')}")

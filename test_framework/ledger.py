@@ -158,6 +158,11 @@ class Ledger:
         for nodeid in found:
             self.planned.setdefault(nodeid)
 
+    def seen_in_context(self, nodeids: Iterable[NodeId]) -> None:
+        """Failures already seen in pytest's context with nothing changed since (the skip
+        cache's records): failing again out of it, they are final without a confirmation."""
+        self.confirmed.update(nodeids)
+
     def record(
         self, result: TestResult, context: str | None = None, *, alone: bool = False
     ) -> tuple[Decision, ...]:

@@ -48,11 +48,12 @@ from .execution.summary import SummaryRequest, plugin_summary
 from .exit_codes import ExitCode
 from .fingerprint import input_digest
 from .ledger import Ledger, RetryPolicy
-from .models import Collection, Plan, RunSummary, Shard, file_of
+from .models import Collection, NodeId, Plan, RunSummary, Shard, file_of
 from .planning import (
     FORK_MIN_SHARD_SECONDS,
     SPAWN_MIN_SHARD_SECONDS,
     PlanInput,
+    ids_by_file,
     in_order_shard,
     kept,
     make_plan,
@@ -182,6 +183,7 @@ class Orchestrator:
         context_files = await self._context_files(db)
         unstable = await self._unstable_files(db)
         planned = collection
+        partial_files: dict[str, list[NodeId]] = {}
         reusing = settings.profile.skip_cache and settings.reuse_results
         reusing = reusing and not (settings.only or settings.serial)
         if self.cache is not None and stop is None and reusing:
@@ -193,8 +195,14 @@ class Orchestrator:
                     "have reported run, to be compared"
                 )
             elif decision.cached:
-                kept = tuple(n for n in collection.nodeids if file_of(n) not in decision.cached)
+                rerun = decision.rerun()
+                kept = tuple(
+                    n for n in collection.nodeids if file_of(n) not in decision.cached or n in rerun
+                )
                 planned = replace(collection, nodeids=kept)
+                by_file = ids_by_file(collection.nodeids)
+                partial_files = {f: by_file[f] for f in {file_of(n) for n in rerun}}
+                self.ledger.seen_in_context(decision.failed_in_context())
                 self.cache.sample(self.random_source)
             self.ledger.notes.extend(self.cache.notes())
         dispatcher = Dispatcher(
@@ -221,6 +229,7 @@ class Orchestrator:
             early=start.early,
             context_files=context_files,
             unstable=unstable,
+            partial_files=partial_files,
         )
         if not collected_any:
             raise self._nothing_collected()
@@ -297,13 +306,14 @@ class Orchestrator:
         early: bool,
         context_files: Mapping[str, str],
         unstable: set[str],
+        partial_files: Mapping[str, Sequence[NodeId]],
     ) -> tuple[list[Shard], Plan]:
         settings = self.settings
         known = sum(1 for n in collection.nodeids if n in history.durations)
         # One worker told to stop at a failure: pytest's order, so it stops where pytest would.
         stops_in_order = bool(self.ledger.maxfail) and settings.fixed_workers == 1
         if settings.one_worker_in_order or stops_in_order:
-            shard = in_order_shard(collection.nodeids, settings.only)
+            shard = in_order_shard(collection.nodeids, settings.only, partial_files)
             plan = Plan((shard,), known, collection.error_results(), terminal=collection.terminal)
             return [shard], plan
         slots = plan_slots(
@@ -330,6 +340,7 @@ class Orchestrator:
                 # Each shard collects its own files: an early warm process, or spawned workers.
                 collects_per_shard=early or not forked,
                 context_files=context_files,
+                partial_files=partial_files,
             )
         )
         files = {file_of(n) for n in collection.nodeids}

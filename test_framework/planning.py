@@ -48,6 +48,9 @@ class PlanInput:
     # Files whose tests needed pytest's context in an earlier run (-> why): they run whole, in
     # order, in one worker that collects the whole selection first.
     context_files: Mapping[str, str] = field(default_factory=dict)
+    # Files of which only some tests run (the skip cache reports the rest) -> every id of the
+    # file in collection order: their tests are named, by position among these, never sliced.
+    partial_files: Mapping[str, Sequence[NodeId]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +120,7 @@ def make_plan(plan: PlanInput) -> list[Shard]:
     if not plan.nodeids:
         return []
     expected = estimate_durations(plan.nodeids, plan.durations)
-    known = ids_by_file(plan.nodeids)
+    known = {**ids_by_file(plan.nodeids), **plan.partial_files}
     serial = [n for n in plan.nodeids if n in set(plan.serial)]
     constrained = set(serial) | {n for n in plan.nodeids if plan.resources.get(n)}
     special: list[Shard] = []
@@ -132,22 +135,30 @@ def make_plan(plan: PlanInput) -> list[Shard]:
         special.append(_context_shard(in_context, expected, constrained, plan.explicit_ids, known))
     placed = constrained | set(in_context)
     rest = [n for n in plan.nodeids if n not in placed]
-    touched = {file_of(n) for n in constrained}
+    touched = {file_of(n) for n in constrained} | set(plan.partial_files)
     packed = _pack(rest, expected, plan, touched, known) if rest else []
     failures = set(plan.recent_failures)
     packed.sort(key=lambda s: (not any(n in failures for n in s.nodeids), -s.expected_duration))
     return [replace(s, shard_id=index) for index, s in enumerate(special + packed, start=1)]
 
 
-def in_order_shard(nodeids: Sequence[NodeId], only: Sequence[NodeId] = ()) -> Shard:
+def in_order_shard(
+    nodeids: Sequence[NodeId],
+    only: Sequence[NodeId] = (),
+    partial_files: Mapping[str, Sequence[NodeId]] | None = None,
+) -> Shard:
     """Plain pytest's run as one shard: every file whole, in collection order, in one worker
-    that collected everything (`only`: just those tests, in that order, for a probe)."""
+    that collected everything (`only`: just those tests, in that order, for a probe; a file in
+    `partial_files` runs only its tests among `nodeids`, named)."""
     if only:
         return Shard(
             1, tuple(only), 0.0, explicit_selection(only), splittable=False, full_collection=True
         )
-    files = tuple(dict.fromkeys(file_of(n) for n in nodeids))
-    selection = tuple(FileSlice(f, 0, 1) for f in files)
+    partial = partial_files or {}
+    selection = tuple(
+        named_tests(f, ids, partial[f]) if f in partial else FileSlice(f, 0, 1)
+        for f, ids in ids_by_file(nodeids).items()
+    )
     return Shard(1, tuple(nodeids), 0.0, selection, splittable=False, full_collection=True)
 
 

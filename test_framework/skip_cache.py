@@ -4,9 +4,11 @@ the file index and the import graph, and hands in plain data.
 
 Sound before precise: a file is cached only when its environment, every file it depended on
 (its static imports, its conftest chain, the configuration, and what it imported and read at
-run time), and its list of tests are as recorded; when every test's recorded outcome is one
-that may be reused; and when the record is younger than the TTL. A changed project file that
-no test file is known to depend on (an "unplaced" change: a script a test runs in a
+run time), and its list of tests are as recorded, and when the record is younger than the TTL.
+Of a cached file, the tests whose recorded outcome may be reused (passed, skipped, xfailed) are
+reported; the others (failed, errored, flaky) run again, alone, as `--last-failed` would run
+them; the file's record stays as it was until the whole file runs again. A changed project file
+that no test file is known to depend on (an "unplaced" change: a script a test runs in a
 subprocess, say) makes nothing cached: everything runs.
 """
 
@@ -30,11 +32,32 @@ class CacheDecision:
     unplaced: tuple[str, ...] = ()  # changed files no test file depends on
 
     def cached_outcomes(self) -> dict[NodeId, tuple[Outcome, float]]:
-        """Each cached test: its recorded outcome and when it was recorded."""
+        """Each test reported from its record: its recorded outcome and when it was recorded."""
         return {
             nodeid: (outcome, record.recorded_at)
             for record in self.cached.values()
             for nodeid, outcome in record.outcomes.items()
+            if outcome in REUSABLE
+        }
+
+    def failed_in_context(self) -> set[NodeId]:
+        """The reruns whose record says they failed or errored in pytest's context (a record
+        holds a whole file's run, its failures confirmed there) with nothing they depend on
+        changed since: failing again alone, they need no new confirmation in context."""
+        return {
+            nodeid
+            for record in self.cached.values()
+            for nodeid, outcome in record.outcomes.items()
+            if outcome in (Outcome.FAILED, Outcome.ERROR)
+        }
+
+    def rerun(self) -> set[NodeId]:
+        """The tests of cached files that run all the same: their record says they failed."""
+        return {
+            nodeid
+            for record in self.cached.values()
+            for nodeid, outcome in record.outcomes.items()
+            if outcome not in REUSABLE
         }
 
 
@@ -90,9 +113,6 @@ def _why_it_runs(
         return f"recorded {(now - record.recorded_at) / 3600:.1f} h ago, past the TTL"
     if set(nodeids) != set(record.outcomes):
         return "its tests are not the recorded ones"
-    unusable = [n for n, outcome in record.outcomes.items() if outcome not in REUSABLE]
-    if unusable:
-        return f"{unusable[0]} was {record.outcomes[unusable[0]]}"
     for path, recorded in record.dependencies.items():
         if digest(path) != recorded:
             return f"{path} changed"
@@ -121,14 +141,14 @@ def sample(
     collected and the file costs much (its imports), so the sample lands in as few files as it
     can; which files, changes from run to run."""
     files = list(decision.cached.items())
-    total = sum(len(record.outcomes) for _, record in files)
+    total = len(decision.cached_outcomes())
     if not total or share <= 0:
         return ()
     count = max(1, math.ceil(share * total))
     file_keys = {name: random_source() for name, _ in files}
     chosen: list[NodeId] = []
     for _, record in sorted(files, key=lambda item: file_keys[item[0]]):
-        keys = {nodeid: random_source() for nodeid in record.outcomes}
+        keys = {n: random_source() for n, outcome in record.outcomes.items() if outcome in REUSABLE}
         chosen.extend(sorted(keys, key=keys.__getitem__)[: count - len(chosen)])
         if len(chosen) == count:
             break

@@ -164,6 +164,23 @@ def test_unchanged_files_are_reported_cached_and_edits_run_what_they_reach(
     }
 
 
+def test_a_failed_test_runs_alone_while_its_passing_neighbours_are_cached(project: Path) -> None:
+    (project / "tests/test_mixed.py").write_text(
+        "import os\n\n\ndef test_ok():\n    pass\n\n\n"
+        "def test_fixed_outside():\n    assert os.environ.get('FIXED')\n"
+    )
+    options = ("--cache-tests", "--cache-tests-sample", "0")
+    assert pytest_run(project, *options)[0].returncode == 1
+    done, outcomes = pytest_run(project, *options)
+    assert done.returncode == 1
+    assert outcomes["tests/test_mixed.py::test_fixed_outside"] == "failed"
+    assert outcomes["tests/test_mixed.py::test_ok"] == "cached"
+    assert ran(outcomes) == {"test_mixed.py"}
+    done, outcomes = pytest_run(project, *options, env={"FIXED": "1"})
+    assert done.returncode == 0, done.stdout
+    assert outcomes["tests/test_mixed.py::test_fixed_outside"] == "passed"
+
+
 def test_results_and_durations_reach_the_engines_store(project: Path) -> None:
     cached_run(project)
     cached_run(project)

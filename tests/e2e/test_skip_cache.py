@@ -1,7 +1,7 @@
 """The skip cache (opt-in, `skip_cache = true`): a test file whose every dependency is as
 recorded reports its recorded outcome as `cached`; an edit to what it imports (also by a
 computed name) or reads runs it; a change no record can place runs everything; a failure is
-never cached; `--no-cache` runs everything and still records."""
+never cached (it runs alone, the rest of its file cached); `--no-cache` runs everything and still records."""
 
 from __future__ import annotations
 
@@ -115,6 +115,42 @@ def test_no_cache_runs_everything_and_still_records(project: Path) -> None:
     done, outcomes = run(project, "--no-cache")
     assert set(outcomes.values()) == {"passed"}, done.stdout
     assert set(run(project)[1].values()) == {"cached"}
+
+
+def test_a_failed_test_runs_alone_while_the_rest_of_its_file_is_cached(tmp_path: Path) -> None:
+    """As `--last-failed` would: the failed test runs each time (its state is outside any
+    file, here an environment variable), its passing neighbours are reported from the record."""
+    root = tmp_path / "mixed"
+    root.mkdir()
+    (root / "pyproject.toml").write_text(
+        "[tool.test_framework.profiles.balanced]\nskip_cache = true\ncache_sample = 0.0\n"
+    )
+    (root / "test_mixed.py").write_text(
+        "import os\n\n\ndef test_ok():\n    pass\n\n\n"
+        "def test_fixed_outside():\n    assert os.environ.get('FIXED')\n\n\n"
+        "def test_ok_too():\n    pass\n"
+    )
+    done, outcomes = run(root)
+    assert outcomes["test_mixed.py::test_fixed_outside"] == "failed", done.stdout
+    done, outcomes = run(root)
+    assert outcomes == {
+        "test_mixed.py::test_ok": "cached",
+        "test_mixed.py::test_fixed_outside": "failed",
+        "test_mixed.py::test_ok_too": "cached",
+    }, done.stdout
+    assert done.returncode == 1
+    why = subprocess.run(
+        [sys.executable, "-m", "test_framework", "why", "test_mixed.py::test_fixed_outside"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "next run: runs: it was failed (the rest of its file is cached)" in why.stdout
+    done, outcomes = run(root, env={"FIXED": "1"})
+    assert outcomes["test_mixed.py::test_fixed_outside"] == "passed", done.stdout
+    assert done.returncode == 0
+    assert re.search(r"=+ 1 passed, 2 cached in ", done.stdout), done.stdout
 
 
 def test_the_trip_wire_runs_every_cached_test_when_a_sample_disagrees(tmp_path: Path) -> None:

@@ -57,28 +57,32 @@ def test_each_doubt_runs_the_file_and_says_why() -> None:
         "a dependency is gone": run_decide(record(), {"conftest.py": "missing"}),
         "the environment changed": run_decide(record(environment="env0")),
         "past the TTL": run_decide(record(recorded_at=NOW - 2 * DAY)),
-        "a failed test": run_decide(
-            record(
-                outcomes={
-                    "tests/test_a.py::t1": Outcome.FAILED,
-                    "tests/test_a.py::t2": Outcome.PASSED,
-                }
-            )
-        ),
-        "a flaky test": run_decide(
-            record(
-                outcomes={
-                    "tests/test_a.py::t1": Outcome.FLAKY,
-                    "tests/test_a.py::t2": Outcome.PASSED,
-                }
-            )
-        ),
         "a new test": run_decide(record(outcomes={"tests/test_a.py::t1": Outcome.PASSED})),
         "needs pytest's context": run_decide(record(), always_run=["tests/test_a.py"]),
     }
     for case, decision in cases.items():
         assert not decision.cached, case
         assert decision.runs["tests/test_a.py"], case
+
+
+def test_a_failed_or_flaky_test_runs_alone_and_the_rest_of_its_file_is_reported() -> None:
+    for failing in (Outcome.FAILED, Outcome.ERROR, Outcome.FLAKY):
+        decision = run_decide(
+            record(outcomes={"tests/test_a.py::t1": failing, "tests/test_a.py::t2": Outcome.PASSED})
+        )
+        assert set(decision.cached) == {"tests/test_a.py"}, failing
+        assert decision.rerun() == {"tests/test_a.py::t1"}, failing
+        assert set(decision.cached_outcomes()) == {"tests/test_a.py::t2"}, failing
+        # The trip-wire samples only what would be reported; a failing test runs anyway.
+        assert sample(decision, 1.0, random.Random(1).random) == ("tests/test_a.py::t2",)
+    # Once its file changes, the whole file runs, as any other doubt makes it.
+    changed = run_decide(
+        record(
+            outcomes={"tests/test_a.py::t1": Outcome.FAILED, "tests/test_a.py::t2": Outcome.PASSED}
+        ),
+        {"pkg/leaf.py": "l2"},
+    )
+    assert not changed.cached and not changed.rerun()
 
 
 def test_a_change_no_record_places_runs_everything() -> None:
