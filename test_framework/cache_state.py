@@ -99,9 +99,13 @@ class CacheState:
             self.decision.cached.clear()
         return self.decision
 
-    def sample(self, random_source: Callable[[], float]) -> tuple[NodeId, ...]:
+    def sample(
+        self,
+        random_source: Callable[[], float],
+        durations: Mapping[NodeId, float] | None = None,
+    ) -> tuple[NodeId, ...]:
         """The trip-wire's sample (skip_cache.sample), kept for the verdict."""
-        self.sampled = sample(self.decision, self.sample_share, random_source)
+        self.sampled = sample(self.decision, self.sample_share, random_source, durations)
         return self.sampled
 
     def tripped(self, outcomes: Mapping[NodeId, Outcome]) -> str | None:

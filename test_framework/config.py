@@ -9,18 +9,13 @@ valid, because a silently ignored typo in a config file is a wrong answer nobody
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, ProjectError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+from .toml_files import TOMLDecodeError, parse_toml
 
 CATEGORY_NAMES = ("smoke", "unit", "integration", "agents", "performance", "e2e", "all")
 PROFILE_NAMES = ("ultra_fast", "aggressive", "balanced", "conservative")
@@ -130,9 +125,8 @@ def shipped_config_dir() -> Path:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
+        return parse_toml(path.read_bytes())
+    except (TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise ProjectError(f"{path}: cannot be read: {exc.strerror}") from None

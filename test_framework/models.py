@@ -296,7 +296,7 @@ class Plan:
     unstable_files: tuple[str, ...] = ()
     terminal: Terminal = field(default_factory=Terminal)
     cached: int = 0  # tests the skip cache reports from their last run: in no shard
-    sampled: int = 0  # cached tests run anyway (the trip-wire), in shards made at the start
+    sampled: int = 0  # of the planned tests, those the trip-wire drew from the cached ones
 
     @property
     def test_count(self) -> int:

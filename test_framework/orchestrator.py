@@ -53,7 +53,6 @@ from .planning import (
     FORK_MIN_SHARD_SECONDS,
     SPAWN_MIN_SHARD_SECONDS,
     PlanInput,
-    ids_by_file,
     in_order_shard,
     kept,
     make_plan,
@@ -195,15 +194,10 @@ class Orchestrator:
                     "have reported run, to be compared"
                 )
             elif decision.cached:
-                rerun = decision.rerun()
-                kept = tuple(
-                    n for n in collection.nodeids if file_of(n) not in decision.cached or n in rerun
+                planned, partial_files = self.cache.planned(
+                    collection, self.random_source, history.durations
                 )
-                planned = replace(collection, nodeids=kept)
-                by_file = ids_by_file(collection.nodeids)
-                partial_files = {f: by_file[f] for f in {file_of(n) for n in rerun}}
                 self.ledger.seen_in_context(decision.failed_in_context())
-                self.cache.sample(self.random_source)
             self.ledger.notes.extend(self.cache.notes())
         dispatcher = Dispatcher(
             settings,
@@ -234,7 +228,7 @@ class Orchestrator:
         if not collected_any:
             raise self._nothing_collected()
         sampled = len(self.cache.sampled) if self.cache is not None else 0
-        cached = len(collection.nodeids) - len(planned.nodeids) - sampled
+        cached = len(collection.nodeids) - len(planned.nodeids)
         plan = replace(plan, cached=cached, sampled=sampled)
         widened = dispatcher.slots.widened(dispatcher.limiter.capacity, busy)
         started_event = RunStarted(self._context(), plan, widened or dispatcher.limiter.capacity)
@@ -251,8 +245,6 @@ class Orchestrator:
                 owed, shards = (), []
             self.ledger.plan([*owed, *(e.nodeid for e in collection.errors)])
             dispatcher.load(shards, collection.nodeids)
-            if self.cache is not None:
-                dispatcher.add(self.cache.sampled)
             if forked and fraction is None:
                 dispatcher.first = FirstTests.for_cores(settings.cores)
             self.bus.emit(started_event)

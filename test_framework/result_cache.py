@@ -69,8 +69,24 @@ class ResultCache:
     def decide(self, collection: Collection, always_run: Iterable[str]) -> CacheDecision:
         return self.state.decide(ids_by_file(collection.nodeids), always_run)
 
-    def sample(self, random_source: Callable[[], float]) -> tuple[NodeId, ...]:
-        return self.state.sample(random_source)
+    def planned(
+        self,
+        collection: Collection,
+        random_source: Callable[[], float],
+        durations: Mapping[NodeId, float],
+    ) -> tuple[Collection, dict[str, list[NodeId]]]:
+        """What runs of a collection the decision caches some of: the files not cached, the
+        failed tests of cached ones, and the trip-wire's sample (drawn now); and the files of
+        which only some tests run, with every id of each (the planner names their tests)."""
+        decision = self.decision
+        sampled = set(self.state.sample(random_source, durations))
+        runs_anyway = decision.rerun() | sampled
+        kept = tuple(
+            n for n in collection.nodeids if file_of(n) not in decision.cached or n in runs_anyway
+        )
+        by_file = ids_by_file(collection.nodeids)
+        partial = {f: by_file[f] for f in {file_of(n) for n in runs_anyway}}
+        return replace(collection, nodeids=kept), partial
 
     def tripped(self, final: Mapping[NodeId, TestResult]) -> str | None:
         return self.state.tripped({nodeid: result.outcome for nodeid, result in final.items()})

@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import tomllib
+from .toml_files import parse_toml
 
 
 def find_rootdir(invocation: Path, pytest_args: Sequence[str] = ()) -> Path:
@@ -80,7 +80,7 @@ def _configures_pytest(path: Path) -> bool:
         return True
     try:
         if path.name == "pyproject.toml":
-            tool = tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {})
+            tool = parse_toml(path.read_bytes()).get("tool", {})
             pytest_table = tool.get("pytest", {}) if isinstance(tool, dict) else {}
             return isinstance(pytest_table, dict) and bool(pytest_table)
         parser = configparser.ConfigParser(interpolation=None)

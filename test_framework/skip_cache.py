@@ -15,6 +15,7 @@ subprocess, say) makes nothing cached: everything runs.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -133,26 +134,57 @@ def confirm(decision: CacheDecision, collected: Mapping[str, Sequence[NodeId]]) 
 
 
 def sample(
-    decision: CacheDecision, share: float, random_source: Callable[[], float]
+    decision: CacheDecision,
+    share: float,
+    random_source: Callable[[], float],
+    durations: Mapping[NodeId, float] | None = None,
 ) -> tuple[NodeId, ...]:
     """The trip-wire: a share (at least one unless 0) of the tests the cache would report, to
     run anyway. Drawn as clusters: the cached files in a random order, and from each, its
     tests in a random order, until the count is reached. A test costs little once its file is
     collected and the file costs much (its imports), so the sample lands in as few files as it
-    can; which files, changes from run to run."""
+    can; which files, changes from run to run. With `durations` (the stored ones), a test's
+    chance goes as the inverse of its duration (weighted sampling: key u ** duration), a
+    file's as the inverse of its tests' mean: the check stays cheap (a property-based test
+    can take seconds), and no test is out of its reach."""
     files = list(decision.cached.items())
     total = len(decision.cached_outcomes())
     if not total or share <= 0:
         return ()
     count = max(1, math.ceil(share * total))
-    file_keys = {name: random_source() for name, _ in files}
+    cost = _costs(decision, durations or {})
+    file_keys = {
+        name: _weighted_key(random_source(), statistics.fmean(cost[n] for n in record.outcomes))
+        for name, record in files
+    }
     chosen: list[NodeId] = []
-    for _, record in sorted(files, key=lambda item: file_keys[item[0]]):
-        keys = {n: random_source() for n, outcome in record.outcomes.items() if outcome in REUSABLE}
-        chosen.extend(sorted(keys, key=keys.__getitem__)[: count - len(chosen)])
+    for _, record in sorted(files, key=lambda item: -file_keys[item[0]]):
+        keys = {
+            n: _weighted_key(random_source(), cost[n])
+            for n, outcome in record.outcomes.items()
+            if outcome in REUSABLE
+        }
+        chosen.extend(sorted(keys, key=lambda n: -keys[n])[: count - len(chosen)])
         if len(chosen) == count:
             break
     return tuple(chosen)
+
+
+_SHORTEST = 1e-4  # seconds: no test counts as free
+
+
+def _costs(decision: CacheDecision, durations: Mapping[NodeId, float]) -> dict[NodeId, float]:
+    """Each cached test's expected cost: its stored duration, else the median of the known
+    ones (1 when none is known: every test alike)."""
+    nodeids = [n for record in decision.cached.values() for n in record.outcomes]
+    known = [durations[n] for n in nodeids if n in durations]
+    typical = statistics.median(known) if known else 1.0
+    return {n: max(_SHORTEST, durations.get(n, typical)) for n in nodeids}
+
+
+def _weighted_key(uniform: float, cost: float) -> float:
+    """Efraimidis-Spirakis: with weight 1/cost, the key u ** (1/weight); highest keys first."""
+    return float(uniform**cost)
 
 
 def reported(decision: CacheDecision, sampled: Iterable[NodeId]) -> dict[NodeId, str]:

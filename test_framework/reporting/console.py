@@ -131,7 +131,7 @@ class ConsoleReporter:
 
     def _run_started(self, event: RunStarted) -> None:
         plan = event.plan
-        self.total = plan.test_count + plan.sampled + len(plan.collection_errors)
+        self.total = plan.test_count + len(plan.collection_errors)
         self.capacity = event.capacity
         self.terminal = plan.terminal
         self.planned = len(plan.shards)
@@ -140,7 +140,7 @@ class ConsoleReporter:
         self._write(banner("test_framework", "=", self.width) + "\n")
         self._write(
             f"rootdir: {event.context.project_root}\n"
-            f"collected {plural(plan.test_count + plan.cached + plan.sampled + deselected, 'test')}"
+            f"collected {plural(plan.test_count + plan.cached + deselected, 'test')}"
             f"{f' / {deselected} deselected / {plan.test_count} selected' if deselected else ''}"
             f"{f' ({plan.cached} cached)' if plan.cached else ''}"
             f" in {plural(len(plan.shards), 'shard')}, "

@@ -138,6 +138,10 @@ class RunRows:
 
     def _test_finished(self, event: TestFinished) -> Rows:
         result = event.result
+        if result.outcome is Outcome.CACHED:
+            # Not a result of this run: its record holds the result, the run's counts say how
+            # many were reported (a row each cost a run with nothing changed most of its time).
+            return Rows()
         writes = [self._attempt(result)]
         if result.outcome not in _NOT_A_RUN:
             writes.append(self._stats(result))

@@ -187,15 +187,23 @@ def test_results_and_durations_reach_the_engines_store(project: Path) -> None:
     with sqlite3.connect(project / ".test_framework" / "results.sqlite") as db:
         runs = db.execute("SELECT run_id, profile FROM runs ORDER BY started_at").fetchall()
         assert [profile for _, profile in runs] == ["pytest", "pytest"]
-        last = dict(
-            db.execute("SELECT nodeid, outcome FROM results WHERE run_id = ?", (runs[1][0],))
+        first, last = (
+            dict(db.execute("SELECT nodeid, outcome FROM results WHERE run_id = ?", (run,)))
+            for run, _ in runs
+        )
+        counts = json.loads(
+            db.execute("SELECT counts FROM runs WHERE run_id = ?", (runs[1][0],)).fetchone()[0]
         )
         stats = dict(db.execute("SELECT nodeid, runs FROM test_stats"))
         records = [row[0] for row in db.execute("SELECT test_file FROM file_records")]
-    assert set(last.values()) == {"cached"}
-    assert len(last) == 5
-    assert stats == dict.fromkeys(last, 1)  # a cached report is no run of the test
-    assert sorted(records) == sorted({n.split("::")[0] for n in last})
+    assert set(first.values()) == {"passed"}
+    assert len(first) == 5
+    # A cached report is no result of its run: counted in the run's row, no result row, no run
+    # of the test in its statistics.
+    assert last == {}
+    assert counts == {"cached": 5}
+    assert stats == dict.fromkeys(first, 1)
+    assert sorted(records) == sorted({n.split("::")[0] for n in first})
 
 
 def test_the_trip_wire_distrusts_a_cache_that_lies(project: Path) -> None:

@@ -1,7 +1,8 @@
 """The skip cache (opt-in, `skip_cache = true`): a test file whose every dependency is as
 recorded reports its recorded outcome as `cached`; an edit to what it imports (also by a
 computed name) or reads runs it; a change no record can place runs everything; a failure is
-never cached (it runs alone, the rest of its file cached); `--no-cache` runs everything and still records."""
+never cached (it runs alone, the rest of its file cached); `--no-cache` runs everything and
+still records."""
 
 from __future__ import annotations
 

@@ -82,7 +82,8 @@ def test_a_failed_or_flaky_test_runs_alone_and_the_rest_of_its_file_is_reported(
         ),
         {"pkg/leaf.py": "l2"},
     )
-    assert not changed.cached and not changed.rerun()
+    assert not changed.cached
+    assert not changed.rerun()
 
 
 def test_a_change_no_record_places_runs_everything() -> None:
@@ -173,3 +174,24 @@ def test_confirm_narrows_a_decision_made_before_collection() -> None:
     )
     assert list(decision.cached) == ["tests/test_a.py"]  # test_c.py: not in this run
     assert decision.runs == {"tests/test_b.py": "its tests are not the recorded ones"}
+
+
+def test_the_sample_favours_quick_tests_yet_reaches_slow_ones() -> None:
+    """Weighted by the inverse of each test's stored duration: ten times slower, about ten
+    times rarer; without durations, every test alike."""
+    outcomes = {f"t.py::fast{i}": Outcome.PASSED for i in range(50)}
+    outcomes |= {f"t.py::slow{i}": Outcome.PASSED for i in range(50)}
+    decision = CacheDecision(cached={"t.py": FileRecord("t.py", "e", {}, outcomes, NOW)})
+    durations = {n: 0.005 if "fast" in n else 0.05 for n in outcomes}
+
+    def slow_share(with_durations: dict[str, float] | None) -> tuple[float, int]:
+        draws = [
+            sample(decision, 0.1, random.Random(seed).random, with_durations) for seed in range(200)
+        ]
+        slow = [n for drawn in draws for n in drawn if "slow" in n]
+        return len(slow) / sum(map(len, draws)), len(set(slow))
+
+    share, reached = slow_share(durations)
+    assert share < 0.2
+    assert reached > 25  # most slow tests were drawn at least once
+    assert 0.4 < slow_share(None)[0] < 0.6

@@ -213,3 +213,19 @@ async def test_an_early_zygote_leaves_collection_to_each_child(
         assert imports == [("test_a", str(child))]
     else:
         assert sorted(imports) == [("test_a", str(zygote.pid)), ("test_b", str(zygote.pid))]
+
+
+def test_the_zygote_indexes_module_files_once_for_every_childs_tracebacks() -> None:
+    """pytest formats a failure through inspect.findsource, whose first lookup walks every
+    loaded module; the zygote does it before forking, so no child pays it."""
+    import inspect
+
+    import _pytest.python
+
+    from test_framework.worker.fork_server import _index_module_files
+
+    path = inspect.getabsfile(_pytest.python)
+    inspect.modulesbyfile.pop(path, None)
+    inspect._filesbymodname.pop("_pytest.python", None)  # type: ignore[attr-defined]
+    _index_module_files()
+    assert inspect.modulesbyfile[path] == "_pytest.python"
