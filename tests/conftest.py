@@ -4,6 +4,7 @@ no resident process unless a test asks for one."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,10 @@ os.environ.setdefault("OPTIMIZED_TEST_RESIDENT", "false")
 # (pytest-benchmark, for one, disables itself with a warning when it sees these).
 for _name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
     os.environ.pop(_name, None)
+
+# The thin client remembers where resident processes are (daemon/places.py) in the user's
+# cache folder: the engines these tests start keep their memos in a folder of the test run.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="test_framework-xdg-cache-")
 
 REPO = Path(__file__).resolve().parent.parent
 SUITES = REPO / "tests" / "fixtures" / "suites"

@@ -4,11 +4,13 @@ first. When the run may go to a resident process (the profile's `resident`, `--r
 (starting one if none is up), hands it the command line, the working folder and the
 environment, writes what the run prints, forwards Ctrl-C, and exits with the run's code.
 
-Standard library only (with the engine's config reader, itself standard library), so a served
-run starts without the engine's imports: none of anyio, structlog, aiosqlite or psutil is
-loaded here. Whenever this cannot serve a run (a subcommand, a run that needs pytest in the
-foreground, no resident process and none can be started, a socket that is not the user's), it
-returns None and the caller runs the engine in-process as usual.
+Standard library only, so a served run starts without the engine's imports: none of anyio,
+structlog, aiosqlite or psutil is loaded here. Where this command line's resident process is
+comes from a memo (daemon/places.py) while nothing it was read from changed; only otherwise is
+the engine's config reader (itself standard library) imported and the place remembered.
+Whenever this cannot serve a run (a subcommand, a run that needs pytest in the foreground, no
+resident process and none can be started, a socket that is not the user's), it returns None
+and the caller runs the engine in-process as usual.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
-from pathlib import Path
-from types import FrameType
-from typing import Any
 
-from ..config import load_catalog, read_env, resident_wanted
-from ..rootdir import find_rootdir
-from .wire import UnsafeSocket, check_owned, encode, lines, socket_path
+from . import places
+from .wire import UnsafeSocket, check_owned, encode, lines
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import FrameType
+    from typing import Any
 
 _SUBCOMMANDS = frozenset({"flaky", "why", "cache", "audit", "daemon"})
 _NEVER = frozenset({"--no-resident", "--watch", "-h", "--help", "--clear-cache"})
@@ -39,7 +42,10 @@ def resident_exit_code(argv: Sequence[str], prog: str) -> int | None:
     own = list(argv[: argv.index("--")] if "--" in argv else argv)
     if (own and own[0] in _SUBCOMMANDS) or _NEVER & set(own):
         return None
-    place = _place(own)
+    cwd = os.getcwd()
+    place = places.recall(cwd, argv, os.environ)
+    if place is None:
+        place = _place(own, cwd, argv)
     if place is None:
         return None
     path, root, idle = place
@@ -56,7 +62,7 @@ def resident_exit_code(argv: Sequence[str], prog: str) -> int | None:
     request = {
         "op": "run",
         "argv": list(argv),
-        "cwd": os.getcwd(),
+        "cwd": cwd,
         "env": environ,
         "tty": tty,
         "prog": prog,
@@ -72,18 +78,22 @@ def resident_exit_code(argv: Sequence[str], prog: str) -> int | None:
     return None
 
 
-def _place(own: list[str]) -> tuple[Path, Path, float] | None:
-    """The socket of the project's resident process, the project, the idle time-out; None
-    when this run is not for a resident process (or its settings cannot be read here: the
-    engine then says what is wrong)."""
+def _place(own: list[str], cwd: str, argv: Sequence[str]) -> places.Place | None:
+    """The socket of the project's resident process, the project, the idle time-out, read
+    from the configuration (and remembered, daemon/places.py); None when this run is not for
+    a resident process (or its settings cannot be read here: the engine then says what is
+    wrong)."""
+    from pathlib import Path
+
+    from ..config import load_catalog, read_env, resident_wanted, shipped_config_dir
+    from ..rootdir import find_rootdir
+    from .wire import socket_path
+
     try:
         root_arg = _value(own, "--project-root")
-        here = Path.cwd()
-        root = (
-            Path(root_arg).resolve()
-            if root_arg
-            else find_rootdir(here, [a for a in own if not a.startswith("-")])
-        )
+        here = Path(cwd)
+        named = [a.split("::", 1)[0] for a in own if not a.startswith("-")]
+        root = Path(root_arg).resolve() if root_arg else find_rootdir(here, named)
         catalog = load_catalog(root)
         env = read_env(os.environ)
         name = _value(own, "--optimization") or env.optimization or catalog.default_optimization
@@ -98,7 +108,18 @@ def _place(own: list[str]) -> tuple[Path, Path, float] | None:
             cache_dir = here / Path(cache_arg).expanduser()
         else:
             cache_dir = root / Path(env.cache_dir or catalog.cache_dir or ".test_framework")
-        return socket_path(cache_dir, root), root, profile.resident_idle_minutes * 60
+        place = (
+            str(socket_path(cache_dir, root)),
+            str(root),
+            profile.resident_idle_minutes * 60,
+        )
+        shipped = [str(p) for p in shipped_config_dir().glob("*.toml")]
+        if root_arg:
+            named.append(root_arg)
+        places.remember(
+            cwd, argv, os.environ, place, places.watched_paths(cwd, str(root), named, shipped)
+        )
+        return place
     except Exception:
         return None
 
@@ -112,17 +133,17 @@ def _value(args: list[str], option: str) -> str | None:
     return None
 
 
-def _connect(path: Path) -> socket.socket | None:
+def _connect(path: str) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(str(path))
+        sock.connect(path)
     except OSError:
         sock.close()
         return None
     return sock
 
 
-def _connect_or_start(path: Path, root: Path, idle: float) -> socket.socket | None:
+def _connect_or_start(path: str, root: str, idle: float) -> socket.socket | None:
     sock = _connect(path)
     if sock is not None:
         return sock
@@ -132,28 +153,30 @@ def _connect_or_start(path: Path, root: Path, idle: float) -> socket.socket | No
         time.sleep(0.02)
         sock = _connect(path)
         if sock is not None:
-            with contextlib.suppress(UnsafeSocket):
+            try:
                 check_owned(path)
-                return sock
-            sock.close()
+            except UnsafeSocket:
+                sock.close()
+                return None
+            return sock
             return None
     return None
 
 
-def start_server(path: Path, root: Path, idle: float) -> None:
+def start_server(path: str, root: str, idle: float) -> None:
     """A resident process for the project, in a session of its own, its output in a log file
     beside the socket."""
     import subprocess  # only here: a served run never needs it
 
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(path.with_suffix(".log"), "ab") as log:
+    os.makedirs(os.path.dirname(path), exist_ok=True, mode=0o700)
+    with open(os.path.splitext(path)[0] + ".log", "ab") as log:
         subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "test_framework.daemon.server",
-                str(path),
-                str(root),
+                path,
+                root,
                 str(idle),
             ],
             cwd=root,
@@ -207,9 +230,9 @@ def _serve(sock: socket.socket, request: dict[str, Any]) -> int | str | None:
         sock.close()
 
 
-def _wait_gone(path: Path) -> None:
+def _wait_gone(path: str) -> None:
     deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline and path.exists():
+    while time.monotonic() < deadline and os.path.exists(path):
         sock = _connect(path)
         if sock is None:
             return
@@ -217,10 +240,10 @@ def _wait_gone(path: Path) -> None:
         time.sleep(0.02)
 
 
-def daemon_request(path: Path, request: dict[str, Any]) -> dict[str, Any] | None:
+def daemon_request(path: str | os.PathLike[str], request: dict[str, Any]) -> dict[str, Any] | None:
     """One status or stop exchange with the resident process at `path`; None if none is up."""
     check_owned(path)
-    sock = _connect(path)
+    sock = _connect(os.fspath(path))
     if sock is None:
         return None
     try:

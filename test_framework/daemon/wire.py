@@ -15,15 +15,17 @@ temporary folder. Its folder and the socket belong to the user and nobody else m
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
 import stat
 import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+    from typing import Any
 
 # sockaddr_un's sun_path: 108 bytes on Linux, 104 on macOS.
 _MAX_SOCKET_PATH = 100
@@ -34,6 +36,9 @@ class UnsafeSocket(Exception):
 
 
 def socket_path(cache_dir: Path, project_root: Path) -> Path:
+    import hashlib  # not on the client's path: it remembers the socket (places.py)
+    from pathlib import Path
+
     key = hashlib.sha256(f"{sys.executable}\0{project_root}".encode()).hexdigest()[:16]
     path = cache_dir / f"resident-{key}.sock"
     if len(os.fsencode(path)) <= _MAX_SOCKET_PATH:
@@ -43,9 +48,10 @@ def socket_path(cache_dir: Path, project_root: Path) -> Path:
     return Path(temporary) / f"test_framework-{os.getuid()}" / path.name
 
 
-def check_owned(path: Path) -> None:
+def check_owned(path: str | os.PathLike[str]) -> None:
     """The socket (and its folder) must be the user's, and closed to others."""
-    for target, what in ((path.parent, "folder"), (path, "socket")):
+    socket_file = os.fspath(path)
+    for target, what in ((os.path.dirname(socket_file), "folder"), (socket_file, "socket")):
         try:
             info = os.stat(target)
         except FileNotFoundError:

@@ -143,6 +143,12 @@ def test_the_client_imports_nothing_heavy(project: Path) -> None:
     imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
     assert "test_framework.daemon.client" in imported
     assert not {"anyio", "structlog", "aiosqlite", "psutil", "pytest"} & imported
+    # The same command line again: its resident process's place is remembered, so not even
+    # the configuration is read.
+    done = python(project, "-X", "importtime", "-m", "test_framework", "--resident")
+    assert done.returncode == 0, done.stdout + done.stderr
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert not {"test_framework.config", "test_framework.rootdir", "tomllib"} & imported
 
 
 def test_a_killed_daemon_or_zygote_is_replaced_without_failing_a_run(project: Path) -> None:

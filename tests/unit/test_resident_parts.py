@@ -159,3 +159,34 @@ def test_ctrl_c_ends_a_watch_even_when_it_comes_wrapped_with_the_cancellations_i
     # A cancellation without Ctrl-C, or an error beside it, is not an interrupt: it is reported.
     assert not _is_interrupt(BaseExceptionGroup("pool", [cancelled]))
     assert not _is_interrupt(BaseExceptionGroup("pool", [interrupt, ValueError("bug")]))
+
+
+def test_a_remembered_place_holds_only_while_nothing_it_was_read_from_changed(
+    tmp_path: Path,
+) -> None:
+    from test_framework.daemon import places
+
+    project = tmp_path / "project"
+    (project / "tests").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    here = str(project / "tests")
+    environ = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "OPTIMIZED_TEST_PROFILE": "x"}
+    argv = ["--resident", "-k", "fast"]
+    place = ("/run/sock", str(project), 600.0)
+    watched = places.watched_paths(here, str(project), ["test_a.py"], [])
+    places.remember(here, argv, environ, place, watched)
+    assert places.recall(here, argv, environ) == place
+    # Another command line, folder or engine variable: not known.
+    assert places.recall(here, ["--resident"], environ) is None
+    assert places.recall(str(project), argv, environ) is None
+    assert places.recall(here, argv, {**environ, "OPTIMIZED_TEST_PROFILE": "y"}) is None
+    # A configuration file edited, or one added in a folder on the way up: read again.
+    (project / "pyproject.toml").write_text("[tool.pytest.ini_options]\naddopts = '-q'\n")
+    assert places.recall(here, argv, environ) is None
+    places.remember(here, argv, environ, place, watched)
+    (project / "tests" / "pytest.ini").write_text("[pytest]\n")
+    assert places.recall(here, argv, environ) is None
+    # A path the command line names appearing changes the rootdir search too.
+    places.remember(here, argv, environ, place, watched)
+    (project / "tests" / "test_a.py").write_text("")
+    assert places.recall(here, argv, environ) is None
