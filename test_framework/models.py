@@ -218,6 +218,7 @@ class Terminal:
     maxfail: int = 0
     coverage: bool = False
     summary_plugins: tuple[str, ...] = ()
+    pytest_cache: str | None = None  # its cache folder (--lf's record); None: cacheprovider off
 
 
 @dataclass(frozen=True, slots=True)

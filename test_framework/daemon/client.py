@@ -35,6 +35,9 @@ _SUBCOMMANDS = frozenset({"flaky", "why", "cache", "audit", "daemon"})
 _NEVER = frozenset({"--no-resident", "--watch", "-h", "--help", "--clear-cache"})
 # How long a client waits for a resident process it started to listen.
 START_SECONDS = 20.0
+# How long a resident process may take to acknowledge a run (it does so before queueing it):
+# past this it is hung, and replaced. TEST_FRAMEWORK_RESIDENT_ACK_SECONDS: the tests' seam.
+ACK_SECONDS = 10.0
 
 
 def resident_exit_code(argv: Sequence[str], prog: str) -> int | None:
@@ -67,11 +70,15 @@ def resident_exit_code(argv: Sequence[str], prog: str) -> int | None:
         "tty": tty,
         "prog": prog,
     }
-    for _ in range(2):  # a stale resident process leaves; one new one is started
+    for _ in range(2):  # a stale or hung resident process leaves; one new one is started
         sock = _connect_or_start(path, root, idle)
         if sock is None:
             return None
         outcome = _serve(sock, request)
+        if outcome == "hung":
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            continue
         if outcome != "stale":
             return outcome if isinstance(outcome, int) else None
         _wait_gone(path)
@@ -203,8 +210,11 @@ def _serve(sock: socket.socket, request: dict[str, Any]) -> int | str | None:
     out, err = sys.stdout.buffer, sys.stderr.buffer
     try:
         sock.sendall(encode(request))
+        sock.settimeout(float(os.environ.get("TEST_FRAMEWORK_RESIDENT_ACK_SECONDS", ACK_SECONDS)))
         for message in lines(sock):
-            if "o" in message:
+            if "accepted" in message:
+                sock.settimeout(None)
+            elif "o" in message:
                 out.write(message["o"].encode("utf-8", "replace"))
                 out.flush()
             elif "e" in message:
@@ -223,11 +233,30 @@ def _serve(sock: socket.socket, request: dict[str, Any]) -> int | str | None:
             file=sys.stderr,
         )
         return 2 if interrupts else 3
+    except TimeoutError:
+        _end_hung(sock, str(request["prog"]))
+        return "hung"
     except OSError:
         return None
     finally:
         signal.signal(signal.SIGINT, previous)
         sock.close()
+
+
+def _end_hung(sock: socket.socket, prog: str) -> None:
+    """A resident process that did not acknowledge a run: killed with its session (it started
+    one of its own; its zygote leaves when the connection to it closes)."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)  # pid, uid, gid
+        pid = int.from_bytes(creds[:4], sys.byteorder)
+        if pid > 0 and pid != os.getpid():
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    print(f"{prog}: the resident process did not answer: replaced", file=sys.stderr)
 
 
 def _wait_gone(path: str) -> None:

@@ -133,6 +133,9 @@ class Resident:
                 await stream.send(encode({"stopped": os.getpid()}))
                 self.scope.cancel()
             elif op == "run":
+                # At once, before waiting for another run: a client that hears nothing takes
+                # this process for hung and replaces it.
+                await stream.send(encode({"accepted": os.getpid()}))
                 async with self.lock:
                     self.last_used = time.monotonic()
                     try:

@@ -63,4 +63,5 @@ def terminal_of(collected: Collected) -> Terminal:
         collected.maxfail,
         collected.coverage,
         collected.summary_plugins,
+        collected.pytest_cache,
     )

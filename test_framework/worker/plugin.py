@@ -52,6 +52,7 @@ from .items import (
     renamed_files,
     select_items,
 )
+from .last_failed import cache_folder_of, leave_last_failed_to_engine
 from .proc import now, own_children
 from .protocol import (
     ENV_BOARD,
@@ -186,6 +187,7 @@ class WorkerPlugin:
                 collectors=self.collectors,
                 coverage=self.coverage,
                 summary_plugins=self.summary_plugins,
+                pytest_cache=cache_folder_of(self.config),
             )
         )
 
@@ -465,6 +467,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_runtestloop(session: pytest.Session) -> bool | None:
     """In a zygote that collected: serve forks instead of running tests; in each forked child,
     fall through to pytest's own run loop over the child's share of the items."""
+    leave_last_failed_to_engine(session.config)
     plugin = _plugin
     if plugin is None:
         instructions = summary_instructions()

@@ -144,6 +144,9 @@ class Collected(Message):
     coverage: bool = False  # pytest-cov measures: the engine prints its combined table
     # Plugins outside pytest whose terminal summary would print: replayed reports feed them.
     summary_plugins: tuple[str, ...] = ()
+    # pytest's cache folder (None: the cacheprovider is off): the engine keeps `--lf`'s record
+    # there for the whole run, as xdist's controller does; its workers write none.
+    pytest_cache: str | None = None
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -162,6 +165,7 @@ class Collected(Message):
             "collectors": self.collectors,
             "coverage": self.coverage,
             "summary_plugins": self.summary_plugins,
+            "pytest_cache": self.pytest_cache,
         }
 
     @classmethod
@@ -182,6 +186,7 @@ class Collected(Message):
             int(data.get("collectors") or 0),
             bool(data.get("coverage")),
             _strings(data.get("summary_plugins")),
+            None if data.get("pytest_cache") is None else str(data["pytest_cache"]),
         )
 
 

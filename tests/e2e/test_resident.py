@@ -7,6 +7,7 @@ reruns what a saved change affects, failed tests first."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -50,7 +51,9 @@ def environ() -> dict[str, str]:
     }
 
 
-def python(root: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def python(
+    root: Path, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`python ARGS` in the project, with the test's environment, its output captured."""
     return subprocess.run(
         [sys.executable, *args],
@@ -59,7 +62,7 @@ def python(root: Path, *args: str, timeout: float = 120) -> subprocess.Completed
         text=True,
         check=False,
         timeout=timeout,
-        env=environ(),
+        env={**environ(), **(env or {})},
     )
 
 
@@ -161,6 +164,29 @@ def test_a_killed_daemon_or_zygote_is_replaced_without_failing_a_run(project: Pa
     assert dies(int(status["pid"]))
     same_as_pytest(project)
     assert daemon(project, "status")["pid"] != status["pid"]
+
+
+def test_a_hung_resident_process_is_replaced_without_failing_a_run(project: Path) -> None:
+    expected = same_as_pytest(project)
+    hung = int(daemon(project, "status")["pid"])
+    os.kill(hung, signal.SIGSTOP)  # it still accepts connections (the kernel does), never answers
+    try:
+        done = python(
+            project,
+            "-m",
+            "test_framework",
+            "--resident",
+            "-rA",
+            env={"TEST_FRAMEWORK_RESIDENT_ACK_SECONDS": "2"},
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(hung, signal.SIGCONT)
+    assert "the resident process did not answer: replaced" in done.stderr
+    assert outcomes(done.stdout) == outcomes(expected.stdout), done.stdout + done.stderr
+    assert done.returncode == expected.returncode
+    assert dies(hung)
+    assert int(daemon(project, "status")["pid"]) != hung
 
 
 def test_two_runs_at_once_are_served_one_after_the_other(project: Path) -> None:
