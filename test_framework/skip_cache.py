@@ -192,10 +192,16 @@ def reported(decision: CacheDecision, sampled: Iterable[NodeId]) -> dict[NodeId,
     says so: "cached: <outcome> at <when>"."""
     skip = set(sampled)
     reasons = {}
-    for nodeid, (outcome, when) in decision.cached_outcomes().items():
-        if nodeid not in skip:
+    said: dict[tuple[Outcome, float], str] = {}  # a file's tests share their record's time
+    for nodeid, key in decision.cached_outcomes().items():
+        if nodeid in skip:
+            continue
+        reason = said.get(key)
+        if reason is None:
+            outcome, when = key
             at = datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M")
-            reasons[nodeid] = f"cached: {outcome} at {at}"
+            reason = said[key] = f"cached: {outcome} at {at}"
+        reasons[nodeid] = reason
     return reasons
 
 

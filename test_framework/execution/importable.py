@@ -8,6 +8,7 @@ shadowed by ours.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -21,15 +22,26 @@ _PACKAGE_DIR = Path(test_framework.__file__).resolve().parent
 
 def importable_by_default(cwd: str) -> bool:
     """Installed (a wheel or an editable install) means importable in a fresh interpreter; only a
-    bare checkout needs the probe (a subprocess, ~50 ms)."""
+    bare checkout needs the probe (a subprocess, ~50 ms). Both answers are kept for the life of
+    the process: a resident process, which asks on every run, leaves when the installed
+    packages or its own code change."""
+    return _installed() or _probe(cwd, os.environ.get("PYTHONPATH"))
+
+
+@functools.cache
+def _installed() -> bool:
+    """The engine is an installed distribution (reading its RECORD costs ~5 ms)."""
     try:
         from importlib.metadata import distribution
 
         files = distribution("test_framework").files or ()
     except Exception:
         files = ()
-    if any(str(f).endswith((".pth", "__init__.py")) for f in files):
-        return True
+    return any(str(f).endswith((".pth", "__init__.py")) for f in files)
+
+
+@functools.cache
+def _probe(cwd: str, pythonpath: str | None) -> bool:
     probe = subprocess.run(
         [
             sys.executable,
