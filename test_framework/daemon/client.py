@@ -92,6 +92,7 @@ def _place(own: list[str], cwd: str, argv: Sequence[str]) -> places.Place | None
     wrong)."""
     from pathlib import Path
 
+    from ..command_line import pytest_arguments
     from ..config import load_catalog, read_env, resident_wanted, shipped_config_dir
     from ..rootdir import find_rootdir
     from .wire import socket_path
@@ -99,8 +100,11 @@ def _place(own: list[str], cwd: str, argv: Sequence[str]) -> places.Place | None
     try:
         root_arg = _value(own, "--project-root")
         here = Path(cwd)
-        named = [a.split("::", 1)[0] for a in own if not a.startswith("-")]
-        root = Path(root_arg).resolve() if root_arg else find_rootdir(here, named)
+        # As the engine finds it: from the paths among pytest's arguments, not from an engine
+        # option's value (`--cache-dir DIR` once made DIR the root).
+        for_pytest = pytest_arguments(argv)
+        named = [a.split("::", 1)[0] for a in for_pytest if not a.startswith("-")]
+        root = Path(root_arg).resolve() if root_arg else find_rootdir(here, for_pytest)
         catalog = load_catalog(root)
         env = read_env(os.environ)
         name = _value(own, "--optimization") or env.optimization or catalog.default_optimization

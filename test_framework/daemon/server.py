@@ -197,8 +197,8 @@ class Resident:
             self.run_scope.cancel()
 
     def _not_served_here(self, argv: list[str], prog: str) -> bool:
-        """Runs that need a terminal of their own, or a loop of their own, go back to the
-        client (which then runs the engine in-process)."""
+        """Runs that need a terminal of their own, or a loop of their own, or that are another
+        project's, go back to the client (which then runs the engine in-process)."""
         try:
             request, _ = parse_request(argv, prog)
             settings = resolve(request)
@@ -206,6 +206,8 @@ class Resident:
             return False
         if not settings.resident or settings.watch:
             return True
+        if Path(settings.project_root).resolve() != Path(self.root).resolve():
+            return True  # another project's run: this process watches only its own files
         return foreground_option(settings.pytest_args) is not None and not settings.list_only
 
     @contextlib.asynccontextmanager

@@ -190,3 +190,27 @@ def test_a_remembered_place_holds_only_while_nothing_it_was_read_from_changed(
     places.remember(here, argv, environ, place, watched)
     (project / "tests" / "test_a.py").write_text("")
     assert places.recall(here, argv, environ) is None
+
+
+def test_the_client_finds_the_project_as_the_engine_does_not_from_an_options_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--cache-dir DIR` once made the client take DIR (a path that exists) for pytest's path
+    argument, and so for the project: its resident process then watched the wrong files."""
+    from test_framework.command_line import pytest_arguments
+    from test_framework.daemon.client import _place
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("OPTIMIZED_TEST_RESIDENT", raising=False)
+    argv = ["--resident", "--cache-dir", str(elsewhere), "-k", "fast", "--report", "r.json"]
+    assert pytest_arguments([*argv, "tests", "--", "-p", "x"]) == ["-k", "fast", "tests", "-p", "x"]
+    place = _place(argv, str(project), argv)
+    assert place is not None
+    sock, root, _ = place
+    assert root == str(project)
+    assert sock == str(socket_path(elsewhere, project))
