@@ -23,7 +23,7 @@ import anyio
 import structlog
 
 from .audit import audit
-from .command_line import PROG, build_parser, split_short_cluster
+from .command_line import PROG, split_command_line
 from .daemon.client import daemon_request
 from .daemon.wire import UnsafeSocket, socket_path
 from .errors import TestFrameworkError, UsageError
@@ -44,18 +44,9 @@ from .watch import watch
 
 
 def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bool]:
-    args = list(argv)
-    pytest_args: list[str] = []
-    if "--" in args:
-        cut = args.index("--")
-        args, pytest_args = args[:cut], args[cut + 1 :]
-    if args and args[0] == "run":
-        args = args[1:]
-    args = [piece for arg in args for piece in split_short_cluster(arg)]
-    parser = build_parser(prog)
-    ns, passed_on = parser.parse_known_args(args)
+    parser, ns, passed_on, after = split_command_line(argv, prog)
     _reject_misspelt_options(parser, passed_on)
-    pytest_args = [*passed_on, *pytest_args]
+    pytest_args = [*passed_on, *after]
     request = RunRequest(
         categories=tuple(ns.category),
         optimization=ns.optimization,

@@ -211,9 +211,11 @@ def split_short_cluster(arg: str) -> list[str]:
     return pieces
 
 
-def pytest_arguments(argv: Sequence[str], prog: str = PROG) -> list[str]:
-    """What of a run's command line goes to pytest: what the engine's parser does not take, and
-    everything after `--`."""
+def split_command_line(
+    argv: Sequence[str], prog: str = PROG
+) -> tuple[argparse.ArgumentParser, argparse.Namespace, list[str], list[str]]:
+    """A run's command line taken apart: the engine's parser, the options it took, what it did
+    not take, and everything after `--` (pytest's, untouched)."""
     args = list(argv)
     after: list[str] = []
     if "--" in args:
@@ -222,5 +224,12 @@ def pytest_arguments(argv: Sequence[str], prog: str = PROG) -> list[str]:
     if args and args[0] == "run":
         args = args[1:]
     args = [piece for arg in args for piece in split_short_cluster(arg)]
-    _, passed_on = build_parser(prog).parse_known_args(args)
+    parser = build_parser(prog)
+    ns, passed_on = parser.parse_known_args(args)
+    return parser, ns, passed_on, after
+
+
+def pytest_arguments(argv: Sequence[str], prog: str = PROG) -> list[str]:
+    """What of a run's command line goes to pytest."""
+    _, _, passed_on, after = split_command_line(argv, prog)
     return [*passed_on, *after]

@@ -33,6 +33,18 @@ def run(root: Path, *command: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+ENGINE = ("test_framework", "--workers", "2", "--retries", "0", "--no-resident")
+
+
+def both(roots: dict[str, Path], *args: str) -> tuple[str, str]:
+    """The engine and plain pytest with the same arguments, each in its copy: both must exit
+    1; their closing lines."""
+    done = run(roots["engine"], *ENGINE, *args)
+    plain = run(roots["pytest"], "pytest", *args)
+    assert done.returncode == plain.returncode == 1, done.stdout + done.stderr
+    return done.stdout.splitlines()[-1], plain.stdout.splitlines()[-1]
+
+
 def test_the_record_holds_every_workers_failures_as_pytests_does(tmp_path: Path) -> None:
     roots = {}
     for who in ("engine", "pytest"):
@@ -45,10 +57,8 @@ def test_the_record_holds_every_workers_failures_as_pytests_does(tmp_path: Path)
     for root in roots.values():
         (root / ".pytest_cache/v/cache").mkdir(parents=True)
         (root / ".pytest_cache/v/cache/lastfailed").write_text(json.dumps(stale))
-    engine_args = ("test_framework", "--workers", "2", "--retries", "0", "--no-resident")
-    done = run(roots["engine"], *engine_args, "--continue-on-collection-errors")
-    plain = run(roots["pytest"], "pytest", "--continue-on-collection-errors")
-    assert done.returncode == plain.returncode == 1, done.stdout + done.stderr
+    keep = "--continue-on-collection-errors"
+    both(roots, keep)
     assert (
         lastfailed(roots["engine"])
         == lastfailed(roots["pytest"])
@@ -60,19 +70,14 @@ def test_the_record_holds_every_workers_failures_as_pytests_does(tmp_path: Path)
         }
     )
     # `--lf` runs what failed (the collection error again), and the record stays.
-    keep = "--continue-on-collection-errors"
-    done = run(roots["engine"], *engine_args, "--lf", keep)
-    plain = run(roots["pytest"], "pytest", "--lf", keep)
-    assert done.returncode == plain.returncode == 1, done.stdout + done.stderr
-    assert "2 failed, 1 error" in done.stdout.splitlines()[-1], done.stdout
-    assert "2 failed, 1 error" in plain.stdout.splitlines()[-1], plain.stdout
+    engine_closing, pytest_closing = both(roots, "--lf", keep)
+    assert "2 failed, 1 error" in engine_closing
+    assert "2 failed, 1 error" in pytest_closing
     assert lastfailed(roots["engine"]) == lastfailed(roots["pytest"])
     # Fixed, the file that failed to collect is replaced by its tests, which pass.
     for root in roots.values():
         (root / "test_d.py").write_text("def test_d():\n    pass\n")
-    done = run(roots["engine"], *engine_args)
-    plain = run(roots["pytest"], "pytest")
-    assert done.returncode == plain.returncode == 1, done.stdout + done.stderr
+    both(roots)
     assert (
         lastfailed(roots["engine"])
         == lastfailed(roots["pytest"])
