@@ -93,6 +93,7 @@ class Candidates:
     records: dict[str, FileRecord]
     seed: int
     share: float
+    durations: dict[NodeId, float] = field(default_factory=dict)  # the recorded tests' only
 
     def to_input(self) -> dict[str, Any]:
         return {
@@ -102,6 +103,7 @@ class Candidates:
             },
             "seed": self.seed,
             "share": self.share,
+            "durations": self.durations,
         }
 
     @classmethod
@@ -110,7 +112,8 @@ class Candidates:
             name: FileRecord(name, "", {}, {n: Outcome(o) for n, o in outcomes.items()}, when)
             for name, (when, outcomes) in data["records"].items()
         }
-        return cls(records, int(data["seed"]), float(data["share"]))
+        durations = {str(n): float(s) for n, s in (data.get("durations") or {}).items()}
+        return cls(records, int(data["seed"]), float(data["share"]), durations)
 
     def narrowed(
         self, collected: Mapping[str, Sequence[NodeId]]
@@ -119,7 +122,7 @@ class Candidates:
         the same in every process that collected the same tests."""
         decision = CacheDecision(cached=dict(self.records))
         confirm(decision, collected)
-        sampled = sample(decision, self.share, random.Random(self.seed).random)
+        sampled = sample(decision, self.share, random.Random(self.seed).random, self.durations)
         return decision, reported(decision, sampled), sampled
 
 
@@ -164,6 +167,7 @@ class CacheTests:
             ttl_hours, share, path = _settings(config, root)
             plugin.db = store.open_store(path / "results.sqlite")
             records, index = store.load_records(plugin.db, plugin.project)
+            stored_durations = store.load_durations(plugin.db, plugin.project)
         except UsageError as exc:  # a bad OPTIMIZED_TEST_* value or project configuration
             raise pytest.UsageError(str(exc)) from None
         except StoreUnavailable as exc:
@@ -179,8 +183,11 @@ class CacheTests:
             sample_share=share,
         )
         decision = plugin.state.decide({name: tuple(r.outcomes) for name, r in records.items()})
+        cached = dict(decision.cached)
+        recorded = {n for record in cached.values() for n in record.outcomes}
+        durations = {n: s for n, s in stored_durations.items() if n in recorded}
         plugin.candidates = Candidates(
-            dict(decision.cached), random.getrandbits(32), plugin.state.sample_share
+            cached, random.getrandbits(32), plugin.state.sample_share, durations
         )
         if not controller:
             plugin._record_dependencies()

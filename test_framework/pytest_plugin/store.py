@@ -101,6 +101,14 @@ def load_records(
     return records, index
 
 
+def load_durations(db: sqlite3.Connection, project: str) -> dict[str, float]:
+    """Each test's stored duration (its moving average), for the trip-wire's weights."""
+    rows = db.execute(
+        "SELECT nodeid, ewma_duration FROM test_stats WHERE project = ?", (project,)
+    ).fetchall()
+    return {str(nodeid): float(seconds) for nodeid, seconds in rows}
+
+
 def write(db: sqlite3.Connection, writes: Iterable[Write]) -> None:
     """Every row of the session in one transaction (a writer waits for another's turn)."""
     db.execute("BEGIN IMMEDIATE")

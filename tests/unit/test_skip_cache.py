@@ -195,3 +195,20 @@ def test_the_sample_favours_quick_tests_yet_reaches_slow_ones() -> None:
     assert share < 0.2
     assert reached > 25  # most slow tests were drawn at least once
     assert 0.4 < slow_share(None)[0] < 0.6
+
+
+def test_the_plugins_workers_draw_the_controllers_weighted_sample() -> None:
+    """Under pytest-xdist each worker draws the sample from what the controller sent: the
+    records, the seed and the stored durations, so every process skips the same tests."""
+    from test_framework.pytest_plugin.session import Candidates
+
+    outcomes = {f"t.py::t{i}": Outcome.PASSED for i in range(40)}
+    records = {"t.py": FileRecord("t.py", "e", {}, outcomes, NOW)}
+    durations = {n: (0.001 if i % 2 else 2.0) for i, n in enumerate(outcomes)}
+    controller = Candidates(records, 7, 0.25, durations)
+    worker = Candidates.from_input(controller.to_input())
+    assert worker.durations == durations
+    collected = {"t.py": list(outcomes)}
+    _, _, drawn = controller.narrowed(collected)
+    assert worker.narrowed(collected)[2] == drawn
+    assert sum(durations[n] == 2.0 for n in drawn) <= 2  # the slow half is rarely drawn
