@@ -13,8 +13,8 @@ from ..request import RunSettings
 from .console import ConsoleReporter
 from .json_report import JsonReportBuilder
 from .junit import JUnitReportBuilder
-from .last_failed import LastFailedWriter
 from .plan import PlanPrinter
+from .pytest_cache import PytestCacheWriter
 
 
 def subscribers_for(settings: RunSettings, out: TextIO) -> list[Subscriber]:
@@ -24,7 +24,7 @@ def subscribers_for(settings: RunSettings, out: TextIO) -> list[Subscriber]:
         subscribers.append(PlanPrinter(out))
     else:
         subscribers.append(ConsoleReporter(out, verbose=settings.verbose))
-        subscribers.append(LastFailedWriter())
+        subscribers.append(PytestCacheWriter())
     if settings.report is not None:
         subscribers.append(JsonReportBuilder(settings.report))
     if settings.junitxml is not None:

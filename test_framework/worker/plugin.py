@@ -52,7 +52,6 @@ from .items import (
     renamed_files,
     select_items,
 )
-from .last_failed import cache_folder_of, leave_last_failed_to_engine
 from .proc import now, own_children
 from .protocol import (
     ENV_BOARD,
@@ -77,6 +76,7 @@ from .protocol import (
     decode_lines,
     encode,
 )
+from .pytest_cache import cache_folder_of, leave_pytest_cache_to_engine
 from .reads import ReadRecorder
 from .reports import durations_min, phase_of, plain_pass, skip_reason, warned
 from .summary import pytest_terminal_summary as pytest_terminal_summary
@@ -467,7 +467,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_runtestloop(session: pytest.Session) -> bool | None:
     """In a zygote that collected: serve forks instead of running tests; in each forked child,
     fall through to pytest's own run loop over the child's share of the items."""
-    leave_last_failed_to_engine(session.config)
+    leave_pytest_cache_to_engine(session.config)
     plugin = _plugin
     if plugin is None:
         instructions = summary_instructions()

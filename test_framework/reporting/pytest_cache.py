@@ -1,13 +1,15 @@
-"""pytest's `--lf` record for the whole run, written by the engine as xdist's controller writes
-it (the workers write none: worker/last_failed.py), so `pytest --lf` or `--ff` after a run of
-the engine starts from this run's failures, not one worker's.
+"""pytest's records for the whole run, written by the engine as xdist's controller writes them
+(the workers write none: worker/pytest_cache.py): `cache/lastfailed`, so `pytest --lf` or
+`--ff` after a run of the engine starts from this run's failures, not one worker's; and
+`cache/nodeids`, every test id seen so far, from which `--nf` tells new tests.
 
 pytest's rules (LFPlugin): a test that failed or errored is recorded; one that passed or was
 skipped is dropped; a file whose collection failed is recorded under its own id, and a file
 that collects again after such a failure is replaced by its tests (so `--lf` runs them). Tests
 this run did not run (deselected, stopped by --maxfail) keep what the record said; a test the
 skip cache reported counts as the passing outcome it was recorded with. The file is JSON as
-pytest writes it (`<cache>/v/cache/lastfailed`), written only when it changed.
+pytest writes it (`<cache>/v/cache/lastfailed`), written only when it changed. The ids record
+gains this run's tests (pytest adds the selected ones), sorted.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -76,31 +79,41 @@ def updated(previous: Mapping[str, bool], results: Iterable[TestResult]) -> dict
     return record
 
 
-def write_last_failed(folder: Path, results: Iterable[TestResult]) -> None:
-    """Update `<folder>/v/cache/lastfailed` as pytest would at the end of this run."""
-    path = folder / "v" / "cache" / "lastfailed"
+def write_pytest_cache(folder: Path, results: Iterable[TestResult]) -> None:
+    """Update `<folder>/v/cache/lastfailed` and `nodeids` as pytest would at the end of this
+    run."""
+    results = list(results)
+    failed = _read(folder, "lastfailed", dict)
+    record = updated(failed, results)
+    if record != failed:  # as pytest: an unchanged (or empty, never saved) record is not written
+        _write(folder, "lastfailed", record)
+    known = _read(folder, "nodeids", list)
+    _write(folder, "nodeids", sorted({*known, *(r.nodeid for r in results if "::" in r.nodeid)}))
+
+
+def _read(folder: Path, key: str, kind: type[Any]) -> Any:
     try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(previous, dict):
-            previous = {}
+        value = json.loads((folder / "v" / "cache" / key).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        previous = {}
-    record = updated(previous, results)
-    if record == previous and path.exists():
-        return
+        return kind()
+    return value if isinstance(value, kind) else kind()
+
+
+def _write(folder: Path, key: str, value: object) -> None:
+    path = folder / "v" / "cache" / key
     if not folder.exists():
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "README.md").write_text(_README, encoding="utf-8")
         (folder / ".gitignore").write_text(_GITIGNORE, encoding="utf-8")
         (folder / "CACHEDIR.TAG").write_text(_CACHEDIR_TAG, encoding="utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_name(f".lastfailed.{os.getpid()}")
-    scratch.write_text(json.dumps(record, ensure_ascii=False, indent=2), encoding="utf-8")
+    scratch = path.with_name(f".{key}.{os.getpid()}")
+    scratch.write_text(json.dumps(value, ensure_ascii=False, indent=2), encoding="utf-8")
     os.replace(scratch, path)
 
 
-class LastFailedWriter:
-    """A subscriber: at the end of a run, pytest's `--lf` record (when pytest keeps a cache)."""
+class PytestCacheWriter:
+    """A subscriber: at the end of a run, pytest's records (when pytest keeps a cache)."""
 
     def __init__(self) -> None:
         self.folder: str | None = None
@@ -110,6 +123,6 @@ class LastFailedWriter:
             self.folder = event.plan.terminal.pytest_cache
         elif isinstance(event, RunFinished) and self.folder is not None:
             try:
-                write_last_failed(Path(self.folder), event.summary.results)
+                write_pytest_cache(Path(self.folder), event.summary.results)
             except OSError as exc:
                 log.warning("pytest_cache_not_written", folder=self.folder, error=str(exc))

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from test_framework.models import Outcome, TestResult
-from test_framework.reporting.last_failed import updated, write_last_failed
+from test_framework.reporting.pytest_cache import updated, write_pytest_cache
 
 
 def result(nodeid: str, outcome: Outcome) -> TestResult:
@@ -47,7 +47,12 @@ def test_a_file_that_collects_again_is_replaced_by_its_tests() -> None:
 
 def test_the_record_is_written_as_pytest_writes_it(tmp_path: Path) -> None:
     folder = tmp_path / ".pytest_cache"
-    write_last_failed(folder, [result("t.py::x", Outcome.FAILED)])
+    (folder / "v/cache").mkdir(parents=True)
+    (folder / "v/cache/nodeids").write_text('["old.py::y"]')
+    write_pytest_cache(folder, [result("t.py::x", Outcome.FAILED)])
     assert json.loads((folder / "v/cache/lastfailed").read_text()) == {"t.py::x": True}
-    assert (folder / ".gitignore").read_text().endswith("*\n")
-    assert (folder / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172")
+    assert json.loads((folder / "v/cache/nodeids").read_text()) == ["old.py::y", "t.py::x"]
+    other = tmp_path / "fresh"
+    write_pytest_cache(other, [result("t.py::x", Outcome.FAILED)])
+    assert (other / ".gitignore").read_text().endswith("*\n")
+    assert (other / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172")

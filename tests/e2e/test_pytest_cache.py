@@ -1,6 +1,7 @@
-"""pytest's `--lf` record after a run of the engine is the one plain pytest leaves: every
-failure of the run, from every worker (none of them writes it; the engine does, as xdist's
-controller does), so `--lf` afterwards runs what failed."""
+"""pytest's records after a run of the engine are the ones plain pytest leaves: `lastfailed`
+holds every failure of the run, from every worker (none of them writes it; the engine does, as
+xdist's controller does), so `--lf` afterwards runs what failed; `nodeids` (for `--nf`) every
+test seen."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ PROJECT = {
 def lastfailed(root: Path) -> dict[str, bool]:
     path = root / ".pytest_cache" / "v" / "cache" / "lastfailed"
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def nodeids(root: Path) -> list[str]:
+    found = json.loads((root / ".pytest_cache" / "v" / "cache" / "nodeids").read_text())
+    return [str(nodeid) for nodeid in found]
 
 
 def run(root: Path, *command: str) -> subprocess.CompletedProcess[str]:
@@ -69,6 +75,8 @@ def test_the_record_holds_every_workers_failures_as_pytests_does(tmp_path: Path)
             "test_gone.py::test_x": True,
         }
     )
+    assert nodeids(roots["engine"]) == nodeids(roots["pytest"])
+    assert "test_b.py::test_b_ok" in nodeids(roots["engine"])
     # `--lf` runs what failed (the collection error again), and the record stays.
     engine_closing, pytest_closing = both(roots, "--lf", keep)
     assert "2 failed, 1 error" in engine_closing
@@ -87,3 +95,4 @@ def test_the_record_holds_every_workers_failures_as_pytests_does(tmp_path: Path)
             "test_gone.py::test_x": True,
         }
     )
+    assert nodeids(roots["engine"]) == nodeids(roots["pytest"])
