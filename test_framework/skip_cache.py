@@ -45,20 +45,18 @@ class CacheDecision:
         """The reruns whose record says they failed or errored in pytest's context (a record
         holds a whole file's run, its failures confirmed there) with nothing they depend on
         changed since: failing again alone, they need no new confirmation in context."""
-        return {
-            nodeid
-            for record in self.cached.values()
-            for nodeid, outcome in record.outcomes.items()
-            if outcome in (Outcome.FAILED, Outcome.ERROR)
-        }
+        return self._recorded({Outcome.FAILED, Outcome.ERROR})
 
     def rerun(self) -> set[NodeId]:
         """The tests of cached files that run all the same: their record says they failed."""
+        return self._recorded(set(Outcome) - REUSABLE)
+
+    def _recorded(self, outcomes: set[Outcome]) -> set[NodeId]:
         return {
             nodeid
             for record in self.cached.values()
             for nodeid, outcome in record.outcomes.items()
-            if outcome not in REUSABLE
+            if outcome in outcomes
         }
 
 

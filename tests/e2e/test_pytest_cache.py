@@ -51,6 +51,12 @@ def both(roots: dict[str, Path], *args: str) -> tuple[str, str]:
     return done.stdout.splitlines()[-1], plain.stdout.splitlines()[-1]
 
 
+def records_agree(roots: dict[str, Path], expected: dict[str, bool]) -> None:
+    """The engine's copy holds the records plain pytest's holds, and `lastfailed` is this."""
+    assert lastfailed(roots["engine"]) == lastfailed(roots["pytest"]) == expected
+    assert nodeids(roots["engine"]) == nodeids(roots["pytest"])
+
+
 def test_the_record_holds_every_workers_failures_as_pytests_does(tmp_path: Path) -> None:
     roots = {}
     for who in ("engine", "pytest"):
@@ -65,17 +71,8 @@ def test_the_record_holds_every_workers_failures_as_pytests_does(tmp_path: Path)
         (root / ".pytest_cache/v/cache/lastfailed").write_text(json.dumps(stale))
     keep = "--continue-on-collection-errors"
     both(roots, keep)
-    assert (
-        lastfailed(roots["engine"])
-        == lastfailed(roots["pytest"])
-        == {
-            "test_a.py::test_a_bad": True,
-            "test_b.py::test_b_bad": True,
-            "test_d.py": True,
-            "test_gone.py::test_x": True,
-        }
-    )
-    assert nodeids(roots["engine"]) == nodeids(roots["pytest"])
+    failed = {"test_a.py::test_a_bad": True, "test_b.py::test_b_bad": True}
+    records_agree(roots, {**failed, "test_d.py": True, "test_gone.py::test_x": True})
     assert "test_b.py::test_b_ok" in nodeids(roots["engine"])
     # `--lf` runs what failed (the collection error again), and the record stays.
     engine_closing, pytest_closing = both(roots, "--lf", keep)
@@ -86,13 +83,4 @@ def test_the_record_holds_every_workers_failures_as_pytests_does(tmp_path: Path)
     for root in roots.values():
         (root / "test_d.py").write_text("def test_d():\n    pass\n")
     both(roots)
-    assert (
-        lastfailed(roots["engine"])
-        == lastfailed(roots["pytest"])
-        == {
-            "test_a.py::test_a_bad": True,
-            "test_b.py::test_b_bad": True,
-            "test_gone.py::test_x": True,
-        }
-    )
-    assert nodeids(roots["engine"]) == nodeids(roots["pytest"])
+    records_agree(roots, {**failed, "test_gone.py::test_x": True})

@@ -67,6 +67,18 @@ def run(
     return done, {t["nodeid"]: t["outcome"] for t in document["tests"]}
 
 
+def cache_project(tmp_path: Path, name: str, sample: float, files: dict[str, str]) -> Path:
+    """A project of its own with the skip cache on and this trip-wire share."""
+    root = tmp_path / name
+    root.mkdir()
+    (root / "pyproject.toml").write_text(
+        f"[tool.test_framework.profiles.balanced]\nskip_cache = true\ncache_sample = {sample}\n"
+    )
+    for file, text in files.items():
+        (root / file).write_text(text)
+    return root
+
+
 def ran(outcomes: dict[str, str]) -> set[str]:
     return {n.split("::")[0].removeprefix("tests/") for n, o in outcomes.items() if o != "cached"}
 
@@ -121,16 +133,12 @@ def test_no_cache_runs_everything_and_still_records(project: Path) -> None:
 def test_a_failed_test_runs_alone_while_the_rest_of_its_file_is_cached(tmp_path: Path) -> None:
     """As `--last-failed` would: the failed test runs each time (its state is outside any
     file, here an environment variable), its passing neighbours are reported from the record."""
-    root = tmp_path / "mixed"
-    root.mkdir()
-    (root / "pyproject.toml").write_text(
-        "[tool.test_framework.profiles.balanced]\nskip_cache = true\ncache_sample = 0.0\n"
-    )
-    (root / "test_mixed.py").write_text(
+    mixed = (
         "import os\n\n\ndef test_ok():\n    pass\n\n\n"
         "def test_fixed_outside():\n    assert os.environ.get('FIXED')\n\n\n"
         "def test_ok_too():\n    pass\n"
     )
+    root = cache_project(tmp_path, "mixed", 0.0, {"test_mixed.py": mixed})
     done, outcomes = run(root)
     assert outcomes["test_mixed.py::test_fixed_outside"] == "failed", done.stdout
     done, outcomes = run(root)
@@ -157,15 +165,13 @@ def test_a_failed_test_runs_alone_while_the_rest_of_its_file_is_cached(tmp_path:
 def test_the_trip_wire_runs_every_cached_test_when_a_sample_disagrees(tmp_path: Path) -> None:
     """Both files read a variable no fingerprint sees. Changed, the cache would report stale
     passes; the sampled test (one of two) fails, so the other runs too, in the same run."""
-    root = tmp_path / "tripwire"
-    root.mkdir()
-    (root / "pyproject.toml").write_text(
-        "[tool.test_framework.profiles.balanced]\nskip_cache = true\ncache_sample = 0.5\n"
-    )
-    for name in ("a", "b"):
-        (root / f"test_{name}.py").write_text(
+    files = {
+        f"test_{name}.py": (
             f"import os\n\n\ndef test_{name}():\n    assert os.environ.get('FLAVOR') != 'bad'\n"
         )
+        for name in ("a", "b")
+    }
+    root = cache_project(tmp_path, "tripwire", 0.5, files)
     assert set(run(root)[1].values()) == {"passed"}
     done, outcomes = run(root)
     assert sorted(outcomes.values()) == ["cached", "passed"], done.stdout  # one sampled
@@ -176,15 +182,13 @@ def test_the_trip_wire_runs_every_cached_test_when_a_sample_disagrees(tmp_path: 
 
 
 def test_verify_cache_runs_everything_and_names_false_skips(tmp_path: Path) -> None:
-    root = tmp_path / "verify"
-    root.mkdir()
-    (root / "pyproject.toml").write_text(
-        "[tool.test_framework.profiles.balanced]\nskip_cache = true\ncache_sample = 0.0\n"
-    )
-    (root / "test_env.py").write_text(
-        "import os\n\n\ndef test_env():\n    assert os.environ.get('FLAVOR') != 'bad'\n"
-    )
-    (root / "test_plain.py").write_text("def test_plain():\n    pass\n")
+    files = {
+        "test_env.py": (
+            "import os\n\n\ndef test_env():\n    assert os.environ.get('FLAVOR') != 'bad'\n"
+        ),
+        "test_plain.py": "def test_plain():\n    pass\n",
+    }
+    root = cache_project(tmp_path, "verify", 0.0, files)
     run(root)
     done, outcomes = run(root, "--verify-cache")
     assert set(outcomes.values()) == {"passed"}, done.stdout  # run, not reported from records
