@@ -3,7 +3,8 @@
 
     python scripts/benchmark_optimization.py --category unit [--suite DIR] [--runs N]
         [--python PY] [--baseline-python PY]
-        [--modes pytest,xdist,cold,warm,changed,fast,resident,resident-changed,cached,testmon]
+        [--modes pytest,xdist,cold,warm,changed,fast,resident,resident-changed,
+                 resident-test-changed,cached,testmon]
         [--no-bytecode] [--json PATH]
 
 In one run, alternating mode by mode so the machine's drift hits every mode alike, it measures:
@@ -15,7 +16,10 @@ In one run, alternating mode by mode so the machine's drift hits every mode alik
   fast      pytest-fast's warm server (when installed for PY), started once before the runs
   resident  the engine through its resident process (started before the runs), every test
             run again: a warm collected zygote, a thin client
-  resident-changed  the same after one source file changed (the zygote is replaced)
+  resident-changed  the same after one source file changed (the zygote is replaced; the
+            base layer too when the file is one pytest itself imports)
+  resident-test-changed  the same after one test file changed (the zygote is replaced, forked
+            from the base layer, which stays)
   cached    the engine with its skip cache (`--skip-cache`) through the resident process,
             nothing changed: only the trip-wire's sample and the files with failures run
   testmon   `pytest --testmon` with nothing changed (when installed for PY; its data recorded
@@ -78,13 +82,20 @@ ALL_MODES = (
     "fast",
     "resident",
     "resident-changed",
+    "resident-test-changed",
     "cached",
     "testmon",
     "cached-changed",
     "testmon-changed",
 )
 ENGINE_MODES = ("cold", "warm", "changed")
-RESIDENT_MODES = ("resident", "resident-changed", "cached", "cached-changed")
+RESIDENT_MODES = (
+    "resident",
+    "resident-changed",
+    "resident-test-changed",
+    "cached",
+    "cached-changed",
+)
 # Each runs right after a real code change (edit_one_module): a state neither tool saw before.
 EDITED_MODES = ("cached-changed", "testmon-changed")
 BASE = "@base"  # the suffix of the baseline engine's modes
@@ -227,12 +238,14 @@ def clear_store(cache: Path) -> None:
         leftover.unlink()
 
 
-def touch_one_source(suite: Path) -> None:
-    """Change one source file (content and mtime): an edit the engine must notice."""
+def touch_one_source(suite: Path, test: bool = False) -> None:
+    """Change one source file (content and mtime): an edit the engine must notice. `test`:
+    the first test file instead."""
     sources = sorted(
         p for p in suite.rglob("*.py") if "test" not in p.name and ".test_framework" not in p.parts
     )
-    target = sources[0] if sources else sorted(suite.rglob("test_*.py"))[0]
+    tests = sorted(p for p in suite.rglob("test_*.py") if ".test_framework" not in p.parts)
+    target = sources[0] if sources and not test else tests[0]
     text = target.read_text(encoding="utf-8")
     marker = "# benchmark edit\n"
     target.write_text(
@@ -344,7 +357,8 @@ def main() -> int:
         *(f"--category={c}" for c in categories),
     ]
     resident_cmd[resident_cmd.index("--cache-dir") + 1] = str(resident_cache)
-    commands["resident"] = commands["resident-changed"] = resident_cmd
+    for mode in ("resident", "resident-changed", "resident-test-changed"):
+        commands[mode] = resident_cmd
     commands["cached"] = commands["cached-changed"] = [*resident_cmd, "--skip-cache"]
     # testmon needs pytest's cache provider (pytest_cmd turns it off).
     commands["testmon"] = [ns.python, "-m", "pytest", "-q", *args, "--testmon"]
@@ -363,7 +377,10 @@ def main() -> int:
         # The client takes pytest's selection but none of its output options (no -q).
         commands["fast"] = [ns.python, "-m", "pytest_fast", "--address", str(sock), *args]
         measure(commands["fast"], suite, env)  # warm it: the peer's advantage, given fairly
-    warmed = {"resident": ("resident", "resident-changed"), "cached": ("cached", "cached-changed")}
+    warmed = {
+        "resident": ("resident", "resident-changed", "resident-test-changed"),
+        "cached": ("cached", "cached-changed"),
+    }
     warmed["testmon"] = ("testmon", "testmon-changed")
     for mode, needs in warmed.items():
         if any(m in modes for m in needs):
@@ -391,8 +408,8 @@ def main() -> int:
                 family = kind.removesuffix("-changed")
                 if family in recorded and recorded[family] != edits:
                     measure(commands[family], suite, env)  # it records the suite as it is
-                if kind in ("changed", "resident-changed"):
-                    touch_one_source(suite)
+                if kind in ("changed", "resident-changed", "resident-test-changed"):
+                    touch_one_source(suite, test=kind == "resident-test-changed")
                     edits += 1
                 if kind in EDITED_MODES:
                     edit_one_module(suite, edits)

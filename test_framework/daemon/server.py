@@ -266,6 +266,9 @@ class Resident:
             "zygote_rss_mb": round(_rss_mb(zygote.get("zygote")), 1),
             **{f"zygote_{k}" if k != "zygote" else "zygote_pid": v for k, v in zygote.items()},
             "replaced_because": self.pool.replaced[-5:],
+            "base_pid": self.pool.base_pid,
+            "base_rss_mb": round(_rss_mb(self.pool.base_pid), 1),
+            "base_replaced_because": self.pool.bases_replaced[-5:],
         }
 
 

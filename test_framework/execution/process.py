@@ -80,6 +80,25 @@ class ScratchFiles:
         )
 
 
+class CannotStart(RuntimeError):
+    """A starter cannot start this process (its base is gone, another folder): spawn it."""
+
+
+class Starter(Protocol):
+    """Starts a long-lived pytest process (a zygote): spawned, or forked from a base layer."""
+
+    def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str,
+        env: Mapping[str, str],
+        protocol_env: Mapping[str, str] | None = None,
+        grace: float = 2.0,
+        passed_fds: Mapping[str, int] | None = None,
+    ) -> AbstractAsyncContextManager[WorkerHandle]: ...
+
+
 class Launcher(Protocol):
     """Starts one shard's worker: a fresh interpreter (spawn) or a fork of the zygote."""
 
@@ -146,9 +165,11 @@ async def spawn_worker(
     env: Mapping[str, str],
     protocol_env: Mapping[str, str] | None = None,
     grace: float = 2.0,
-    extra_fds: Sequence[int] = (),
+    passed_fds: Mapping[str, int] | None = None,
 ) -> AsyncIterator[Worker]:
     """Start `python -m pytest`-like argv with the protocol channel; clean up on every exit path.
+    `passed_fds` are more descriptors the child inherits, each named by the variable that
+    tells it the number.
 
     Protocol variables inherited from an enclosing engine run (the engine testing itself) are
     dropped, so a nested run never obeys its parent's selection or writes to its channel.
@@ -158,6 +179,8 @@ async def spawn_worker(
         child_env = {k: v for k, v in env.items() if not k.startswith(PROTOCOL_ENV_PREFIX)}
         child_env.update(protocol_env or {})
         child_env[ENV_CHANNEL] = str(child_sock.fileno())
+        passed = dict(passed_fds or {})
+        child_env.update((name, str(fd)) for name, fd in passed.items())
         process = await anyio.open_process(
             [sys.executable, *argv],
             stdin=None,
@@ -166,7 +189,7 @@ async def spawn_worker(
             cwd=cwd,
             env=child_env,
             start_new_session=True,
-            pass_fds=(child_sock.fileno(), *extra_fds),
+            pass_fds=(child_sock.fileno(), *passed.values()),
         )
     except BaseException:
         parent_sock.close()

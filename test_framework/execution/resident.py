@@ -33,6 +33,7 @@ from anyio.abc import TaskGroup
 
 from ..fingerprint import SKIP_DIRS, input_digests
 from ..worker.protocol import ENV_RECORD_DEPS
+from .base_layer import BaseLayer, BaseUnavailable
 from .executor import ExecutorStart, LocalExecutor, local_executor
 from .summary import reports_folder
 from .zygote import Zygote
@@ -84,14 +85,14 @@ def environment_state(root: Path) -> str:
     return digest.hexdigest()
 
 
-def _module_stats(modules: tuple[str, ...], root: Path) -> dict[str, tuple[int, int]]:
-    """Size and mtime of the module files a collection imported outside the project (those
-    inside are `project_state`'s)."""
-    inside = str(root) + os.sep
+def _module_stats(modules: tuple[str, ...], root: Path | None) -> dict[str, tuple[int, int]]:
+    """Size and mtime of the module files a collection imported outside the project `root`
+    (those inside are `project_state`'s; None: every file); `modules` are `name:file`."""
+    inside = None if root is None else str(root) + os.sep
     stats: dict[str, tuple[int, int]] = {}
     for entry in modules:
         path = entry.partition(":")[2]
-        if not path or path.startswith(inside):
+        if not path or (inside is not None and path.startswith(inside)):
             continue
         try:
             stat = os.stat(path)
@@ -102,12 +103,39 @@ def _module_stats(modules: tuple[str, ...], root: Path) -> dict[str, tuple[int, 
     return stats
 
 
+def base_key(start: ExecutorStart) -> tuple[object, ...]:
+    """What a base layer was started with that a run's zygote must share to fork from it: the
+    folder and the environment (the interpreter read some of it at its start)."""
+    env = tuple(sorted((k, v) for k, v in start.env.items() if k not in VOLATILE_VARIABLES))
+    return (start.cwd, env)
+
+
 def zygote_key(start: ExecutorStart) -> tuple[object, ...]:
     """What a zygote was started with that a run must share to use it. Not the protocol
     variables: a resident zygote always records what each test file imports and reads (the
     skip cache's input; cheap), so runs with and without the skip cache share it."""
-    env = tuple(sorted((k, v) for k, v in start.env.items() if k not in VOLATILE_VARIABLES))
-    return (start.warm_argv, start.cwd, env)
+    return (start.warm_argv, *base_key(start))
+
+
+@dataclass
+class HeldBase:
+    """The base layer the pool holds: pytest imported, forked into each new zygote."""
+
+    base: BaseLayer
+    key: tuple[object, ...]
+    root: Path
+    environment: str
+    modules: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def stale(self) -> str | None:
+        if not self.base.alive:
+            return "it exited"
+        if environment_state(self.root) != self.environment:
+            return "the installed packages changed"
+        # Inside the project too: pytest itself may import the project (pluggy's suite).
+        if _module_stats(tuple(f":{path}" for path in self.modules), None) != self.modules:
+            return "a module it imported changed"
+        return None
 
 
 @dataclass
@@ -161,6 +189,9 @@ class WarmPool:
     scratch: Path
     held: Held | None = None
     replaced: list[str] = field(default_factory=list)  # why each earlier zygote went
+    base: HeldBase | None = None
+    bases_replaced: list[str] = field(default_factory=list)
+    layered: bool = True  # fork zygotes from a base layer (False: spawn each)
 
     async def acquire(self, start: ExecutorStart) -> Zygote:
         assert start.warm_argv is not None
@@ -180,6 +211,7 @@ class WarmPool:
         root = Path(start.cwd)
         project, environment = project_state(root), environment_state(root)
         self.scratch.mkdir(parents=True, exist_ok=True)
+        base = await self._base(start, environment) if self.layered else None
         zygote = Zygote(
             start.warm_argv,
             cwd=start.cwd,
@@ -188,15 +220,44 @@ class WarmPool:
             grace=start.grace,
             early=False,  # a resident zygote collects once, for every run it serves
             protocol_env={**start.protocol_env, ENV_RECORD_DEPS: "1"},
+            starter=None if base is None else base.start,
         )
         await self.task_group.start(zygote.run)
         self.held = Held(zygote, key, root, project, environment, runs=1)
         return zygote
 
+    async def _base(self, start: ExecutorStart, environment: str) -> BaseLayer | None:
+        """The base layer to fork the next zygote from: the held one while it is fresh and was
+        started in the run's folder and environment, else a new one (None: it could not start,
+        and the zygote is spawned)."""
+        key = base_key(start)
+        held = self.base
+        if held is not None:
+            why = "its folder or environment differ" if held.key != key else held.stale()
+            if why is None:
+                return held.base
+            self.bases_replaced.append(why)
+            self.release_base()
+        base = BaseLayer(cwd=start.cwd, env=start.env, scratch=self.scratch, grace=start.grace)
+        try:
+            await self.task_group.start(base.run)
+        except BaseUnavailable as exc:
+            self.bases_replaced.append(str(exc))
+            return None
+        root = Path(start.cwd)
+        modules = _module_stats(tuple(f":{path}" for path in base.modules), None)
+        self.base = HeldBase(base, key, root, environment, modules)
+        return base
+
     def release(self) -> None:
         if self.held is not None:
             self.held.zygote.close()
             self.held = None
+
+    def release_base(self) -> None:
+        if self.base is not None:
+            self.base.base.close()
+            self.base = None
 
     def refresh(self) -> str | None:
         """Between runs: settle what the held zygote collected, and drop it when stale (the
@@ -246,6 +307,10 @@ class WarmPool:
             "replaced": len(self.replaced),
         }
 
+    @property
+    def base_pid(self) -> int | None:
+        return None if self.base is None else self.base.base.pid
+
 
 @contextlib.asynccontextmanager
 async def warm_pool(scratch: Path) -> AsyncIterator[WarmPool]:
@@ -256,3 +321,4 @@ async def warm_pool(scratch: Path) -> AsyncIterator[WarmPool]:
             yield pool
         finally:
             pool.release()
+            pool.release_base()

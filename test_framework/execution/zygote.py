@@ -41,7 +41,14 @@ from ..worker.protocol import (
 )
 from .channel import read_messages
 from .collect import terminal_of
-from .process import OUTPUT_TAIL_BYTES, ScratchFiles, signal_group, spawn_worker
+from .process import (
+    OUTPUT_TAIL_BYTES,
+    CannotStart,
+    ScratchFiles,
+    Starter,
+    signal_group,
+    spawn_worker,
+)
 from .summary import reports_folder
 
 
@@ -107,8 +114,10 @@ class Zygote:
         early: bool = False,
         preload: tuple[str, ...] = (),
         protocol_env: Mapping[str, str] | None = None,
+        starter: Starter | None = None,
     ) -> None:
         self.argv = list(argv)
+        self.starter = starter  # how it starts: spawned, or forked from a base layer
         self.protocol_env = dict(protocol_env or {})
         self.cwd = cwd
         self.env = env
@@ -124,27 +133,37 @@ class Zygote:
         self.output_tail = ""
         self.returncode: int | None = None
         self.pid: int | None = None
+        self.start_note = ""  # why a starter could not start it (it was spawned instead)
         self._control: socket.socket | None = None
         self._by_shard: dict[int, _Child] = {}
         self._by_pid: dict[int, _Child] = {}
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Start the zygote and follow its channel until it exits; run inside the task group."""
+        """Start the zygote and follow its channel until it exits; run inside the task group.
+        Forked from a base layer when it has one that can, else spawned."""
+        if self.starter is not None:
+            try:
+                await self._run(self.starter, task_status)
+                return
+            except CannotStart as exc:
+                self.start_note = str(exc)
+        await self._run(spawn_worker, task_status)
+
+    async def _run(self, starter: Starter, task_status: TaskStatus[None]) -> None:
         engine_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            async with spawn_worker(
+            async with starter(
                 self.argv,
                 cwd=self.cwd,
                 env=self.env,
                 protocol_env={
-                    ENV_ZYGOTE: str(zygote_end.fileno()),
                     ENV_REPORTS: str(reports_folder(self.scratch)),
                     **self.protocol_env,
                     **({ENV_ZYGOTE_EARLY: "1"} if self.early else {}),
                     **self._preload_env(),
                 },
                 grace=self.grace,
-                extra_fds=(zygote_end.fileno(),),
+                passed_fds={ENV_ZYGOTE: zygote_end.fileno()},
             ) as worker:
                 zygote_end.close()
                 self._control = engine_end
@@ -264,6 +283,9 @@ class Zygote:
         assert child.pid is not None
         if not child.exited.is_set():
             signal_group(child.pid, signal.SIGTERM)
+            # A child stopped as it starts may not lead its own group yet (setsid).
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)
             with anyio.move_on_after(self.grace):
                 await child.exited.wait()
         signal_group(child.pid, signal.SIGKILL)

@@ -16,9 +16,11 @@ Child -> engine, on the protocol channel (`TEST_FRAMEWORK_CHANNEL_FD`):
   Released      the tail a worker gave back for free slots (answer to Release)
   Deps          project files this process imported (for the skip cache)
   Done          the session finished
-  Forked, Exited  the zygote's children (only on a zygote's channel)
+  Forked, Exited  the zygote's children (only on a zygote's channel), and the base layer's
+  Ready         the base layer's module files, once it imported pytest (after its Hello)
 Engine -> child, on the same socket, read before each test: Skip, Release.
 Engine -> zygote, one datagram each on the command socket (`TEST_FRAMEWORK_ZYGOTE_FD`): Fork.
+Engine -> base layer, the same way (`TEST_FRAMEWORK_BASE_FD`): Layer.
 
 Which test runs right now is not a message but the progress board (board.py).
 """
@@ -40,6 +42,7 @@ ENV_SELECT = "TEST_FRAMEWORK_SELECT"  # JSON file narrowing a worker's collectio
 ENV_STACKS = "TEST_FRAMEWORK_STACKS"  # file that SIGUSR1 dumps every thread's stack into
 ENV_BOARD = "TEST_FRAMEWORK_BOARD"  # the progress board: which test runs, since when
 ENV_ZYGOTE = "TEST_FRAMEWORK_ZYGOTE_FD"  # the zygote's command socket
+ENV_BASE = "TEST_FRAMEWORK_BASE_FD"  # the base layer's command socket (base_layer.py)
 # Set: the zygote forks before collecting and each child collects only its own files (the
 # engine knows the tests already, from its collection cache).
 ENV_ZYGOTE_EARLY = "TEST_FRAMEWORK_ZYGOTE_EARLY"
@@ -455,6 +458,23 @@ class Exited(Message):
         return cls(int(data["pid"]), int(data["returncode"]))
 
 
+@_message
+@dataclass(frozen=True, slots=True)
+class Ready(Message):
+    """The base layer imported pytest and waits for `Layer` commands; these files are what it
+    holds (a change to one makes it stale)."""
+
+    EVENT: ClassVar[str] = "ready"
+    modules: tuple[str, ...]
+
+    def fields(self) -> dict[str, Any]:
+        return {"modules": self.modules}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> Ready:
+        return cls(_strings(data.get("modules")))
+
+
 # ---- commands ----------------------------------------------------------------------------------
 @_message
 @dataclass(frozen=True, slots=True)
@@ -527,6 +547,43 @@ class Fork(Message):
             str(data["stacks"]),
             str(data["board"]),
             bool(data.get("full")),
+        )
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class Layer(Message):
+    """Engine -> base layer: fork a process that becomes `python -m pytest <args>` in `cwd` with
+    `env`. The datagram carries its output file, then one descriptor per name in `fd_names`
+    (SCM_RIGHTS); the child sets each name in its environment to its descriptor's number."""
+
+    EVENT: ClassVar[str] = "layer"
+    request: int
+    args: tuple[str, ...]
+    cwd: str
+    env: Mapping[str, str]
+    fd_names: tuple[str, ...]
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "request": self.request,
+            "args": self.args,
+            "cwd": self.cwd,
+            "env": dict(self.env),
+            "fd_names": self.fd_names,
+        }
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> Layer:
+        env = data["env"]
+        if not isinstance(env, dict):
+            raise TypeError("env")
+        return cls(
+            int(data["request"]),
+            _strings(data["args"]),
+            str(data["cwd"]),
+            {str(k): str(v) for k, v in env.items()},
+            _strings(data["fd_names"]),
         )
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.processes import alive, dies
@@ -122,6 +123,7 @@ def test_runs_reuse_one_warm_zygote_and_answer_as_pytest(project: Path) -> None:
 
 def test_every_edit_is_seen(project: Path) -> None:
     same_as_pytest(project)
+    base = daemon(project, "status")["base_pid"]
     (project / "pkg/leaf.py").write_text("def value():\n    return 2\n")
     assert same_as_pytest(project).returncode == 1
     (project / "pkg/leaf.py").write_text("def value():\n    return 1\n")
@@ -137,6 +139,9 @@ def test_every_edit_is_seen(project: Path) -> None:
     assert "1 deselected" in done.stdout
     status = daemon(project, "status")
     assert int(status["zygote_replaced"]) >= 3
+    # Each edit replaced the project layer only: every new zygote was forked from one base.
+    assert status["base_pid"] == base
+    assert psutil.Process(int(status["zygote_pid"])).ppid() == int(base)
 
 
 def test_the_client_imports_nothing_heavy(project: Path) -> None:
@@ -154,12 +159,21 @@ def test_the_client_imports_nothing_heavy(project: Path) -> None:
     assert not {"test_framework.config", "test_framework.rootdir", "tomllib"} & imported
 
 
-def test_a_killed_daemon_or_zygote_is_replaced_without_failing_a_run(project: Path) -> None:
+def test_a_killed_daemon_zygote_or_base_is_replaced_without_failing_a_run(
+    project: Path,
+) -> None:
     same_as_pytest(project)
     status = daemon(project, "status")
     os.kill(int(status["zygote_pid"]), signal.SIGKILL)
     same_as_pytest(project)
     status = daemon(project, "status")
+    os.kill(int(status["base_pid"]), signal.SIGKILL)  # its zygote goes with it
+    assert dies(int(status["base_pid"]))
+    same_as_pytest(project)
+    after = daemon(project, "status")
+    assert after["base_pid"] != status["base_pid"]
+    assert after["zygote_pid"] != status["zygote_pid"]
+    status = after
     os.kill(int(status["pid"]), signal.SIGKILL)
     assert dies(int(status["pid"]))
     same_as_pytest(project)
