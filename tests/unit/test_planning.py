@@ -293,3 +293,33 @@ def test_plan_slots(
         )
         == slots
     )
+
+
+def test_a_test_longer_than_half_a_shard_runs_alone_and_first() -> None:
+    """Behind a long test in its file's slice, the tests after it could not go to a free worker
+    until it ended (a worker hands back its tail only between tests)."""
+    primes = [f"tests/test_recipes.py::test_{k}" for k in range(5)]
+    others = [f"tests/test_more.py::test_{k}" for k in range(8)]
+    durations = {n: 0.5 for n in primes + others}
+    durations["tests/test_recipes.py::test_2"] = 10.0
+    shards = make_plan(plan_input(primes + others, durations, shards_per_slot=2))
+    assert shards[0].nodeids == ("tests/test_recipes.py::test_2",)
+    assert shards[0].selection == (
+        FileTests("tests/test_recipes.py", ("tests/test_recipes.py::test_2",), (2,), 5),
+    )
+    counted = Counter(n for s in shards for n in s.nodeids)
+    assert set(counted) == set(primes + others)
+    assert set(counted.values()) == {1}
+    # Its neighbours run in file order, named, in contiguous runs around it.
+    runs = [s.nodeids for s in shards if any("recipes" in n for n in s.nodeids)]
+    assert sorted(runs) == [
+        ("tests/test_recipes.py::test_0", "tests/test_recipes.py::test_1"),
+        ("tests/test_recipes.py::test_2",),
+        ("tests/test_recipes.py::test_3", "tests/test_recipes.py::test_4"),
+    ]
+
+
+def test_without_a_long_test_files_are_sliced_as_before() -> None:
+    nodeids = suite(2, 6)
+    shards = make_plan(plan_input(nodeids, dict.fromkeys(nodeids, 0.5)))
+    assert all(isinstance(e, FileSlice) for s in shards for e in s.selection)
