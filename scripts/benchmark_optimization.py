@@ -109,6 +109,8 @@ class Sample:
     peak_rss_mb: float
     counts: dict[str, int]
     returncode: int
+    # The engine's own split of the run (its JSON report's "timings"; empty for the peers).
+    timings: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -138,7 +140,14 @@ def closing_counts(output: str) -> dict[str, int]:
 
 
 def measure(command: list[str], cwd: Path, env: dict[str, str]) -> Sample:
-    """Wall time, CPU of every descendant, peak RSS of the tree (sampled every 20 ms)."""
+    """Wall time, CPU of every descendant, peak RSS of the tree (sampled every 20 ms); for the
+    engine, also its own split of the run (where the time went), from its JSON report."""
+    report_path = None
+    if command[1:3] == ["-m", "test_framework"]:
+        fd, name = tempfile.mkstemp(prefix="bench-report-", suffix=".json")
+        os.close(fd)
+        report_path = Path(name)
+        command = [*command[:3], "--report", name, *command[3:]]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -181,7 +190,13 @@ def measure(command: list[str], cwd: Path, env: dict[str, str]) -> Sample:
     sampler.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Sample(wall, cpu, peak[0] / 2**20, closing_counts(output), process.returncode)
+    timings: dict[str, float | None] = {}
+    if report_path is not None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            timings = json.loads(report_path.read_text(encoding="utf-8")).get("timings") or {}
+        report_path.unlink(missing_ok=True)
+    counts = closing_counts(output)
+    return Sample(wall, cpu, peak[0] / 2**20, counts, process.returncode, timings)
 
 
 def agrees(counts: dict[str, int], reference: dict[str, int]) -> bool:
@@ -516,6 +531,18 @@ def report(
             )
             print(f"{mode} after/before (median wall): {ratio:.2f}   range: {spread}")
     document["after_over_before"] = after_over_before
+    split_rows = [row for row in rows.values() if any(s.timings for s in row.samples)]
+    if split_rows:
+        names = [name for name in split_rows[0].samples[-1].timings if name != "wall"]
+        print("\nwhere the engine's time went (medians, s; from its JSON report):")
+        print(f"{'mode':<22}" + "".join(f"{name.replace('_', ' '):>14}" for name in names))
+        for row in split_rows:
+            cells = []
+            for name in names:
+                values = [s.timings.get(name) for s in row.samples]
+                known = [v for v in values if v is not None]
+                cells.append(f"{statistics.median(known):>14.2f}" if known else f"{'-':>14}")
+            print(f"{row.mode:<22}" + "".join(cells))
     if ns.json:
         ns.json.write_text(json.dumps(document, indent=2), encoding="utf-8")
 

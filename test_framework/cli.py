@@ -10,8 +10,6 @@ exit 3, as pytest does for its own internal errors.
 
 from __future__ import annotations
 
-import argparse
-import difflib
 import os
 import resource
 import sys
@@ -23,11 +21,13 @@ import anyio
 import structlog
 
 from .audit import audit
-from .command_line import PROG, split_command_line
+from .command_line import PROG
+from .command_request import parse_request
 from .daemon.client import daemon_request
 from .daemon.wire import UnsafeSocket, socket_path
 from .errors import TestFrameworkError, UsageError
-from .execution.executor import ExecutorFactory, local_executor
+from .execution.executor import ExecutorFactory, adopting, local_executor
+from .execution.prestart import Prestarted
 from .exit_codes import ExitCode
 from .flaky_command import main as flaky_main
 from .foreground import foreground_option, run_in_foreground
@@ -35,66 +35,30 @@ from .logging import configure_logging, internal_error_line, log_internal_error
 from .models import RunSummary
 from .orchestrator import run_events
 from .reporting import subscribers_for
-from .request import DEFAULT_CACHE_DIR, RunRequest, RunSettings, resolve
+from .request import DEFAULT_CACHE_DIR, RunSettings, resolve
 from .result_cache import ResultCache
 from .store.connection import connect_store
 from .store.files import clear_store_folder
 from .store.queries import forget_file_records, load_file_index, load_file_records
 from .watch import watch
-
-
-def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bool]:
-    parser, ns, passed_on, after = split_command_line(argv, prog)
-    _reject_misspelt_options(parser, passed_on)
-    pytest_args = [*passed_on, *after]
-    request = RunRequest(
-        categories=tuple(ns.category),
-        optimization=ns.optimization,
-        workers=ns.workers,
-        project_root=ns.project_root,
-        cache_dir=ns.cache_dir,
-        maxfail=ns.maxfail,
-        list_only=ns.list_only,
-        report=ns.report,
-        junitxml=ns.junitxml,
-        verbose=ns.verbose,
-        log_format=ns.log_format,
-        pytest_args=tuple(pytest_args),
-        collection_cache=False if ns.no_cache else None,
-        verify_cache=ns.verify_cache,
-        changed=ns.changed,
-        changed_lenient=ns.changed_lenient,
-        timeout=ns.timeout,
-        retries=ns.retries,
-        isolation=ns.isolation,
-        flaky_result=ns.flaky_result,
-        session_timeout=ns.session_timeout,
-        memory_limit_mb=ns.memory_limit,
-        breaker_threshold=ns.breaker_threshold,
-        argv=tuple(argv),
-        resident=ns.resident,
-        watch=ns.watch,
-        skip_cache=ns.skip_cache,
-    )
-    return request, bool(ns.clear_cache)
-
-
-def _reject_misspelt_options(parser: argparse.ArgumentParser, passed_on: Sequence[str]) -> None:
-    """An unknown long option close to one of the engine's is a typo, not pytest's."""
-    ours = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
-    for arg in passed_on:
-        if not arg.startswith("--"):
-            continue
-        name = arg.split("=", 1)[0]
-        close = difflib.get_close_matches(name, ours, n=1, cutoff=0.85)
-        if close:
-            raise UsageError(f"unknown option {name}; did you mean {close[0]}? (see --help)")
+from .worker.proc import started_at
 
 
 async def run_settings(
-    settings: RunSettings, out: TextIO, executors: ExecutorFactory = local_executor
+    settings: RunSettings,
+    out: TextIO,
+    executors: ExecutorFactory = local_executor,
+    process_started: float | None = None,
+    scratch: Path | None = None,
 ) -> RunSummary:
-    return await run_events(settings, subscribers_for(settings, out), executors=executors)
+    subscribers = subscribers_for(settings, out)
+    return await run_events(
+        settings,
+        subscribers,
+        executors=executors,
+        process_started=process_started,
+        scratch=scratch,
+    )
 
 
 def _log_own_cost() -> None:
@@ -198,11 +162,26 @@ def main(
     *,
     prog: str = PROG,
     executors: ExecutorFactory = local_executor,
+    prestarted: Prestarted | None = None,
 ) -> int:
     """The command line; `executors` is the executor seam (the local one unless a caller hands
-    another, as the tests do)."""
+    another, as the tests do). `prestarted`: the run's zygote, started before the engine was
+    imported (`__main__`); adopted when the run wants it, else stopped."""
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(args, prog, executors, prestarted)
+    finally:
+        if prestarted is not None:
+            prestarted.close()
+
+
+def _main(
+    args: list[str], prog: str, executors: ExecutorFactory, prestarted: Prestarted | None
+) -> int:
     settings: RunSettings | None = None
+    scratch = None
+    if prestarted is not None and executors is local_executor:
+        executors, scratch = adopting(prestarted), prestarted.scratch
     try:
         if args and args[0] == "flaky":
             return flaky_main(args[1:], prog)
@@ -227,7 +206,15 @@ def main(
         option = foreground_option(settings.pytest_args)
         if option is not None and not settings.list_only:
             return run_in_foreground(settings, option, sys.stderr)
-        summary = anyio.run(run_settings, settings, sys.stdout, executors, backend="asyncio")
+        summary = anyio.run(
+            run_settings,
+            settings,
+            sys.stdout,
+            executors,
+            started_at(),
+            scratch,
+            backend="asyncio",
+        )
         _log_own_cost()
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -251,10 +238,16 @@ def exit_for(exc: BaseException, prog: str, settings: RunSettings | None, err: T
 
 
 async def serve_run(
-    args: Sequence[str], prog: str, executors: ExecutorFactory, out: TextIO, err: TextIO
+    args: Sequence[str],
+    prog: str,
+    executors: ExecutorFactory,
+    out: TextIO,
+    err: TextIO,
+    process_started: float | None = None,
 ) -> int:
     """One run of the command line inside a process that serves several (the resident
-    process): what `main` does for a plain run, on the given streams, in the running loop."""
+    process): what `main` does for a plain run, on the given streams, in the running loop.
+    `process_started`: when the client that asked for it started."""
     settings: RunSettings | None = None
     try:
         request, clear_cache = parse_request(args, prog)
@@ -267,7 +260,7 @@ async def serve_run(
         )
         if clear_cache:
             clear_store_folder(settings.cache_dir)
-        summary = await run_settings(settings, out, executors)
+        summary = await run_settings(settings, out, executors, process_started)
     except BaseException as exc:
         return exit_for(exc, prog, settings, err)
     return summary.exit_code

@@ -35,11 +35,25 @@ class RunContext:
     isolation: str = "fork"
 
 
+class Phase:
+    """The names of `RunStarted.phases`: wall-clock times of what happened before the first
+    test, in the order it happens (reporting/timings.py turns them into the run's split)."""
+
+    PROCESS = "process"  # the process began (the client's, for a run a resident process served)
+    ENGINE = "engine"  # the orchestrator began
+    STORE_SECONDS = "store_seconds"  # a duration: opening and reading the results store
+    WARM_SPAWNED = "warm_spawned"  # the warm process was started
+    WARM_CONFIGURED = "warm_configured"  # pytest was configured in it (its Hello)
+    COLLECTED = "collected"  # the run's collection was known
+
+
 @dataclass(frozen=True, slots=True)
 class RunStarted:
     context: RunContext
     plan: Plan
     capacity: int
+    # When the run's phases before its first test happened (reporting/timings.py names them).
+    phases: Mapping[str, float] = field(default_factory=dict)
     at: float = field(default_factory=_now, kw_only=True)
 
     @property
@@ -248,6 +262,7 @@ class CapacityChanged:
 class RunFinished:
     summary: RunSummary
     messages: tuple[str, ...] = field(default_factory=tuple)
+    phases: Mapping[str, float] = field(default_factory=dict)  # RunStarted's, completed
     at: float = field(default_factory=_now, kw_only=True)
 
 

@@ -134,6 +134,7 @@ class TestResult:
     shard_id: int | None = None
     cpu_time: float | None = None
     max_rss: int | None = None
+    started_at: float | None = None  # wall clock, when a worker began it (its setup)
 
     @property
     def longrepr(self) -> str:

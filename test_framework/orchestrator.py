@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
@@ -40,7 +40,15 @@ from .dispatch.dispatcher import Dispatcher
 from .dispatch.queue import ShardCosts
 from .dispatch.resources import Sampler
 from .errors import NoTestsCollected, StoreError, TestFrameworkError
-from .events import Event, EventBus, RunContext, RunFinished, RunStarted, WarningRecorded
+from .events import (
+    Event,
+    EventBus,
+    Phase,
+    RunContext,
+    RunFinished,
+    RunStarted,
+    WarningRecorded,
+)
 from .execution.executor import ExecutorFactory, ExecutorStart, ShardExecutor, local_executor
 from .execution.importable import worker_env
 from .execution.runner import STOP_GRACE, WorkerSetup
@@ -80,8 +88,11 @@ class Orchestrator:
         sampler: Sampler | None = None,
         clock: Callable[[], float] = time.monotonic,
         random_source: Callable[[], float] = random.random,
+        process_started: float | None = None,
+        scratch: Path | None = None,
     ) -> None:
         self.settings = settings
+        self.scratch = scratch  # the run's scratch folder when made before it (the caller's)
         self.bus = bus
         self.executors = executors
         self.sampler = sampler
@@ -103,14 +114,18 @@ class Orchestrator:
             flaky_fails=settings.flaky_result == "fail",
         )
         self.store_warnings: list[str] = []
+        # When the run's phases happened (events.Phase), for the split in the reports.
+        self.phases: dict[str, float] = {Phase.ENGINE: time.time()}
+        if process_started is not None:
+            self.phases[Phase.PROCESS] = process_started
 
     async def run(self) -> RunSummary:
         try:
             with (
                 structlog.contextvars.bound_contextvars(run_id=self.run_id),
-                tempfile.TemporaryDirectory(prefix="test_framework-") as scratch,
+                _scratch_folder(self.scratch) as scratch,
             ):
-                return await self._run(Path(scratch))
+                return await self._run(scratch)
         except BaseExceptionGroup as group:
             # Task groups wrap; callers (the CLI's exit-code mapping, API users) want the one
             # error that ended the run.
@@ -120,9 +135,10 @@ class Orchestrator:
         started = self.clock()
         settings = self.settings
         env = worker_env(os.environ, str(settings.project_root), scratch)
-        db = await self._open_store()
-        if db is not None and (settings.profile.skip_cache or settings.changed is not None):
-            self.cache = await ResultCache.open(settings, db, os.environ)
+        with self._timing_store():
+            db = await self._open_store()
+            if db is not None and (settings.profile.skip_cache or settings.changed is not None):
+                self.cache = await ResultCache.open(settings, db, os.environ)
         try:
             async with anyio.create_task_group() as outer:
                 collector = Collector(settings, env, db, self.store_warnings)
@@ -144,6 +160,8 @@ class Orchestrator:
                     # would have made a fresh one fork before collecting.
                     start = replace(start, early=start.early and executor.early)
                     collection = cached or await collector.collect(executor)
+                    self.phases.update(executor.phases())
+                    self.phases[Phase.COLLECTED] = time.time()
                     args, explicit = collector.worker_args(collection)
                     setup = self._worker_setup(collection, args, env, scratch)
                     summary = await self._execute(
@@ -178,9 +196,10 @@ class Orchestrator:
             collection = await self.cache.changed_only(collection, self.ledger.notes)
         if settings.selected and collection.nodeids:
             collection = _only(collection, settings.selected)
-        history = await self._load_history(db)
-        context_files = await self._context_files(db)
-        unstable = await self._unstable_files(db)
+        with self._timing_store():
+            history = await self._load_history(db)
+            context_files = await self._context_files(db)
+            unstable = await self._unstable_files(db)
         planned = collection
         partial_files: dict[str, list[NodeId]] = {}
         reusing = settings.profile.skip_cache and settings.reuse_results
@@ -231,7 +250,9 @@ class Orchestrator:
         cached = len(collection.nodeids) - len(planned.nodeids)
         plan = replace(plan, cached=cached, sampled=sampled)
         widened = dispatcher.slots.widened(dispatcher.limiter.capacity, busy)
-        started_event = RunStarted(self._context(), plan, widened or dispatcher.limiter.capacity)
+        started_event = RunStarted(
+            self._context(), plan, widened or dispatcher.limiter.capacity, dict(self.phases)
+        )
         if settings.list_only:
             self.bus.emit(started_event)
             return RunSummary(self.run_id, (), {}, self.clock() - started, 0)
@@ -280,7 +301,8 @@ class Orchestrator:
             terminal = collection.terminal
             if (terminal.coverage or terminal.summary_plugins) and not dispatcher.signalled:
                 summary = await self._with_plugin_summaries(summary, start)
-            self.bus.emit(RunFinished(summary=summary))
+            self.phases.update(executor.phases())  # an early warm process says Hello late
+            self.bus.emit(RunFinished(summary=summary, phases=dict(self.phases)))
         finally:
             # Whatever ended the run, every result recorded so far reaches the store.
             if writer is not None:
@@ -416,6 +438,16 @@ class Orchestrator:
             ),
         )
 
+    @contextlib.contextmanager
+    def _timing_store(self) -> Iterator[None]:
+        """Adds the block's time to the store's share of the run's start."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - began
+            self.phases[Phase.STORE_SECONDS] = self.phases.get(Phase.STORE_SECONDS, 0.0) + spent
+
     async def _open_store(self) -> aiosqlite.Connection | None:
         try:
             return await connect_store(self.settings.store_path)
@@ -486,11 +518,29 @@ async def run_events(
     subscribers: Sequence[Callable[[Event], None]],
     *,
     executors: ExecutorFactory = local_executor,
+    process_started: float | None = None,
+    scratch: Path | None = None,
 ) -> RunSummary:
+    """One run, its events to `subscribers`. `process_started`: when the process that asked
+    for it started (wall clock), the origin of the run's time split; `scratch`: a scratch
+    folder made for it already (left to the caller to remove)."""
     bus = EventBus()
     for subscriber in subscribers:
         bus.subscribe(subscriber)
-    return await Orchestrator(settings, bus, executors=executors).run()
+    orchestrator = Orchestrator(
+        settings, bus, executors=executors, process_started=process_started, scratch=scratch
+    )
+    return await orchestrator.run()
+
+
+@contextlib.contextmanager
+def _scratch_folder(given: Path | None) -> Iterator[Path]:
+    """The run's scratch folder: the one given, else a temporary one removed afterwards."""
+    if given is not None:
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="test_framework-") as made:
+        yield Path(made)
 
 
 def _only(collection: Collection, selected: Sequence[str]) -> Collection:

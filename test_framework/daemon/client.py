@@ -22,6 +22,7 @@ import socket
 import sys
 import time
 
+from ..worker.proc import started_at
 from . import places
 from .wire import UnsafeSocket, check_owned, encode, lines
 
@@ -69,6 +70,7 @@ def resident_exit_code(argv: Sequence[str], prog: str) -> int | None:
         "env": environ,
         "tty": tty,
         "prog": prog,
+        "started": started_at(),  # the origin of the run's time split
     }
     for _ in range(2):  # a stale or hung resident process leaves; one new one is started
         sock = _connect_or_start(path, root, idle)

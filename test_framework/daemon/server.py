@@ -40,7 +40,8 @@ import psutil
 from anyio.abc import SocketAttribute, SocketStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ..cli import parse_request, serve_run
+from ..cli import serve_run
+from ..command_request import parse_request
 from ..execution.executor import ExecutorStart, LocalExecutor
 from ..execution.resident import WarmPool, environment_state, warm_pool
 from ..exit_codes import ExitCode
@@ -168,8 +169,14 @@ class Resident:
             code = int(ExitCode.INTERRUPTED)
             try:
                 with anyio.CancelScope() as self.run_scope:
+                    started = request.get("started")
                     code = await serve_run(
-                        argv, str(request["prog"]), self.executor, _t(out), _t(err)
+                        argv,
+                        str(request["prog"]),
+                        self.executor,
+                        _t(out),
+                        _t(err),
+                        started if isinstance(started, (int, float)) else None,
                     )
                 if self.run_scope.cancelled_caught:
                     err.write(f"{request['prog']}: interrupted\n")

@@ -22,9 +22,10 @@ from typing import Protocol
 import anyio
 
 from ..errors import collection_failure
-from ..events import ExecutionEvent, ShardStarted
+from ..events import ExecutionEvent, Phase, ShardStarted
 from ..models import Collection, Shard
-from ..worker.protocol import ENV_BOARD, ENV_REPORTS, ENV_SELECT, ENV_STACKS
+from ..worker.protocol import ENV_BOARD, ENV_REPORTS, ENV_SELECT, ENV_STACKS, reports_folder
+from .prestart import Prestarted
 from .process import Launcher, ScratchFiles, WorkerHandle, signal_group, spawn_worker
 from .runner import (
     STOP_GRACE,
@@ -34,7 +35,6 @@ from .runner import (
     WorkerSetup,
     run_shard,
 )
-from .summary import reports_folder
 from .zygote import Zygote, ZygoteGone
 
 
@@ -56,6 +56,11 @@ class ShardExecutor(Protocol):
     def early(self) -> bool:
         """Its workers collect their own files (a warm process that forks before collecting,
         or none): the planner then prices cutting a file across shards."""
+        ...
+
+    def phases(self) -> Mapping[str, float]:
+        """When its warm process started and was configured (`events.Phase` names); empty
+        without one."""
         ...
 
 
@@ -158,6 +163,16 @@ class LocalExecutor:
         launcher = ForkOrSpawn(self.zygote, SpawnLauncher(setup))
         return await run_shard(shard, setup, _Tracking(listener, self._pids), launcher)
 
+    def phases(self) -> Mapping[str, float]:
+        zygote = self.zygote
+        if zygote is None:
+            return {}
+        stamps = {
+            Phase.WARM_SPAWNED: zygote.spawned_at,
+            Phase.WARM_CONFIGURED: zygote.configured_at,
+        }
+        return {name: at for name, at in stamps.items() if at is not None}
+
     def kill_all(self) -> None:
         zygote_pid = self.zygote.pid if self.zygote is not None else None
         for pid in (*self._pids.values(), zygote_pid):
@@ -186,9 +201,12 @@ class _Tracking:
 
 
 @contextlib.asynccontextmanager
-async def local_executor(start: ExecutorStart) -> AsyncIterator[LocalExecutor]:
+async def local_executor(
+    start: ExecutorStart, adopt: Prestarted | None = None
+) -> AsyncIterator[LocalExecutor]:
     """The local executor for one run: with `warm_argv`, a zygote started now (in a task group
-    of its own) and closed when the run leaves; else spawn only."""
+    of its own; or `adopt`, started before the engine) and closed when the run leaves; else
+    spawn only."""
     if start.warm_argv is None:
         yield LocalExecutor()
         return
@@ -201,6 +219,7 @@ async def local_executor(start: ExecutorStart) -> AsyncIterator[LocalExecutor]:
         early=start.early,
         preload=start.preload,
         protocol_env=start.protocol_env,
+        adopt=adopt,
     )
     async with anyio.create_task_group() as tg:
         await tg.start(zygote.run)
@@ -208,3 +227,18 @@ async def local_executor(start: ExecutorStart) -> AsyncIterator[LocalExecutor]:
             yield LocalExecutor(zygote)
         finally:
             zygote.close()
+
+
+def adopting(prestarted: Prestarted) -> ExecutorFactory:
+    """The local executor, whose zygote is `prestarted` when the run wants exactly that one
+    (else it is stopped and the zygote started as usual)."""
+
+    @contextlib.asynccontextmanager
+    async def factory(start: ExecutorStart) -> AsyncIterator[LocalExecutor]:
+        wanted = prestarted.matches(start.warm_argv, start.cwd, start.env, start.protocol_env)
+        if not wanted:
+            prestarted.stop()
+        async with local_executor(start, prestarted if wanted else None) as executor:
+            yield executor
+
+    return factory

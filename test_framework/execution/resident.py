@@ -32,10 +32,9 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..fingerprint import SKIP_DIRS, input_digests
-from ..worker.protocol import ENV_RECORD_DEPS
+from ..worker.protocol import ENV_RECORD_DEPS, reports_folder
 from .base_layer import BaseLayer, BaseUnavailable
 from .executor import ExecutorStart, LocalExecutor, local_executor
-from .summary import reports_folder
 from .zygote import Zygote
 
 # Variables that say nothing about what a test may see (the shell's bookkeeping): a run from

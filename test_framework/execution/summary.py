@@ -23,17 +23,13 @@ from ..worker.protocol import (
     SUMMARY_BEGIN,
     SUMMARY_END,
     WORKER_PLUGIN,
+    reports_folder,
 )
 from .process import run_to_end
 
 # The summary process ends as pytest would have: all passed, failures replayed, a replayed stop
 # (`-x`, collection errors), or nothing replayed.
 _EXPECTED = (ExitCode.OK, ExitCode.TESTS_FAILED, ExitCode.INTERRUPTED, ExitCode.NO_TESTS_COLLECTED)
-
-
-def reports_folder(scratch: Path) -> Path:
-    """Where a run's workers write their serialized reports."""
-    return scratch / "reports"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ Pure: values in, `TestResult` out."""
 from __future__ import annotations
 
 import signal
+import time
 from typing import Protocol
 
 from ..models import (
@@ -16,6 +17,7 @@ from ..models import (
     engine_result,
     final_outcome,
 )
+from ..worker import proc
 from ..worker.protocol import Result
 
 
@@ -40,6 +42,7 @@ def test_result(message: Result, shard: Shard) -> TestResult:
             shard.shard_id,
             message.cpu,
             message.max_rss,
+            wall_time(message.started_at),
         )
     reports = tuple(
         PhaseReport(
@@ -66,7 +69,15 @@ def test_result(message: Result, shard: Shard) -> TestResult:
         shard_id=shard.shard_id,
         cpu_time=message.cpu,
         max_rss=message.max_rss,
+        started_at=wall_time(message.started_at),
     )
+
+
+def wall_time(worker_time: float) -> float | None:
+    """A worker's `proc.now()` stamp as wall-clock time (both sides read the same clock)."""
+    if not worker_time:
+        return None
+    return time.time() - (proc.now() - worker_time)
 
 
 def describe_exit(returncode: int | None) -> str:

@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import socket
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,18 +39,20 @@ from ..worker.protocol import (
     Message,
     Warned,
     encode,
+    reports_folder,
 )
 from .channel import read_messages
 from .collect import terminal_of
+from .prestart import Prestarted
 from .process import (
     OUTPUT_TAIL_BYTES,
     CannotStart,
     ScratchFiles,
     Starter,
+    WorkerHandle,
     signal_group,
     spawn_worker,
 )
-from .summary import reports_folder
 
 
 class ZygoteGone(RuntimeError):
@@ -115,8 +118,10 @@ class Zygote:
         preload: tuple[str, ...] = (),
         protocol_env: Mapping[str, str] | None = None,
         starter: Starter | None = None,
+        adopt: Prestarted | None = None,
     ) -> None:
         self.argv = list(argv)
+        self.adopt = adopt  # already running, started before the engine
         self.starter = starter  # how it starts: spawned, or forked from a base layer
         self.protocol_env = dict(protocol_env or {})
         self.cwd = cwd
@@ -134,13 +139,20 @@ class Zygote:
         self.returncode: int | None = None
         self.pid: int | None = None
         self.start_note = ""  # why a starter could not start it (it was spawned instead)
+        self.spawned_at: float | None = None  # wall-clock times, for the run's split
+        self.configured_at: float | None = None
         self._control: socket.socket | None = None
         self._by_shard: dict[int, _Child] = {}
         self._by_pid: dict[int, _Child] = {}
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start the zygote and follow its channel until it exits; run inside the task group.
-        Forked from a base layer when it has one that can, else spawned."""
+        Adopted when it was started before the engine (prestart.py); else forked from a base
+        layer when it has one that can, else spawned."""
+        self.spawned_at = time.time()
+        if self.adopt is not None:
+            await self._run_adopted(self.adopt, task_status)
+            return
         if self.starter is not None:
             try:
                 await self._run(self.starter, task_status)
@@ -166,25 +178,38 @@ class Zygote:
                 passed_fds={ENV_ZYGOTE: zygote_end.fileno()},
             ) as worker:
                 zygote_end.close()
-                self._control = engine_end
-                self.pid = worker.pid
-                self.alive = True
-                task_status.started()
-                try:
-                    async for message in read_messages(worker.channel):
-                        self._dispatch(message)
-                    with anyio.move_on_after(self.grace):
-                        await worker.wait()
-                    self.returncode = worker.returncode
-                    self.output_tail = worker.output_text()
-                finally:
-                    # Whoever waits for the collection learns here that none is coming.
-                    self.alive = False
-                    self.collected.set()
-                    self._orphan_everyone()
+                await self._follow(worker, engine_end, task_status)
         finally:
             zygote_end.close()
             engine_end.close()
+
+    async def _run_adopted(self, prestarted: Prestarted, task_status: TaskStatus[None]) -> None:
+        """Follow a zygote started before the engine (prestart.py): tell it its kind first."""
+        self.spawned_at = prestarted.spawned_at
+        preload = self._preload_env().get(ENV_PRELOAD)
+        prestarted.tell_mode(self.early, Path(preload) if preload else None)
+        async with prestarted.adopt(self.grace) as worker:
+            await self._follow(worker, prestarted.control, task_status)
+
+    async def _follow(
+        self, worker: WorkerHandle, control: socket.socket, task_status: TaskStatus[None]
+    ) -> None:
+        self._control = control
+        self.pid = worker.pid
+        self.alive = True
+        task_status.started()
+        try:
+            async for message in read_messages(worker.channel):
+                self._dispatch(message)
+            with anyio.move_on_after(self.grace):
+                await worker.wait()
+            self.returncode = worker.returncode
+            self.output_tail = worker.output_text()
+        finally:
+            # Whoever waits for the collection learns here that none is coming.
+            self.alive = False
+            self.collected.set()
+            self._orphan_everyone()
 
     def _preload_env(self) -> dict[str, str]:
         if not (self.early and self.preload):
@@ -195,6 +220,8 @@ class Zygote:
 
     def _dispatch(self, message: Message) -> None:
         if isinstance(message, Hello):
+            if self.configured_at is None:
+                self.configured_at = time.time()
             self.collection = Collection(message.rootdir, (), positionals=message.args)
         elif isinstance(message, CollectFailed):
             self._errors.append(message)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import TextIO
 
 from ..events import (
@@ -37,6 +38,7 @@ from .sections import (
     unique_warnings,
     warnings_summary,
 )
+from .timings import TimingsBuilder, format_split
 
 DISABLE_WARNINGS = (
     "--disable-warnings",
@@ -85,8 +87,11 @@ class ConsoleReporter:
         self.planned = 0  # shards the plan announced; reruns and stolen tails come after
         self.pytest_args: tuple[str, ...] = ()
         self.warnings: list[WarningRecorded] = []
+        self.timings = TimingsBuilder()
 
     def __call__(self, event: Event) -> None:
+        if self.verbose:
+            self.timings(event)
         if isinstance(event, RunStarted):
             self._run_started(event)
         elif isinstance(event, TestFinished):
@@ -201,7 +206,7 @@ class ConsoleReporter:
                     self._write(banner(title, "-", self.width) + "\n" + content.rstrip() + "\n")
         disabled = any(a in DISABLE_WARNINGS for a in self.pytest_args)
         chars = report_chars(self.terminal.reportchars, warnings_disabled=disabled)
-        warnings = unique_warnings(self.warnings)
+        warnings = in_collection_order(unique_warnings(self.warnings), summary.results)
         if warnings and "w" in chars:
             self._section("warnings summary", warnings_summary(warnings))
         if self.terminal.durations is not None:
@@ -223,6 +228,8 @@ class ConsoleReporter:
             self._write(f"warning: {error}\n")
         for note in summary.notes:
             self._write(f"{note}\n")
+        if self.verbose:
+            self._write(format_split(self.timings.split()) + "\n")
         counts = dict(summary.counts)
         if self.terminal.deselected:
             counts["deselected"] = self.terminal.deselected
@@ -238,6 +245,15 @@ class ConsoleReporter:
         self._write(banner(title, "=", self.width) + "\n")
         for line in lines:
             self._write(line + "\n")
+
+
+def in_collection_order(
+    warnings: list[WarningRecorded], results: Sequence[TestResult]
+) -> list[WarningRecorded]:
+    """Warnings as pytest lists them: collection's first, then by their test's place in the
+    collection (`results` are in that order), whichever worker reported first."""
+    order = {result.nodeid: index for index, result in enumerate(results)}
+    return sorted(warnings, key=lambda w: order.get(w.nodeid, len(order)) if w.nodeid else -1)
 
 
 def plural(count: int, noun: str) -> str:

@@ -3,8 +3,10 @@
 Schema (version 1): {"schema": 1, "run_id", "created", "duration", "exit_code", "interrupted",
 "project_root", "profile", "categories", "summary": {word: count}, "tests": [{"nodeid",
 "outcome", "duration", "attempts", "shard", "message", "longrepr"}], "capacity": [...],
-"warnings": [...], "notes": [...]}: notes are what the engine decided on its own (an open
-circuit breaker, a session timeout, leaked processes).
+"warnings": [...], "notes": [...], "timings": {...}}: notes are what the engine decided on its
+own (an open circuit breaker, a session timeout, leaked processes); timings are where the run's
+time went (reporting/timings.py: engine_start, store, warm_start, collection, first_test,
+tests, tail, after_last_test, wall; seconds or null).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..events import (
     TestRetrying,
 )
 from ..models import RunSummary
+from .timings import TimingsBuilder
 
 SCHEMA_VERSION = 1
 
@@ -38,8 +41,10 @@ class JsonReportBuilder:
         self.capacity: list[dict[str, Any]] = []
         self.failed_attempts: dict[str, list[dict[str, Any]]] = {}
         self.written = False
+        self.timings = TimingsBuilder()
 
     def __call__(self, event: Event) -> None:
+        self.timings(event)
         if isinstance(event, RunStarted):
             self.project_root = event.context.project_root
             self.profile = event.context.profile
@@ -89,6 +94,7 @@ class JsonReportBuilder:
             "capacity": self.capacity,
             "warnings": list(summary.errors),
             "notes": list(summary.notes),
+            "timings": self.timings.split(),
         }
 
 

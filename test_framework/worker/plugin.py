@@ -61,6 +61,7 @@ from .protocol import (
     ENV_SELECT,
     ENV_STACKS,
     ENV_ZYGOTE,
+    ENV_ZYGOTE_ASK,
     ENV_ZYGOTE_EARLY,
     Collected,
     CollectFailed,
@@ -68,11 +69,13 @@ from .protocol import (
     Done,
     Hello,
     Message,
+    Mode,
     Phase,
     Release,
     Released,
     Result,
     Skip,
+    decode_line,
     decode_lines,
     encode,
 )
@@ -86,6 +89,8 @@ from .summary import (
     summary_instructions,
     summary_plugins,
 )
+
+MAX_MODE = 1 << 16
 
 
 class WorkerPlugin:
@@ -195,6 +200,28 @@ class WorkerPlugin:
     def waiting_zygote(self, *, early: bool) -> bool:
         """Whether this process is a zygote of that kind that has not served yet."""
         return self.zygote and not self.quick_exit and self.early == early
+
+    def ask_mode(self) -> None:
+        """A zygote started before the engine knew its kind: the engine says it now (one
+        `Mode` datagram on the command socket), before pytest collects. An engine that went
+        away first ends this process: nobody would use it."""
+        if not self.zygote or not os.environ.pop(ENV_ZYGOTE_ASK, None):
+            return
+        control = socket.socket(fileno=int(os.environ[ENV_ZYGOTE]))
+        try:
+            data = control.recv(MAX_MODE)
+        except OSError:
+            data = b""
+        finally:
+            control.detach()  # the fork server reads the same descriptor afterwards
+        mode = decode_line(data) if data else None
+        if not isinstance(mode, Mode):
+            os._exit(0)
+        self.early = mode.early
+        if mode.early:
+            os.environ[ENV_ZYGOTE_EARLY] = "1"
+        if mode.preload:
+            os.environ[ENV_PRELOAD] = mode.preload
 
     def serve_forks(self, session: pytest.Session) -> ChildSetup | None:
         """The zygote's loop. Returns in each forked child, turned into a shard's worker (its
@@ -366,6 +393,7 @@ def pytest_collection(session: pytest.Session) -> bool | None:
     plugin = _plugin
     if plugin is None:
         return None
+    plugin.ask_mode()
     if not plugin.waiting_zygote(early=True):
         plugin.reads.recording = True  # what this collection reads, until Collected
         plugin.modules_before = set(sys.modules)

@@ -36,6 +36,15 @@ def process_started(pid: int) -> float | None:
         return None
 
 
+def started_at() -> float | None:
+    """When this process started, as wall-clock time (`time.time()`), to a clock tick; None
+    where that cannot be read here."""
+    started = process_started(os.getpid())
+    if started is None:
+        return None
+    return time.time() - (now() - started)
+
+
 def own_children() -> set[int] | None:
     """Pids of this process's children, or None where the kernel does not list them."""
     if not BOOT_CLOCK:

@@ -19,7 +19,8 @@ Child -> engine, on the protocol channel (`TEST_FRAMEWORK_CHANNEL_FD`):
   Forked, Exited  the zygote's children (only on a zygote's channel), and the base layer's
   Ready         the base layer's module files, once it imported pytest (after its Hello)
 Engine -> child, on the same socket, read before each test: Skip, Release.
-Engine -> zygote, one datagram each on the command socket (`TEST_FRAMEWORK_ZYGOTE_FD`): Fork.
+Engine -> zygote, one datagram each on the command socket (`TEST_FRAMEWORK_ZYGOTE_FD`): Fork;
+  and first Mode, to a zygote started before the engine knew it (`TEST_FRAMEWORK_ZYGOTE_ASK`).
 Engine -> base layer, the same way (`TEST_FRAMEWORK_BASE_FD`): Layer.
 
 Which test runs right now is not a message but the progress board (board.py).
@@ -30,6 +31,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 PROTOCOL_VERSION = 5
@@ -42,6 +44,9 @@ ENV_SELECT = "TEST_FRAMEWORK_SELECT"  # JSON file narrowing a worker's collectio
 ENV_STACKS = "TEST_FRAMEWORK_STACKS"  # file that SIGUSR1 dumps every thread's stack into
 ENV_BOARD = "TEST_FRAMEWORK_BOARD"  # the progress board: which test runs, since when
 ENV_ZYGOTE = "TEST_FRAMEWORK_ZYGOTE_FD"  # the zygote's command socket
+# Set: this zygote was started before the engine knew whether it forks before collecting; it
+# waits for a `Mode` command when pytest is about to collect (execution/prestart.py).
+ENV_ZYGOTE_ASK = "TEST_FRAMEWORK_ZYGOTE_ASK"
 ENV_BASE = "TEST_FRAMEWORK_BASE_FD"  # the base layer's command socket (base_layer.py)
 # Set: the zygote forks before collecting and each child collects only its own files (the
 # engine knows the tests already, from its collection cache).
@@ -52,7 +57,7 @@ ENV_ZYGOTE_EARLY = "TEST_FRAMEWORK_ZYGOTE_EARLY"
 ENV_PRELOAD = "TEST_FRAMEWORK_PRELOAD"
 # The folder workers write their serialized reports into, when plugins' summaries need them,
 # and the summary process's instructions (worker/summary.py).
-ENV_REPORTS = "TEST_FRAMEWORK_REPORTS"
+ENV_REPORTS = "TEST_FRAMEWORK_REPORTS"  # (reports_folder below)
 ENV_SUMMARY = "TEST_FRAMEWORK_SUMMARY"
 # Set: record what each test file imports and reads (the skip cache's runtime dependencies).
 ENV_RECORD_DEPS = "TEST_FRAMEWORK_RECORD_DEPS"
@@ -68,6 +73,11 @@ WORKER_PLUGIN = "test_framework.worker.plugin"
 
 class ProtocolError(ValueError):
     """A child speaks another protocol version: engine and plugin come from different installs."""
+
+
+def reports_folder(scratch: Path) -> Path:
+    """Where a run's workers write their serialized reports, in its scratch folder."""
+    return scratch / "reports"
 
 
 # ---- messages ----------------------------------------------------------------------------------
@@ -548,6 +558,24 @@ class Fork(Message):
             str(data["board"]),
             bool(data.get("full")),
         )
+
+
+@_message
+@dataclass(frozen=True, slots=True)
+class Mode(Message):
+    """Engine -> a zygote started early: fork before collecting (`early`, after importing the
+    modules listed in the `preload` file) or collect everything first."""
+
+    EVENT: ClassVar[str] = "mode"
+    early: bool
+    preload: str = ""
+
+    def fields(self) -> dict[str, Any]:
+        return {"early": self.early, "preload": self.preload}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[str, Any]) -> Mode:
+        return cls(bool(data["early"]), str(data.get("preload") or ""))
 
 
 @_message

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from test_framework.cli import parse_request
 from test_framework.command_line import split_short_cluster
+from test_framework.command_request import parse_request
 from test_framework.foreground import foreground_option
 
 

@@ -5,6 +5,7 @@ tests, a released tail becomes new shards, maxfail stops the run."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,9 @@ class ScriptedExecutor:
 
     async def collected(self) -> Collection | None:
         return None
+
+    def phases(self) -> Mapping[str, float]:
+        return {}
 
     async def run(self, shard: Shard, setup: WorkerSetup, listener: ShardListener) -> ShardOutcome:
         self.shards.append(shard)
@@ -372,3 +376,13 @@ async def test_an_id_that_changed_is_never_owed_by_a_slice_and_never_dropped_by_
         "t.py::plain": Outcome.PASSED,
         "n.py::at-1": Outcome.NOT_RUN,
     }
+
+
+def test_a_learned_cpu_share_is_the_monitors_ceiling(tmp_path: Path) -> None:
+    """What the monitor samples while workers start says nothing about the tests: once their
+    CPU share is known, it may narrow, and widen back, but never past what that share can use."""
+    dispatcher = make(tmp_path, ScriptedExecutor({}), [], workers=None)
+    assert dispatcher.monitor_policy().maximum == dispatcher.settings.max_workers
+    dispatcher.widen(2, "learned: these tests keep a core 95% busy")
+    assert dispatcher.monitor_policy().maximum == 2
+    assert dispatcher.monitor_policy().minimum == dispatcher.settings.profile.min_workers

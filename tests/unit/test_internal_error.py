@@ -6,7 +6,7 @@ seam: an executor whose `run` raises, as a broken implementation would."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,9 @@ class BrokenExecutor:
 
     def kill_all(self) -> None:
         pass
+
+    def phases(self) -> Mapping[str, float]:
+        return {}
 
 
 @contextlib.asynccontextmanager

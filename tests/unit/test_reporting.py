@@ -25,6 +25,7 @@ from test_framework.events import (
     ShardFinished,
     TestFinished,
     TestRetrying,
+    WarningRecorded,
 )
 from test_framework.exit_codes import ExitCode
 from test_framework.models import Outcome, PhaseReport, Plan, RunSummary, Shard, TestResult
@@ -572,3 +573,22 @@ def test_plan_printer_lists_each_shard_and_its_node_ids() -> None:
         "  tests/test_b.py::test_1",
         "  tests/test_b.py::test_2[x]",
     ]
+
+
+def test_warnings_are_summarised_in_collection_order_whichever_worker_reported_first() -> None:
+    out = io.StringIO()
+    console = ConsoleReporter(out, tty=False)
+    results = [passed("t.py::first"), passed("t.py::second")]
+    drive(
+        console,
+        [
+            run_started(),
+            WarningRecorded(2, "t.py::second", "call", "UserWarning: two"),
+            WarningRecorded(1, "t.py::first", "call", "UserWarning: two"),
+            WarningRecorded(None, "", "collect", "UserWarning: at import", "t.py:1"),
+            RunFinished(summary(results)),
+        ],
+    )
+    text = out.getvalue()
+    assert text.index("UserWarning: at import") < text.index("t.py::first")
+    assert text.index("t.py::first") < text.index("t.py::second")
