@@ -535,13 +535,13 @@ def report(
     if split_rows:
         names = [name for name in split_rows[0].samples[-1].timings if name != "wall"]
         print("\nwhere the engine's time went (medians, s; from its JSON report):")
-        print(f"{'mode':<22}" + "".join(f"{name.replace('_', ' '):>14}" for name in names))
+        print(f"{'mode':<22}" + "".join(f"{name.replace('_', ' '):>16}" for name in names))
         for row in split_rows:
             cells = []
             for name in names:
                 values = [s.timings.get(name) for s in row.samples]
                 known = [v for v in values if v is not None]
-                cells.append(f"{statistics.median(known):>14.2f}" if known else f"{'-':>14}")
+                cells.append(f"{statistics.median(known):>16.2f}" if known else f"{'-':>16}")
             print(f"{row.mode:<22}" + "".join(cells))
     if ns.json:
         ns.json.write_text(json.dumps(document, indent=2), encoding="utf-8")

@@ -286,5 +286,7 @@ def daemon_request(path: str | os.PathLike[str], request: dict[str, Any]) -> dic
         for message in lines(sock):
             return message
         return None
+    except ConnectionError:  # it was leaving (its code changed, idle): it is gone
+        return None
     finally:
         sock.close()

@@ -32,7 +32,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..fingerprint import SKIP_DIRS, input_digests
-from ..worker.protocol import ENV_RECORD_DEPS, reports_folder
+from ..worker.protocol import reports_folder
 from .base_layer import BaseLayer, BaseUnavailable
 from .executor import ExecutorStart, LocalExecutor, local_executor
 from .zygote import Zygote
@@ -110,10 +110,13 @@ def base_key(start: ExecutorStart) -> tuple[object, ...]:
 
 
 def zygote_key(start: ExecutorStart) -> tuple[object, ...]:
-    """What a zygote was started with that a run must share to use it. Not the protocol
-    variables: a resident zygote always records what each test file imports and reads (the
-    skip cache's input; cheap), so runs with and without the skip cache share it."""
-    return (start.warm_argv, *base_key(start))
+    """What a zygote was started with that a run must share to use it, protocol variables
+    included: recording what each test file imports and reads (the skip cache's input) costs
+    its tests ~15 % on attrs (an audit hook on every open and import), so a zygote records
+    only for runs that use the record, and a run without the skip cache gets one that does
+    not."""
+    protocol = tuple(sorted(start.protocol_env.items()))
+    return (start.warm_argv, *base_key(start), protocol)
 
 
 @dataclass
@@ -218,7 +221,7 @@ class WarmPool:
             scratch=self.scratch,
             grace=start.grace,
             early=False,  # a resident zygote collects once, for every run it serves
-            protocol_env={**start.protocol_env, ENV_RECORD_DEPS: "1"},
+            protocol_env=start.protocol_env,
             starter=None if base is None else base.start,
         )
         await self.task_group.start(zygote.run)

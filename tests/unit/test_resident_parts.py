@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
 from test_framework.config import env_ttl_hours, read_env, resident_wanted
+from test_framework.daemon.client import daemon_request
 from test_framework.daemon.wire import UnsafeSocket, check_owned, socket_path
 from test_framework.errors import ConfigError
 from test_framework.execution.executor import ExecutorStart
@@ -91,7 +94,8 @@ def test_a_zygote_is_shared_by_runs_that_differ_only_in_volatile_things() -> Non
     base = zygote_key(start())
     assert zygote_key(start(scratch=Path("/tmp/run2"))) == base
     assert zygote_key(start(env={"PATH": "/bin", "PWD": "/q", "SHLVL": "2"})) == base
-    assert zygote_key(start(protocol_env={"TEST_FRAMEWORK_RECORD_DEPS": "1"})) == base
+    # A zygote recording dependencies (the skip cache's) is not one that does not.
+    assert zygote_key(start(protocol_env={"TEST_FRAMEWORK_RECORD_DEPS": "1"})) != base
     assert zygote_key(start(env={"PATH": "/bin", "MY_FLAG": "1"})) != base
     assert zygote_key(start(warm_argv=("tests", "-k", "x"))) != base
     assert zygote_key(start(cwd="/q")) != base
@@ -214,3 +218,29 @@ def test_the_client_finds_the_project_as_the_engine_does_not_from_an_options_val
     sock, root, _ = place
     assert root == str(project)
     assert sock == str(socket_path(elsewhere, project))
+
+
+def test_a_resident_process_that_resets_the_connection_is_gone_not_an_error(
+    tmp_path: Path,
+) -> None:
+    """`daemon stop` reaching a process that is leaving (its code changed, idle) gets a reset
+    connection: no resident process, not an internal error."""
+    path = tmp_path / "resident.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    os.chmod(path, 0o600)
+    server.listen(1)
+
+    def reset_the_next_connection() -> None:
+        peer, _ = server.accept()
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.recv(1024)
+        peer.close()  # linger 0: the client's read gets ECONNRESET
+
+    thread = threading.Thread(target=reset_the_next_connection)
+    thread.start()
+    try:
+        assert daemon_request(path, {"op": "stop"}) is None
+    finally:
+        thread.join(5)
+        server.close()
