@@ -22,7 +22,11 @@ SUBCOMMANDS = ("flaky", "why", "cache", "daemon", "audit")
 def main(prog: str = PROG) -> int:
     code = resident_exit_code(sys.argv[1:], prog)
     if code is None:
-        prestarted = early_zygote(sys.argv[1:], prog)
+        try:
+            prestarted = early_zygote(sys.argv[1:], prog)
+        except KeyboardInterrupt:
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return 2  # pytest's "interrupted"; a zygote started by then ends with this process
         from .cli import main as engine_main
 
         code = engine_main(prog=prog, prestarted=prestarted)
