@@ -35,7 +35,8 @@ from ..worker.protocol import (
     encode,
 )
 from .channel import read_messages
-from .process import OUTPUT_TAIL_BYTES, CannotStart, signal_group, spawn_worker
+from .output import file_tail
+from .process import CannotStart, signal_group, spawn_worker, stop_forked
 
 BASE_ARGV = ("-m", "test_framework.worker.base_layer")
 PYTEST_ARGV = ("-m", "pytest")
@@ -81,13 +82,7 @@ class LayerProcess:
         await self._layer.exited.wait()
 
     def output_text(self) -> str:
-        try:
-            with self._output.open("rb") as handle:
-                size = handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, size - OUTPUT_TAIL_BYTES))
-                return handle.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return file_tail(self._output)
 
 
 class BaseLayer:
@@ -228,15 +223,5 @@ class BaseLayer:
                 self._by_request.pop(request, None)
 
     async def _stop(self, layer: _Layer, grace: float) -> None:
-        """TERM the layer's group, wait `grace`, KILL the group: what `spawn_worker` does."""
         assert layer.pid is not None
-        if not layer.exited.is_set():
-            signal_group(layer.pid, signal.SIGTERM)
-            # A layer stopped as it starts may not lead its own group yet (setsid).
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(layer.pid, signal.SIGTERM)
-            with anyio.move_on_after(grace):
-                await layer.exited.wait()
-        signal_group(layer.pid, signal.SIGKILL)
-        with anyio.move_on_after(grace):
-            await layer.exited.wait()
+        await stop_forked(layer.pid, layer.exited, grace)

@@ -45,11 +45,10 @@ from ..worker.protocol import (
     reports_folder,
 )
 from .importable import worker_env
+from .output import file_tail
 
 if TYPE_CHECKING:
     from anyio.abc import ByteReceiveStream
-
-OUTPUT_TAIL_BYTES = 64 * 1024
 
 
 @dataclass
@@ -158,13 +157,7 @@ class AdoptedProcess:
             await anyio.to_thread.run_sync(self._process.wait, abandon_on_cancel=True)
 
     def output_text(self) -> str:
-        try:
-            with self._output.open("rb") as handle:
-                size = handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, size - OUTPUT_TAIL_BYTES))
-                return handle.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return file_tail(self._output)
 
     async def stop(self, grace: float) -> None:
         """TERM the group, wait `grace`, KILL the group, reap."""

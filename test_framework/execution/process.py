@@ -23,8 +23,7 @@ from anyio.abc import ByteReceiveStream, Process, SocketStream
 
 from ..models import Shard
 from ..worker.protocol import ENV_CHANNEL, PROTOCOL_ENV_PREFIX
-
-OUTPUT_TAIL_BYTES = 64 * 1024
+from .output import OUTPUT_TAIL_BYTES
 
 
 @dataclass
@@ -145,6 +144,21 @@ async def stop_process_group(process: Process, grace: float) -> None:
     # Always KILL the whole group: the leader may be gone while its children live on.
     signal_group(process.pid, signal.SIGKILL)
     await process.wait()
+
+
+async def stop_forked(pid: int, exited: anyio.Event, grace: float) -> None:
+    """TERM the group of a process another one forked (its exit arrives as `exited`), wait
+    `grace`, KILL the group (leaked processes included)."""
+    if not exited.is_set():
+        signal_group(pid, signal.SIGTERM)
+        # One stopped as it starts may not lead its own group yet (setsid).
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        with anyio.move_on_after(grace):
+            await exited.wait()
+    signal_group(pid, signal.SIGKILL)
+    with anyio.move_on_after(grace):
+        await exited.wait()
 
 
 async def _drain(process: Process, tail: OutputTail) -> None:

@@ -13,7 +13,6 @@ every waiter is woken with an unknown status and the executor falls back to spaw
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import time
@@ -43,15 +42,16 @@ from ..worker.protocol import (
 )
 from .channel import read_messages
 from .collect import terminal_of
+from .output import file_tail
 from .prestart import Prestarted
 from .process import (
-    OUTPUT_TAIL_BYTES,
     CannotStart,
     ScratchFiles,
     Starter,
     WorkerHandle,
     signal_group,
     spawn_worker,
+    stop_forked,
 )
 
 
@@ -96,13 +96,7 @@ class ForkedWorker:
         await self._child.exited.wait()
 
     def output_text(self) -> str:
-        try:
-            with self._output.open("rb") as handle:
-                size = handle.seek(0, os.SEEK_END)
-                handle.seek(max(0, size - OUTPUT_TAIL_BYTES))
-                return handle.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
+        return file_tail(self._output)
 
 
 class Zygote:
@@ -306,15 +300,5 @@ class Zygote:
                 # reads its tail after this block when the worker crashed.
 
     async def _stop(self, child: _Child) -> None:
-        """TERM the child's group, wait `grace`, KILL the group (leaked processes included)."""
         assert child.pid is not None
-        if not child.exited.is_set():
-            signal_group(child.pid, signal.SIGTERM)
-            # A child stopped as it starts may not lead its own group yet (setsid).
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGTERM)
-            with anyio.move_on_after(self.grace):
-                await child.exited.wait()
-        signal_group(child.pid, signal.SIGKILL)
-        with anyio.move_on_after(self.grace):
-            await child.exited.wait()
+        await stop_forked(child.pid, child.exited, self.grace)

@@ -35,10 +35,10 @@ from collections.abc import Callable
 
 import pytest  # noqa: F401  (the point of this process: imported once, before every fork)
 
+from .fork_server import poke, reap_children
 from .protocol import (
     ENV_BASE,
     ENV_CHANNEL,
-    Exited,
     Forked,
     Hello,
     Layer,
@@ -89,13 +89,13 @@ def serve(
     once the engine closed its end."""
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
-    previous = signal.signal(signal.SIGCHLD, lambda signum, frame: _poke(wake_write))
+    previous = signal.signal(signal.SIGCHLD, lambda signum, frame: poke(wake_write))
     try:
         while True:
             ready, _, _ = select.select([control.fileno(), wake_read], [], [], 1.0)
             if wake_read in ready:
                 os.read(wake_read, 4096)
-            _reap(send)
+            reap_children(send)
             if control.fileno() not in ready:
                 continue
             try:
@@ -143,22 +143,6 @@ def become_layer(command: Layer, fds: list[int]) -> None:
         n for n in sys.modules if n == "test_framework" or n.startswith("test_framework.")
     ]:
         del sys.modules[name]  # pytest would warn "already imported, cannot be rewritten"
-
-
-def _poke(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.write(fd, b"x")
-
-
-def _reap(send: Callable[[Message], None]) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        send(Exited(pid, os.waitstatus_to_exitcode(status)))
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def serve(
     # interval is only a safety net.
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
-    previous = signal.signal(signal.SIGCHLD, lambda signum, frame: _poke(wake_write))
+    previous = signal.signal(signal.SIGCHLD, lambda signum, frame: poke(wake_write))
     try:
         return _loop(control, send, reap_interval, wake_read)
     finally:
@@ -83,7 +83,8 @@ def _index_module_files() -> None:
         inspect.getmodule(_index_module_files.__code__, "<test_framework: index modules>")
 
 
-def _poke(fd: int) -> None:
+def poke(fd: int) -> None:
+    """Wake a select loop through its pipe (from a signal handler)."""
     with contextlib.suppress(OSError):  # the pipe is full: a wake-up is already pending
         os.write(fd, b"x")
 
@@ -95,7 +96,7 @@ def _loop(
         ready, _, _ = select.select([control.fileno(), wake], [], [], reap_interval)
         if wake in ready:
             os.read(wake, 4096)
-        _reap(send)
+        reap_children(send)
         if control.fileno() not in ready:
             continue
         try:
@@ -120,7 +121,8 @@ def _loop(
         send(Forked(command.shard, pid))
 
 
-def _reap(send: Callable[[Message], None]) -> None:
+def reap_children(send: Callable[[Message], None]) -> None:
+    """Reap every child that ended, each reported as `Exited`."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
