@@ -19,10 +19,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
 
 import aiosqlite
 import anyio
@@ -39,7 +38,7 @@ from .dispatch.capacity import FirstTests
 from .dispatch.dispatcher import Dispatcher
 from .dispatch.queue import ShardCosts
 from .dispatch.resources import Sampler
-from .errors import NoTestsCollected, StoreError, TestFrameworkError
+from .errors import NoTestsCollected, TestFrameworkError
 from .events import (
     Event,
     EventBus,
@@ -54,7 +53,6 @@ from .execution.importable import worker_env
 from .execution.runner import STOP_GRACE, WorkerSetup
 from .execution.summary import SummaryRequest, plugin_summary
 from .exit_codes import ExitCode
-from .fingerprint import input_digest
 from .ledger import Ledger, RetryPolicy
 from .models import Collection, NodeId, Plan, RunSummary, Shard, file_of
 from .planning import (
@@ -68,14 +66,12 @@ from .planning import (
 )
 from .request import RunSettings
 from .result_cache import ResultCache
-from .store.connection import connect_store
-from .store.queries import History, load_context_needs, load_history, load_unstable_ids
+from .store.queries import History
 from .store.writer import StoreWriter
+from .store_reads import StoreReads
 from .worker.protocol import ENV_RECORD_DEPS
 
 log = structlog.get_logger("test_framework")
-
-T = TypeVar("T")
 
 
 class Orchestrator:
@@ -113,7 +109,8 @@ class Orchestrator:
             breaker=FailureBreaker(profile.breaker_threshold),
             flaky_fails=settings.flaky_result == "fail",
         )
-        self.store_warnings: list[str] = []
+        self.records = StoreReads(settings)  # what earlier runs left in the store
+        self.store_warnings = self.records.warnings
         # When the run's phases happened (events.Phase), for the split in the reports.
         self.phases: dict[str, float] = {Phase.ENGINE: time.time()}
         if process_started is not None:
@@ -136,7 +133,7 @@ class Orchestrator:
         settings = self.settings
         env = worker_env(os.environ, str(settings.project_root), scratch)
         with self._timing_store():
-            db = await self._open_store()
+            db = await self.records.open()
             if db is not None and (settings.profile.skip_cache or settings.changed is not None):
                 self.cache = await ResultCache.open(settings, db, os.environ)
         try:
@@ -197,9 +194,9 @@ class Orchestrator:
         if settings.selected and collection.nodeids:
             collection = _only(collection, settings.selected)
         with self._timing_store():
-            history = await self._load_history(db)
-            context_files = await self._context_files(db)
-            unstable = await self._unstable_files(db)
+            history = await self.records.history(db)
+            context_files = await self.records.context_files(db)
+            unstable = await self.records.unstable_files(db)
         planned = collection
         partial_files: dict[str, list[NodeId]] = {}
         reusing = settings.profile.skip_cache and settings.reuse_results
@@ -447,50 +444,6 @@ class Orchestrator:
         finally:
             spent = time.perf_counter() - began
             self.phases[Phase.STORE_SECONDS] = self.phases.get(Phase.STORE_SECONDS, 0.0) + spent
-
-    async def _open_store(self) -> aiosqlite.Connection | None:
-        try:
-            return await connect_store(self.settings.store_path)
-        except StoreError as exc:
-            self.store_warnings.append(str(exc))
-            log.warning("store_unavailable", error=str(exc))
-            return None
-
-    async def _read(
-        self,
-        db: aiosqlite.Connection | None,
-        query: Callable[[aiosqlite.Connection, str], Awaitable[T]],
-        what: str,
-        default: T,
-    ) -> T:
-        """What an earlier run left in the store for this project; a store that cannot be read
-        is a warning and `default`, never a failure."""
-        if db is None:
-            return default
-        try:
-            return await query(db, str(self.settings.project_root))
-        except Exception as exc:
-            self.store_warnings.append(f"results store: cannot read {what}: {exc}")
-            return default
-
-    async def _context_files(self, db: aiosqlite.Connection | None) -> dict[str, str]:
-        """Files an earlier run learnt need pytest's context, while they are unchanged."""
-        none: dict[str, tuple[str, str]] = {}
-        needs = await self._read(db, load_context_needs, "context needs", none)
-        return {file: why for file, (why, digest) in needs.items() if self._unchanged(file, digest)}
-
-    async def _unstable_files(self, db: aiosqlite.Connection | None) -> set[str]:
-        """Files an earlier run saw change their ids between collections, while unchanged."""
-        none: dict[str, str] = {}
-        seen = await self._read(db, load_unstable_ids, "unstable ids", none)
-        return {file for file, digest in seen.items() if self._unchanged(file, digest)}
-
-    def _unchanged(self, file: str, digest: str) -> bool:
-        return input_digest(self.settings.project_root, file) == digest
-
-    async def _load_history(self, db: aiosqlite.Connection | None) -> History:
-        empty = History(durations={}, recent_failures=frozenset())
-        return await self._read(db, load_history, "history", empty)
 
 
 def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
