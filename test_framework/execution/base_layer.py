@@ -14,29 +14,24 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import signal
 import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-from anyio.abc import ByteReceiveStream, SocketStream, TaskStatus
+from anyio.abc import SocketStream, TaskStatus
 
 from ..worker.protocol import (
     ENV_BASE,
     ENV_CHANNEL,
     PROTOCOL_ENV_PREFIX,
-    Exited,
-    Forked,
     Layer,
-    Message,
     Ready,
     encode,
 )
 from .channel import read_messages
-from .output import file_tail
-from .process import CannotStart, signal_group, spawn_worker, stop_forked
+from .forked import ForkedChild, ForkedChildren, ForkedProcess
+from .process import CannotStart, spawn_worker, stop_forked
 
 BASE_ARGV = ("-m", "test_framework.worker.base_layer")
 PYTEST_ARGV = ("-m", "pytest")
@@ -44,45 +39,6 @@ PYTEST_ARGV = ("-m", "pytest")
 
 class BaseUnavailable(CannotStart):
     """The base layer is gone or cannot start this command: spawn instead."""
-
-
-@dataclass
-class _Layer:
-    pid: int | None = None
-    forked: anyio.Event = field(default_factory=anyio.Event)
-    exited: anyio.Event = field(default_factory=anyio.Event)
-    returncode: int | None = None
-
-
-class LayerProcess:
-    """A process forked from the base layer: a `WorkerHandle` whose exit comes from the base."""
-
-    full_collection = True
-
-    def __init__(self, layer: _Layer, channel: SocketStream, output: Path) -> None:
-        assert layer.pid is not None
-        self._layer = layer
-        self._pid = layer.pid
-        self._channel = channel
-        self._output = output
-
-    @property
-    def pid(self) -> int:
-        return self._pid
-
-    @property
-    def channel(self) -> ByteReceiveStream:
-        return self._channel
-
-    @property
-    def returncode(self) -> int | None:
-        return self._layer.returncode
-
-    async def wait(self) -> None:
-        await self._layer.exited.wait()
-
-    def output_text(self) -> str:
-        return file_tail(self._output)
 
 
 class BaseLayer:
@@ -99,8 +55,7 @@ class BaseLayer:
         self.modules: tuple[str, ...] = ()  # the module files it imported (Ready)
         self._control: socket.socket | None = None
         self._requests = itertools.count(1)
-        self._by_request: dict[int, _Layer] = {}
-        self._by_pid: dict[int, _Layer] = {}
+        self._children = ForkedChildren()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start the base and follow its channel until it exits. Started (in `task_status`'s
@@ -125,13 +80,13 @@ class BaseLayer:
                             self.alive = started = True
                             task_status.started()
                         else:
-                            self._dispatch(message)
+                            self._children.dispatch(message)
                     with anyio.move_on_after(self.grace):
                         await worker.wait()
                 finally:
                     self.alive = False
                     self.ended.set()
-                    self._orphan_everyone()
+                    self._children.orphan_everyone()
                 if not started:
                     raise BaseUnavailable(
                         f"the base layer exited at its start: {worker.output_text()[-2000:]}"
@@ -139,28 +94,6 @@ class BaseLayer:
         finally:
             base_end.close()
             engine_end.close()
-
-    def _dispatch(self, message: Message) -> None:
-        if isinstance(message, Forked):
-            layer = self._by_request.get(message.shard)
-            if layer is not None:
-                layer.pid = message.pid
-                self._by_pid[message.pid] = layer
-                layer.forked.set()
-        elif isinstance(message, Exited):
-            layer = self._by_pid.pop(message.pid, None)
-            if layer is not None:
-                layer.returncode = message.returncode
-                layer.exited.set()
-
-    def _orphan_everyone(self) -> None:
-        """The base is gone: nobody will report its layers' exits; kill and release them."""
-        for layer in list(self._by_request.values()):
-            if layer.pid is not None and not layer.exited.is_set():
-                signal_group(layer.pid, signal.SIGKILL)
-                layer.returncode = -signal.SIGKILL
-            layer.forked.set()
-            layer.exited.set()
 
     def close(self) -> None:
         """No more layers: the base leaves its loop and exits (its layers live on)."""
@@ -178,7 +111,7 @@ class BaseLayer:
         protocol_env: Mapping[str, str] | None = None,
         grace: float = 2.0,
         passed_fds: Mapping[str, int] | None = None,
-    ) -> AsyncIterator[LayerProcess]:
+    ) -> AsyncIterator[ForkedProcess]:
         """`python -m pytest ...` forked from the base (a `Starter`). Only that command, in the
         base's folder and environment, can be forked: anything else raises BaseUnavailable."""
         if tuple(argv[:2]) != PYTEST_ARGV or cwd != self.cwd:
@@ -186,8 +119,7 @@ class BaseLayer:
         if not self.alive or self._control is None:
             raise BaseUnavailable("the base layer is not running")
         request = next(self._requests)
-        layer = _Layer()
-        self._by_request[request] = layer
+        layer = self._children.expect(request)
         parent, child_end = socket.socketpair()
         output_path = self.scratch / f"layer-{request}.out"
         output = os.open(output_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -199,7 +131,7 @@ class BaseLayer:
             socket.send_fds(self._control, [encode(command)], [output, *passed.values()])
         except OSError as exc:
             parent.close()
-            self._by_request.pop(request, None)
+            self._children.forget(request)
             raise BaseUnavailable(f"cannot reach the base layer: {exc}") from None
         finally:
             os.close(output)
@@ -212,16 +144,16 @@ class BaseLayer:
             channel = await SocketStream.from_socket(parent)
         except BaseException:
             parent.close()
-            self._by_request.pop(request, None)
+            self._children.forget(request)
             raise
         try:
-            yield LayerProcess(layer, channel, output_path)
+            yield ForkedProcess(layer, channel, output_path, full_collection=True)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._stop(layer, grace)
                 await channel.aclose()
-                self._by_request.pop(request, None)
+                self._children.forget(request)
 
-    async def _stop(self, layer: _Layer, grace: float) -> None:
+    async def _stop(self, layer: ForkedChild, grace: float) -> None:
         assert layer.pid is not None
         await stop_forked(layer.pid, layer.exited, grace)

@@ -13,15 +13,13 @@ every waiter is woken with an unknown status and the executor falls back to spaw
 from __future__ import annotations
 
 import contextlib
-import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-from anyio.abc import ByteReceiveStream, SocketStream, TaskStatus
+from anyio.abc import SocketStream, TaskStatus
 
 from ..models import Collection, Shard
 from ..worker.protocol import (
@@ -31,9 +29,7 @@ from ..worker.protocol import (
     ENV_ZYGOTE_EARLY,
     Collected,
     CollectFailed,
-    Exited,
     Fork,
-    Forked,
     Hello,
     Message,
     Warned,
@@ -42,14 +38,13 @@ from ..worker.protocol import (
 )
 from .channel import read_messages
 from .collect import terminal_of
-from .output import file_tail
+from .forked import ForkedChild, ForkedChildren, ForkedProcess
 from .prestart import Prestarted
 from .process import (
     CannotStart,
     ScratchFiles,
     Starter,
     WorkerHandle,
-    signal_group,
     spawn_worker,
     stop_forked,
 )
@@ -57,46 +52,6 @@ from .process import (
 
 class ZygoteGone(RuntimeError):
     """The zygote exited or never started: shards must be spawned instead."""
-
-
-@dataclass
-class _Child:
-    pid: int | None = None
-    forked: anyio.Event = field(default_factory=anyio.Event)
-    exited: anyio.Event = field(default_factory=anyio.Event)
-    returncode: int | None = None
-
-
-class ForkedWorker:
-    """A shard's worker forked from the zygote; its exit status comes from the zygote."""
-
-    def __init__(
-        self, child: _Child, channel: SocketStream, output: Path, full_collection: bool
-    ) -> None:
-        assert child.pid is not None
-        self.full_collection = full_collection
-        self._child = child
-        self._pid = child.pid
-        self._channel = channel
-        self._output = output
-
-    @property
-    def pid(self) -> int:
-        return self._pid
-
-    @property
-    def channel(self) -> ByteReceiveStream:
-        return self._channel
-
-    @property
-    def returncode(self) -> int | None:
-        return self._child.returncode
-
-    async def wait(self) -> None:
-        await self._child.exited.wait()
-
-    def output_text(self) -> str:
-        return file_tail(self._output)
 
 
 class Zygote:
@@ -136,8 +91,7 @@ class Zygote:
         self.spawned_at: float | None = None  # wall-clock times, for the run's split
         self.configured_at: float | None = None
         self._control: socket.socket | None = None
-        self._by_shard: dict[int, _Child] = {}
-        self._by_pid: dict[int, _Child] = {}
+        self._children = ForkedChildren()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Start the zygote and follow its channel until it exits; run inside the task group.
@@ -203,7 +157,7 @@ class Zygote:
             # Whoever waits for the collection learns here that none is coming.
             self.alive = False
             self.collected.set()
-            self._orphan_everyone()
+            self._children.orphan_everyone()
 
     def _preload_env(self) -> dict[str, str]:
         if not (self.early and self.preload):
@@ -213,6 +167,8 @@ class Zygote:
         return {ENV_PRELOAD: str(path)}
 
     def _dispatch(self, message: Message) -> None:
+        if self._children.dispatch(message):
+            return
         if isinstance(message, Hello):
             if self.configured_at is None:
                 self.configured_at = time.time()
@@ -236,26 +192,6 @@ class Zygote:
                 collectors=message.collectors,
             )
             self.collected.set()
-        elif isinstance(message, Forked):
-            child = self._by_shard.get(message.shard)
-            if child is not None:
-                child.pid = message.pid
-                self._by_pid[child.pid] = child
-                child.forked.set()
-        elif isinstance(message, Exited):
-            child = self._by_pid.pop(message.pid, None)
-            if child is not None:
-                child.returncode = message.returncode
-                child.exited.set()
-
-    def _orphan_everyone(self) -> None:
-        """The zygote is gone: nobody will report these children's exits; kill and release."""
-        for child in list(self._by_shard.values()):
-            if child.pid is not None and not child.exited.is_set():
-                signal_group(child.pid, signal.SIGKILL)
-                child.returncode = -signal.SIGKILL
-            child.forked.set()
-            child.exited.set()
 
     def close(self) -> None:
         """No more forks: the zygote leaves its loop and ends its pytest session."""
@@ -264,14 +200,13 @@ class Zygote:
                 self._control.shutdown(socket.SHUT_RDWR)
 
     @contextlib.asynccontextmanager
-    async def launch(self, shard: Shard, paths: ScratchFiles) -> AsyncIterator[ForkedWorker]:
+    async def launch(self, shard: Shard, paths: ScratchFiles) -> AsyncIterator[ForkedProcess]:
         shard_id = shard.shard_id
         if not self.alive or self._control is None:
             raise ZygoteGone(f"the zygote is not running (exit status {self.returncode})")
         parent, child_end = socket.socketpair()
         output = self.scratch / f"shard-{shard_id}.out"
-        child = _Child()
-        self._by_shard[shard_id] = child
+        child = self._children.expect(shard_id)
         full = shard.full_collection
         command = Fork(
             shard_id, str(paths.select), str(output), str(paths.stacks), str(paths.board), full
@@ -290,15 +225,15 @@ class Zygote:
         parent.setblocking(False)
         channel = await SocketStream.from_socket(parent)
         try:
-            yield ForkedWorker(child, channel, output, full_collection=full or not self.early)
+            yield ForkedProcess(child, channel, output, full_collection=full or not self.early)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._stop(child)
                 await channel.aclose()
-                self._by_shard.pop(shard_id, None)
+                self._children.forget(shard_id)
                 # The output file stays (in the run's scratch folder, removed with it): the runner
                 # reads its tail after this block when the worker crashed.
 
-    async def _stop(self, child: _Child) -> None:
+    async def _stop(self, child: ForkedChild) -> None:
         assert child.pid is not None
         await stop_forked(child.pid, child.exited, self.grace)
