@@ -3,8 +3,8 @@
 
     python scripts/benchmark_optimization.py --category unit [--suite DIR] [--runs N]
         [--python PY] [--baseline-python PY]
-        [--modes pytest,xdist,cold,warm,changed,fast,resident,resident-changed,
-                 resident-test-changed,cached,testmon]
+        [--modes pytest,xdist,cold,warm,changed,fast,fast-cold,rstest,rstest-cold,
+                 resident,resident-changed,resident-test-changed,cached,testmon]
         [--no-bytecode] [--json PATH]
 
 In one run, alternating mode by mode so the machine's drift hits every mode alike, it measures:
@@ -14,6 +14,9 @@ In one run, alternating mode by mode so the machine's drift hits every mode alik
   warm      the engine again, nothing changed (durations known; every test runs again)
   changed   the engine after one source file's mtime and content changed
   fast      pytest-fast's warm server (when installed for PY), started once before the runs
+  fast-cold pytest-fast with no server up: its client starts one (stopped after each run)
+  rstest    rstest (when its binary sits beside PY) with its cache (durations) kept
+  rstest-cold  rstest with its cache folder (.rstest_cache) removed before each run
   resident  the engine through its resident process (started before the runs), every test
             run again: a warm collected zygote, a thin client
   resident-changed  the same after one source file changed (the zygote is replaced; the
@@ -80,6 +83,9 @@ ALL_MODES = (
     "warm",
     "changed",
     "fast",
+    "fast-cold",
+    "rstest",
+    "rstest-cold",
     "resident",
     "resident-changed",
     "resident-test-changed",
@@ -229,6 +235,18 @@ def selection_args(suite: Path, categories: list[str]) -> list[str]:
     return query_args(queries[0], [])
 
 
+def stop_processes_naming(path: Path) -> None:
+    """Kill what has `path` on its command line (a daemon a client started) and wait for it."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if str(path) in " ".join(proc.info["cmdline"] or ()):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+                found.append(proc)
+    psutil.wait_procs(found, timeout=10)
+    path.unlink(missing_ok=True)
+
+
 def has_module(python: str, module: str) -> bool:
     probe = [
         python,
@@ -324,8 +342,13 @@ def main() -> int:
         parser.error(f"unknown modes {', '.join(unknown)} (choose from {', '.join(ALL_MODES)})")
     if "xdist" in modes and not has_module(ns.python, "xdist"):
         modes.remove("xdist")
-    if "fast" in modes and not has_module(ns.python, "pytest_fast"):
-        modes.remove("fast")
+    for mode in ("fast", "fast-cold"):
+        if mode in modes and not has_module(ns.python, "pytest_fast"):
+            modes.remove(mode)
+    rstest = Path(ns.python).parent / "rstest"
+    for mode in ("rstest", "rstest-cold"):
+        if mode in modes and not rstest.exists():
+            modes.remove(mode)
     if "testmon" in modes and not has_module(ns.python, "testmon"):
         modes.remove("testmon")
     # mode suffix -> (interpreter, the folder it imports the engine from)
@@ -392,6 +415,22 @@ def main() -> int:
         # The client takes pytest's selection but none of its output options (no -q).
         commands["fast"] = [ns.python, "-m", "pytest_fast", "--address", str(sock), *args]
         measure(commands["fast"], suite, env)  # warm it: the peer's advantage, given fairly
+    fast_cold_sock = cache / "fast-cold.sock"
+    commands["fast-cold"] = [
+        ns.python,
+        "-m",
+        "pytest_fast",
+        "--address",
+        str(fast_cold_sock),
+        *args,
+    ]
+    # rstest needs the interpreter named (it looks for one with its shim on PATH).
+    commands["rstest"] = [str(rstest), "--python", ns.python, "-q", *args]
+    commands["rstest-cold"] = commands["rstest"]
+    rstest_cache = suite / ".rstest_cache"
+    had_rstest_cache = rstest_cache.exists()
+    if "rstest" in modes:
+        measure(commands["rstest"], suite, env)  # its durations known, as the engine's warm
     warmed = {
         "resident": ("resident", "resident-changed", "resident-test-changed"),
         "cached": ("cached", "cached-changed"),
@@ -420,6 +459,8 @@ def main() -> int:
                     measure(commands[mode], suite, env)  # its store must see the suite as it is
                 if kind == "cold":
                     clear_store(caches[suffix])
+                if kind == "rstest-cold":
+                    shutil.rmtree(rstest_cache, ignore_errors=True)
                 family = kind.removesuffix("-changed")
                 if family in recorded and recorded[family] != edits:
                     measure(commands[family], suite, env)  # it records the suite as it is
@@ -430,6 +471,8 @@ def main() -> int:
                     edit_one_module(suite, edits)
                     edits += 1
                 rows[mode].samples.append(measure(commands[mode], suite, env))
+                if kind == "fast-cold":
+                    stop_processes_naming(fast_cold_sock)
                 if kind in ENGINE_MODES:
                     seen[suffix] = edits
                 if family in recorded:
@@ -441,6 +484,9 @@ def main() -> int:
             subprocess.run([*stop, str(resident_cache)], cwd=suite, check=False, env=env)
         for leftover in suite.glob(".testmondata*"):
             leftover.unlink()
+        stop_processes_naming(fast_cold_sock)
+        if not had_rstest_cache:
+            shutil.rmtree(rstest_cache, ignore_errors=True)
         if fast_server is not None:
             # The daemon, its forkserver, and any daemon a client started on the same socket.
             with contextlib.suppress(ProcessLookupError):
