@@ -16,7 +16,10 @@ if TYPE_CHECKING:
 
 PROG = "python -m test_framework"
 # The first words that make a command something else than a run.
-SUBCOMMANDS = ("flaky", "why", "cache", "daemon", "audit")
+SUBCOMMANDS = (
+    *("flaky", "why", "cache", "daemon", "audit", "merge-reports", "shard-verify"),
+    *("history", "slowest", "stats", "store"),
+)
 
 
 def main(prog: str = PROG) -> int:
@@ -38,6 +41,9 @@ def early_zygote(args: Sequence[str], prog: str) -> Prestarted | None:
     reads cleanly: anything else (a mistake included) is left to the engine, which reports it."""
     if args and args[0] in SUBCOMMANDS:
         return None
+    options = args[: args.index("--")] if "--" in args else args
+    if "-h" in options or "--help" in options:
+        return None  # argparse would print the help here, and the engine again
     try:
         import os
 

@@ -70,3 +70,13 @@ def _whole_number(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def ratio_above_one(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 1.5, got {text!r}") from None
+    if not value > 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be more than 1 (2 = twice as long), got {text}")
+    return value

@@ -31,15 +31,19 @@ from .execution.prestart import Prestarted
 from .exit_codes import ExitCode
 from .flaky_command import main as flaky_main
 from .foreground import foreground_option, run_in_foreground
+from .history_command import COMMANDS as HISTORY_COMMANDS
+from .history_command import main as history_main
 from .logging import configure_logging, internal_error_line, log_internal_error
 from .models import RunSummary
 from .orchestrator import run_events
+from .report_commands import merge_reports_main, shard_verify_main
 from .reporting import subscribers_for
 from .request import DEFAULT_CACHE_DIR, RunSettings, resolve
 from .result_cache import ResultCache
 from .store.connection import connect_store
 from .store.files import clear_store_folder
 from .store.queries import forget_file_records, load_file_index, load_file_records
+from .store_command import main as store_main
 from .watch import watch
 from .worker.proc import started_at
 
@@ -185,6 +189,14 @@ def _main(
     try:
         if args and args[0] == "flaky":
             return flaky_main(args[1:], prog)
+        if args and args[0] in HISTORY_COMMANDS:
+            return history_main(args[0], args[1:], prog)
+        if args and args[0] == "store":
+            return store_main(args[1:], prog)
+        if args and args[0] == "merge-reports":
+            return merge_reports_main(args[1:], prog)
+        if args and args[0] == "shard-verify":
+            return shard_verify_main(args[1:], prog)
         if args and args[0] == "why":
             return _why(args[1:], prog)
         if args and args[0] == "cache":

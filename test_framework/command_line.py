@@ -11,10 +11,20 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from .arguments import CommandParser, add_project_options, non_negative_int, positive_int, seconds
+from .arguments import (
+    CommandParser,
+    add_project_options,
+    non_negative_int,
+    positive_int,
+    ratio_above_one,
+    seconds,
+)
 from .config import CATEGORY_NAMES, PROFILE_NAMES
 
 PROG = "test_framework"
+# `--trace PATH.json` is the engine's trace file; pytest's `--trace` (the debugger) takes no
+# value, so the two are told apart by the value's suffix.
+TRACE_OPTION = "--trace-json"
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -120,6 +130,54 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     add("--report", type=Path, metavar="PATH", help="write a JSON report")
     add("--junitxml", type=Path, metavar="PATH", help="write a JUnit XML report")
     add(
+        "--time-budget",
+        metavar="DURATION",
+        help="run what fits in DURATION (30s, 2m): the tests --changed affects first, then "
+        "recently failed ones, then the fastest; the rest are reported not run (and do not "
+        "fail the run)",
+    )
+    add(
+        "--performance-regression",
+        action="store_true",
+        help="name the tests that took much longer than their median over recent runs "
+        "(passed tests with 3+ past runs that grew past --perf-threshold times it and by "
+        "0.1s or more)",
+    )
+    add(
+        "--perf-threshold",
+        type=ratio_above_one,
+        default=None,
+        metavar="X",
+        help="with --performance-regression: how many times its median a test must take "
+        "(default: 2.0)",
+    )
+    add(
+        "--fail-on-regression",
+        action="store_true",
+        help="with --performance-regression: a regression fails the run (exit 1)",
+    )
+    add(
+        "--shard",
+        metavar="K/N",
+        help="run part K of N (CI jobs on several machines): the selection split by stored "
+        "durations, the same split on every machine given the same store",
+    )
+    add(
+        "--html",
+        type=Path,
+        metavar="PATH",
+        help="write a self-contained HTML report: summary, failures, a timeline of the "
+        "workers, the slowest tests, durations, flaky tests",
+    )
+    add(
+        TRACE_OPTION,
+        type=Path,
+        dest="trace",
+        metavar="PATH.json",
+        help="(written --trace PATH.json) write the run as Chrome trace events, for Perfetto "
+        "or chrome://tracing; a bare --trace is pytest's debugger",
+    )
+    add(
         "--no-cache",
         action="store_true",
         help="ignore cached collections and results: collect and run everything afresh "
@@ -223,10 +281,28 @@ def split_command_line(
         args, after = args[:cut], args[cut + 1 :]
     if args and args[0] == "run":
         args = args[1:]
-    args = [piece for arg in args for piece in split_short_cluster(arg)]
+    args = _engine_trace([piece for arg in args for piece in split_short_cluster(arg)])
     parser = build_parser(prog)
     ns, passed_on = parser.parse_known_args(args)
     return parser, ns, passed_on, after
+
+
+def _engine_trace(args: list[str]) -> list[str]:
+    """`--trace PATH.json` and `--trace=PATH` as the engine's trace option; a bare `--trace`
+    stays pytest's."""
+    out: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg.startswith("--trace="):
+            out += [TRACE_OPTION, arg.partition("=")[2]]
+        elif arg == "--trace" and index + 1 < len(args) and args[index + 1].endswith(".json"):
+            out += [TRACE_OPTION, args[index + 1]]
+            index += 1
+        else:
+            out.append(arg)
+        index += 1
+    return out
 
 
 def pytest_arguments(argv: Sequence[str], prog: str = PROG) -> list[str]:

@@ -33,6 +33,10 @@ class RunContext:
     argv: tuple[str, ...] = ()
     pytest_args: tuple[str, ...] = ()
     isolation: str = "fork"
+    shard: tuple[int, int] | None = None  # (K, N) for a run of CI shard K of N
+    # For a CI shard: the whole selection's size and digest (ci_shards.selection_digest), so
+    # `shard-verify` can tell that the shards together are the selection.
+    shard_selection: tuple[int, str] | None = None
 
 
 class Phase:

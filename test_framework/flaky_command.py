@@ -1,32 +1,27 @@
 """`python -m test_framework flaky`: which tests flaked in the project's recent runs, and how often.
 
-A read-only look at the results store. It resolves the store's path exactly as a run does (the
-same `--project-root`, `--cache-dir`, `OPTIMIZED_TEST_CACHE_DIR` and pyproject layers) so it reads
-the file the runs wrote, and it opens that file read-only: unlike a run, it never creates, migrates
-or moves aside a store, because a report must not change what it reports on. (SQLite may leave an
-empty `-wal` and a `-shm` beside a WAL store it read; the next run reuses them.) Errors are raised
-as TestFrameworkError for `cli.py` to map to an exit code: a bad option is 4, an unreadable store 3.
+A read-only look at the results store (store/readonly.py), found exactly as a run finds it (the
+same `--project-root`, `--cache-dir`, `OPTIMIZED_TEST_CACHE_DIR` and pyproject layers). Errors
+are raised as TestFrameworkError for `cli.py` to map to an exit code: a bad option is 4, an
+unreadable store 3.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-import aiosqlite
 import anyio
 
 from .arguments import CommandParser, add_project_options, positive_int
-from .errors import StoreError
 from .exit_codes import ExitCode
 from .request import RunRequest, resolve
-from .store.connection import BUSY_TIMEOUT_MS
 from .store.flakiness import FlakyTest, count_recent_runs, flaky_tests
+from .store.readonly import read_only
 
 DEFAULT_LAST_RUNS = 50
 
@@ -68,18 +63,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 
 async def _read(store: Path, project: str, last: int) -> tuple[int, list[FlakyTest]]:
-    # mode=ro: never create, migrate or write the file; as_uri() escapes '?' and '#' in the path.
-    uri = f"{store.as_uri()}?mode=ro"
-    try:
-        async with aiosqlite.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000) as db:
-            cursor = await db.execute("PRAGMA user_version")
-            row = await cursor.fetchone()
-            if not row or int(row[0]) == 0:  # an empty file: no engine has written to it
-                return 0, []
-            await db.execute("BEGIN")  # one snapshot for both reads while a run may be writing
-            return await count_recent_runs(db, project, last), await flaky_tests(db, project, last)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read the results store {store}: {exc}") from None
+    async with read_only(store) as db:
+        if db is None:
+            return 0, []
+        return await count_recent_runs(db, project, last), await flaky_tests(db, project, last)
 
 
 def _plural(count: int, word: str) -> str:

@@ -32,6 +32,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends 
     from exceptiongroup import BaseExceptionGroup
 
 from .breaker import FailureBreaker
+from .budget import excuse_budget, over_budget_results
 from .collection_stop import collection_stop
 from .collector import Collector
 from .dispatch.capacity import FirstTests
@@ -55,15 +56,16 @@ from .execution.summary import SummaryRequest, plugin_summary
 from .exit_codes import ExitCode
 from .ledger import Ledger, RetryPolicy
 from .models import Collection, NodeId, Plan, RunSummary, Shard, file_of
+from .narrowing import only, shard_and_budget
 from .planning import (
     FORK_MIN_SHARD_SECONDS,
     SPAWN_MIN_SHARD_SECONDS,
     PlanInput,
     in_order_shard,
-    kept,
     make_plan,
     plan_slots,
 )
+from .regressions import judge_durations
 from .request import RunSettings
 from .result_cache import ResultCache
 from .store.queries import History
@@ -96,6 +98,7 @@ class Orchestrator:
         self.random_source = random_source
         self.run_id = uuid.uuid4().hex[:12]
         self.cache: ResultCache | None = None  # the skip cache, when the profile turns it on
+        self.shard_selection: tuple[int, str] | None = None  # a CI shard's whole selection
         profile = settings.profile
         self.ledger = Ledger(
             retry=RetryPolicy(
@@ -189,14 +192,30 @@ class Orchestrator:
         if maxfail and (not self.ledger.maxfail or maxfail < self.ledger.maxfail):
             self.ledger.maxfail = maxfail
         collected_any = bool(collection.nodeids or collection.errors)
+        affected: set[NodeId] | None = None
         if settings.changed is not None and self.cache is not None and collection.nodeids:
-            collection = await self.cache.changed_only(collection, self.ledger.notes)
+            changed = await self.cache.changed_only(collection, self.ledger.notes)
+            if settings.time_budget is None:
+                collection = changed
+            else:  # the budget runs the affected tests first, then fills up with others
+                affected = set(changed.nodeids)
         if settings.selected and collection.nodeids:
-            collection = _only(collection, settings.selected)
+            collection = only(collection, settings.selected)
         with self._timing_store():
             history = await self.records.history(db)
             context_files = await self.records.context_files(db)
             unstable = await self.records.unstable_files(db)
+            past = (
+                await self.records.baselines(db, collection.nodeids)
+                if (settings.performance_regression)
+                else {}
+            )
+        narrowed = shard_and_budget(
+            collection, settings, history.durations, history.recent_failures, affected
+        )
+        collection, over_budget = narrowed.collection, list(narrowed.over_budget)
+        self.shard_selection = narrowed.shard_selection
+        self.ledger.notes.extend(narrowed.notes)
         planned = collection
         partial_files: dict[str, list[NodeId]] = {}
         reusing = settings.profile.skip_cache and settings.reuse_results
@@ -261,7 +280,7 @@ class Orchestrator:
             owed = shards[0].nodeids if settings.only else collection.nodeids
             if stop is not None:
                 owed, shards = (), []
-            self.ledger.plan([*owed, *(e.nodeid for e in collection.errors)])
+            self.ledger.plan([*owed, *over_budget, *(e.nodeid for e in collection.errors)])
             dispatcher.load(shards, collection.nodeids)
             if forked and fraction is None:
                 dispatcher.first = FirstTests.for_cores(settings.cores)
@@ -277,6 +296,7 @@ class Orchestrator:
             if stop is not None:  # before the errors count for maxfail: pytest's reason wins
                 dispatcher.stop(stop.reason, interrupted=stop.interrupted)
             dispatcher.conclude(collection.error_results())
+            dispatcher.conclude(over_budget_results(over_budget, settings.time_budget))
             if self.cache is not None:
                 self.bus.subscribe(self.cache.handle)
             await dispatcher.run(setup, started)
@@ -290,6 +310,12 @@ class Orchestrator:
             if writer is not None and writer.failed:
                 warnings.append(f"results store: {writer.failed}")
             summary = self.ledger.summary(self.run_id, self.clock() - started, warnings)
+            if over_budget:
+                summary = excuse_budget(summary, set(over_budget), self.ledger.flaky_fails)
+            if settings.performance_regression:
+                summary = judge_durations(
+                    summary, past, settings.perf_threshold, settings.fail_on_regression
+                )
             nothing_affected = self.cache is not None and self.cache.nothing_affected
             if nothing_affected and summary.exit_code == ExitCode.NO_TESTS_COLLECTED:
                 summary = replace(summary, exit_code=int(ExitCode.OK))  # nothing to check
@@ -414,6 +440,8 @@ class Orchestrator:
             argv=settings.argv,
             pytest_args=settings.pytest_args,
             isolation=settings.isolation,
+            shard=(settings.shard.index, settings.shard.total) if settings.shard else None,
+            shard_selection=self.shard_selection,
         )
 
     def _worker_setup(
@@ -494,11 +522,3 @@ def _scratch_folder(given: Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="test_framework-") as made:
         yield Path(made)
-
-
-def _only(collection: Collection, selected: Sequence[str]) -> Collection:
-    """The collection narrowed to `selected`, the rest counted as deselected (as -k would)."""
-    nodeids = kept(collection.nodeids, selected)
-    terminal = collection.terminal
-    deselected = terminal.deselected + len(collection.nodeids) - len(nodeids)
-    return replace(collection, nodeids=nodeids, terminal=replace(terminal, deselected=deselected))

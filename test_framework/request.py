@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .budget import parse_budget
+from .ci_shards import ShardSpec, parse_shard
 from .config import (
     ISOLATIONS,
     Category,
@@ -23,6 +25,7 @@ from .config import (
 )
 from .errors import ConfigError, ProjectError, UsageError
 from .machine import cpu_count
+from .regressions import DEFAULT_THRESHOLD
 from .rootdir import find_rootdir, path_arguments, rebased
 
 DEFAULT_CACHE_DIR = ".test_framework"
@@ -40,6 +43,13 @@ class RunRequest:
     list_only: bool = False
     report: Path | None = None
     junitxml: Path | None = None
+    html: Path | None = None
+    trace: Path | None = None
+    shard: str | None = None  # --shard K/N
+    time_budget: str | None = None  # --time-budget 30s
+    performance_regression: bool = False
+    perf_threshold: float | None = None
+    fail_on_regression: bool = False
     verbose: int = 0
     log_format: str | None = None
     pytest_args: tuple[str, ...] = ()
@@ -98,6 +108,14 @@ class RunSettings:
     # unless asked.
     resident: bool = False
     watch: bool = False  # --watch: rerun what each saved change affects, until Ctrl-C
+    html: Path | None = None
+    trace: Path | None = None
+    shard: ShardSpec | None = None  # --shard K/N: this CI job's part of the selection
+    time_budget: float | None = None  # --time-budget: seconds (budget.py)
+    # --performance-regression: tests past `perf_threshold` x their median (regressions.py)
+    performance_regression: bool = False
+    perf_threshold: float = DEFAULT_THRESHOLD
+    fail_on_regression: bool = False
     # Keep only these tests (node ids, or files) of the collection, the rest deselected as -k
     # would: a watch cycle's selection, narrowed after the warm process collected everything.
     selected: tuple[str, ...] = ()
@@ -168,6 +186,15 @@ def resolve(
         list_only=request.list_only,
         report=_output_path(root, request.report, "--report"),
         junitxml=_output_path(root, request.junitxml, "--junitxml"),
+        html=_output_path(root, request.html, "--html"),
+        trace=_output_path(root, request.trace, "--trace"),
+        shard=parse_shard(request.shard) if request.shard is not None else None,
+        time_budget=parse_budget(request.time_budget) if request.time_budget else None,
+        performance_regression=request.performance_regression
+        or request.fail_on_regression
+        or request.perf_threshold is not None,
+        perf_threshold=request.perf_threshold or DEFAULT_THRESHOLD,
+        fail_on_regression=request.fail_on_regression,
         verbose=request.verbose,
         log_format=request.log_format,
         pytest_args=_with_maxfail(pytest_args, request.maxfail),

@@ -8,7 +8,7 @@ it was when it was learnt (its digest).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -17,8 +17,10 @@ import structlog
 
 from .errors import StoreError
 from .fingerprint import input_digest
+from .regressions import BASELINE_RUNS
 from .request import RunSettings
 from .store.connection import connect_store
+from .store.history import baselines
 from .store.queries import History, load_context_needs, load_history, load_unstable_ids
 
 log = structlog.get_logger("test_framework")
@@ -54,6 +56,17 @@ class StoreReads:
         none: dict[str, str] = {}
         seen = await self._read(db, load_unstable_ids, "unstable ids", none)
         return {file for file, digest in seen.items() if self._unchanged(file, digest)}
+
+    async def baselines(
+        self, db: aiosqlite.Connection | None, nodeids: Sequence[str]
+    ) -> dict[str, tuple[float, int]]:
+        """Each test's median passing duration over recent runs, and how many runs that is."""
+
+        async def read(db: aiosqlite.Connection, project: str) -> dict[str, tuple[float, int]]:
+            found = await baselines(db, project, nodeids, BASELINE_RUNS)
+            return {nodeid: (b.median, b.runs) for nodeid, b in found.items()}
+
+        return await self._read(db, read, "durations' history", {})
 
     async def _read(
         self,

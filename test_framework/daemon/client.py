@@ -32,7 +32,10 @@ if TYPE_CHECKING:
     from types import FrameType
     from typing import Any
 
-_SUBCOMMANDS = frozenset({"flaky", "why", "cache", "audit", "daemon"})
+_SUBCOMMANDS = frozenset(
+    {"flaky", "why", "cache", "audit", "daemon", "merge-reports", "shard-verify"}
+    | {"history", "slowest", "stats", "store"}
+)
 _NEVER = frozenset({"--no-resident", "--watch", "-h", "--help", "--clear-cache"})
 # How long a client waits for a resident process it started to listen.
 START_SECONDS = 20.0

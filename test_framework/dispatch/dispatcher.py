@@ -352,7 +352,7 @@ class Dispatcher:
                     run_monitor,
                     self.limiter,
                     self.sampler or PsutilSampler(),
-                    self.monitor_policy(),
+                    self.monitor_policy,
                     profile.monitor_interval,
                     self.publish,
                     time.time,

@@ -19,7 +19,7 @@ from .resources import CapacityPolicy, Sampler, compute_capacity
 async def run_monitor(
     limiter: AdaptiveLimiter,
     sampler: Sampler,
-    policy: CapacityPolicy,
+    policy: Callable[[], CapacityPolicy],
     interval: float,
     emit: Callable[[Event], None],
     clock: Callable[[], float] = time.time,
@@ -28,7 +28,9 @@ async def run_monitor(
 ) -> None:
     """`backlog` counts shards not yet admitted (the dispatcher's queue and the one waiting at
     the limiter); without it the limiter's own waiters are counted. `next_rss` is the peak RSS
-    the next shards' tests showed before, which bounds widening with the running workers'."""
+    the next shards' tests showed before, which bounds widening with the running workers'.
+    `policy` is read at every sample: what the run learns (a cold run's first tests' CPU share)
+    bounds the monitor from then on."""
     while True:
         await anyio.sleep(interval)
         sample = await anyio.to_thread.run_sync(sampler.sample)
@@ -38,7 +40,7 @@ async def run_monitor(
             sample,
             stats.capacity,
             waiting,
-            policy,
+            policy(),
             running=stats.in_use,
             next_rss=next_rss() if next_rss is not None else 0,
         )

@@ -39,6 +39,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="the share of cached tests run anyway to check the cache (the trip-wire), between "
         "0 and 1 (default 0.02, at least one test; 0: none) (test_framework)",
     )
+    group.addoption(
+        "--performance-regression",
+        action="store_true",
+        default=False,
+        help="with --cache-tests: name the tests that took much longer than their median over "
+        "recent runs (passed, 3+ past runs, past --perf-threshold times it and 0.1s more) "
+        "(test_framework)",
+    )
+    group.addoption(
+        "--perf-threshold",
+        type=float,
+        default=None,
+        metavar="X",
+        help="with --performance-regression: times its median a test must take (default 2.0; "
+        "more than 1) (test_framework)",
+    )
+    group.addoption(
+        "--fail-on-regression",
+        action="store_true",
+        default=False,
+        help="with --performance-regression: a regression fails the session (test_framework)",
+    )
     names = ["--cache-dir", "--cache-tests-dir"]
     for taken in (False, True):
         try:
@@ -57,6 +79,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
+    regression = any(
+        config.getoption(name, None)
+        for name in ("performance_regression", "perf_threshold", "fail_on_regression")
+    )
+    if regression and not config.getoption("cache_tests", False):
+        raise pytest.UsageError(
+            "--performance-regression needs --cache-tests: durations are recorded in "
+            "test_framework's store only with it"
+        )
+    threshold = config.getoption("perf_threshold", None)
+    if threshold is not None and not threshold > 1:
+        raise pytest.UsageError(
+            f"--perf-threshold must be more than 1 (2 = twice as long), got {threshold}"
+        )
     if not config.getoption("cache_tests", False):
         return
     if os.environ.get(_ENGINE_WORKER):

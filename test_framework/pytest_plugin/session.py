@@ -52,6 +52,7 @@ from ..models import (
 )
 from ..outcomes import count_outcomes
 from ..planning import ids_by_file
+from ..regressions import DEFAULT_THRESHOLD, Regression, regressions
 from ..skip_cache import CacheDecision, confirm, reported, sample
 from ..store.rows import RunRows, Write
 from ..worker.deps import DependencyRecorder
@@ -147,6 +148,7 @@ class CacheTests:
     cached: set[NodeId] = field(default_factory=set)  # reported as cached in this session
     tripped: str | None = None
     recorded_files: int = 0
+    regressions: list[Regression] = field(default_factory=list)  # --performance-regression
     started: float = field(default_factory=time.time)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
@@ -306,6 +308,8 @@ class CacheTests:
             return
         if self.dependencies is not None:
             self.state.note_dependencies(*self.dependencies.by_file())
+        if _judging_durations(self.config):
+            self._judge_durations(session)
         writes = self._writes(int(exitstatus))
         try:
             store.write(self.db, writes)
@@ -314,6 +318,20 @@ class CacheTests:
         finally:
             self.db.close()
         if self.tripped is not None and self.cached and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _judge_durations(self, session: pytest.Session) -> None:
+        """Before this session's rows are written: its tests against their past medians."""
+        nodeids = [r.nodeid for r in self.results]
+        try:
+            past = store.load_baselines(self.db, self.project, nodeids)
+        except Exception as exc:
+            self.problem = f"the results store could not be read: {exc}"
+            return
+        threshold = self.config.getoption("perf_threshold", None) or DEFAULT_THRESHOLD
+        self.regressions = regressions(self.results, past, threshold)
+        failing = self.regressions and self.config.getoption("fail_on_regression", False)
+        if failing and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _writes(self, exitstatus: int) -> list[Write]:
@@ -364,6 +382,11 @@ class CacheTests:
         if self.config.get_verbosity() > 0 and self.state is not None:
             for test_file, why in list(self.state.decision.runs.items())[:_EXPLAINED]:
                 write(f"  runs {test_file}: {why}")
+        if _judging_durations(self.config):
+            for regression in self.regressions:
+                write(f"test_framework {regression.describe()}", red=True)
+            if not self.regressions:
+                write("test_framework performance regression: none")
         if self.tripped is not None:
             write(
                 f"test_framework --cache-tests: the cache is distrusted: {self.tripped}; "
@@ -371,6 +394,13 @@ class CacheTests:
                 "fails; their records are dropped: run again to run them",
                 red=True,
             )
+
+
+def _judging_durations(config: pytest.Config) -> bool:
+    return any(
+        config.getoption(name, None)
+        for name in ("performance_regression", "perf_threshold", "fail_on_regression")
+    )
 
 
 def _settings(config: pytest.Config, root: Path) -> tuple[float, float, Path]:

@@ -15,7 +15,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..models import FileRecord
+from ..regressions import BASELINE_RUNS
 from ..store.files import is_damaged, mark_cache_folder, move_aside
+from ..store.history import BASELINE_SQL, baseline_params, fold_baselines
 from ..store.queries import (
     SELECT_FILE_INDEX,
     SELECT_FILE_RECORDS,
@@ -107,6 +109,15 @@ def load_durations(db: sqlite3.Connection, project: str) -> dict[str, float]:
         "SELECT nodeid, ewma_duration FROM test_stats WHERE project = ?", (project,)
     ).fetchall()
     return {str(nodeid): float(seconds) for nodeid, seconds in rows}
+
+
+def load_baselines(
+    db: sqlite3.Connection, project: str, nodeids: Iterable[str]
+) -> dict[str, tuple[float, int]]:
+    """Each test's median passing duration over the project's recent runs, and their count
+    (--performance-regression), by the engine's own query."""
+    rows = db.execute(BASELINE_SQL, baseline_params(project, BASELINE_RUNS)).fetchall()
+    return {n: (b.median, b.runs) for n, b in fold_baselines(rows, nodeids).items()}
 
 
 def write(db: sqlite3.Connection, writes: Iterable[Write]) -> None:

@@ -31,6 +31,7 @@ from ..events import (
 )
 from ..models import FAILING_OUTCOMES, Outcome, RunSummary, Terminal, TestResult
 from ..outcomes import summary_words
+from .run_document import RunDocumentBuilder, format_metrics
 from .sections import (
     report_chars,
     short_summary,
@@ -38,7 +39,7 @@ from .sections import (
     unique_warnings,
     warnings_summary,
 )
-from .timings import TimingsBuilder, format_split
+from .timings import format_split
 
 DISABLE_WARNINGS = (
     "--disable-warnings",
@@ -87,11 +88,11 @@ class ConsoleReporter:
         self.planned = 0  # shards the plan announced; reruns and stolen tails come after
         self.pytest_args: tuple[str, ...] = ()
         self.warnings: list[WarningRecorded] = []
-        self.timings = TimingsBuilder()
+        self.document = RunDocumentBuilder()  # -v: the run's split and metrics
 
     def __call__(self, event: Event) -> None:
         if self.verbose:
-            self.timings(event)
+            self.document(event)
         if isinstance(event, RunStarted):
             self._run_started(event)
         elif isinstance(event, TestFinished):
@@ -229,7 +230,9 @@ class ConsoleReporter:
         for note in summary.notes:
             self._write(f"{note}\n")
         if self.verbose:
-            self._write(format_split(self.timings.split()) + "\n")
+            document = self.document.document(summary)
+            self._write(format_split(dict(document.timings)) + "\n")
+            self._write(format_metrics(document.metrics) + "\n")
         counts = dict(summary.counts)
         if self.terminal.deselected:
             counts["deselected"] = self.terminal.deselected

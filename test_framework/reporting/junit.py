@@ -2,19 +2,21 @@
 
 classname/name follow pytest: the file path as a dotted module plus any classes, then the test
 name. Failed attempts of a retried test appear as <rerunFailure>/<flakyFailure> (the Maven
-Surefire convention), so CI shows flakiness instead of hiding it.
+Surefire convention), so CI shows flakiness instead of hiding it. Rendered from the run
+document (run_document.py), so `merge-reports` writes it from shards' JSON reports too.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ..events import Event, RunFinished, TestRetrying
-from ..models import NodeId, Outcome, RunSummary, TestResult
-from .json_report import write_atomic
+from ..models import NodeId, Outcome
+from .json_report import ReportFiles
+from .run_document import RunDocument
 
 _FAIL_TAGS = {
     Outcome.FAILED: "failure",
@@ -22,6 +24,7 @@ _FAIL_TAGS = {
     Outcome.TIMEOUT: "failure",
     Outcome.ERROR: "error",
 }
+_SKIPPED = (Outcome.SKIPPED, Outcome.XFAILED, Outcome.NOT_RUN, Outcome.CACHED)
 
 
 def junit_names(nodeid: NodeId) -> tuple[str, str]:
@@ -54,79 +57,79 @@ def _clean(text: str) -> str:
     return "".join(ch if _legal(ch) else f"#x{ord(ch):02X}" for ch in text)
 
 
-class JUnitReportBuilder:
+class JUnitReportBuilder(ReportFiles):
     def __init__(self, path: Path, suite_name: str = "test_framework") -> None:
-        self.path = path
-        self.suite_name = suite_name
-        self.attempts: dict[NodeId, list[TestResult]] = {}
-        self.written = False
+        super().__init__([(path, lambda document: render_junit(document, suite_name))])
 
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, TestRetrying):
-            self.attempts.setdefault(event.result.nodeid, []).append(event.result)
-        elif isinstance(event, RunFinished):
-            write_atomic(self.path, self.render(event.summary))
-            self.written = True
 
-    def render(self, summary: RunSummary) -> str:
-        results = summary.results
-        count = {o: sum(1 for r in results if r.outcome is o) for o in Outcome}
-        failures = count[Outcome.FAILED] + count[Outcome.CRASHED] + count[Outcome.TIMEOUT]
-        skipped = (
-            count[Outcome.SKIPPED]
-            + count[Outcome.XFAILED]
-            + count[Outcome.NOT_RUN]
-            + count[Outcome.CACHED]
+def render_junit(document: RunDocument, suite_name: str = "test_framework") -> str:
+    tests = document.tests
+    count = {o: sum(1 for t in tests if t.outcome == o.value) for o in Outcome}
+    failures = count[Outcome.FAILED] + count[Outcome.CRASHED] + count[Outcome.TIMEOUT]
+    skipped = sum(count[o] for o in _SKIPPED)
+    root = ET.Element("testsuites")
+    suite = ET.SubElement(
+        root,
+        "testsuite",
+        name=suite_name,
+        errors=str(count[Outcome.ERROR]),
+        failures=str(failures),
+        skipped=str(skipped),
+        tests=str(len(tests)),
+        time=f"{document.duration:.3f}",
+        timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(document.started or None)),
+        hostname=socket.gethostname(),
+    )
+    for test in tests:
+        classname, name = junit_names(test.nodeid)
+        case = ET.SubElement(
+            suite, "testcase", classname=classname, name=name, time=f"{test.duration:.3f}"
         )
-        root = ET.Element("testsuites")
-        suite = ET.SubElement(
-            root,
-            "testsuite",
-            name=self.suite_name,
-            errors=str(count[Outcome.ERROR]),
-            failures=str(failures),
-            skipped=str(skipped),
-            tests=str(len(results)),
-            time=f"{summary.duration:.3f}",
-            timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"),
-            hostname=socket.gethostname(),
-        )
-        for result in results:
-            classname, name = junit_names(result.nodeid)
-            case = ET.SubElement(
-                suite, "testcase", classname=classname, name=name, time=f"{result.duration:.3f}"
-            )
-            text = _clean(result.longrepr or result.message)
-            tag = _FAIL_TAGS.get(result.outcome)
-            if tag is not None:
-                element = ET.SubElement(
-                    case, tag, message=_clean(result.message or _first_line(text))
+        text = _clean(test.longrepr or test.message)
+        outcome = Outcome(test.outcome)
+        tag = _FAIL_TAGS.get(outcome)
+        if tag is not None:
+            element = ET.SubElement(case, tag, message=_clean(test.message or _first_line(text)))
+            element.text = text
+            for attempt in test.failed_attempts:
+                rerun = ET.SubElement(
+                    case,
+                    "rerunFailure",
+                    message=_clean(_first_line(attempt.longrepr)),
+                    type=error_type(attempt.longrepr),
                 )
-                element.text = text
-                for attempt in self.attempts.get(result.nodeid, []):
-                    rerun = ET.SubElement(
-                        case, "rerunFailure", message=_clean(_first_line(attempt.longrepr))
-                    )
-                    rerun.text = _clean(attempt.longrepr)
-            elif result.outcome in (
-                Outcome.SKIPPED,
-                Outcome.XFAILED,
-                Outcome.NOT_RUN,
-                Outcome.CACHED,
-            ):
-                kind = "pytest.xfail" if result.outcome is Outcome.XFAILED else "pytest.skip"
-                ET.SubElement(case, "skipped", type=kind, message=_clean(_first_line(text)))
-            elif result.outcome is Outcome.FLAKY:
-                for attempt in self.attempts.get(result.nodeid, []):
-                    flaky = ET.SubElement(
-                        case, "flakyFailure", message=_clean(_first_line(attempt.longrepr))
-                    )
-                    flaky.text = _clean(attempt.longrepr)
-            for title, content in result.sections:
-                tag_name = "system-err" if "stderr" in title else "system-out"
-                ET.SubElement(case, tag_name).text = _clean(f"--- {title} ---\n{content}")
-        ET.indent(root)
-        return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode")
+                rerun.text = _clean(attempt.longrepr)
+        elif outcome in _SKIPPED:
+            kind = "pytest.xfail" if outcome is Outcome.XFAILED else "pytest.skip"
+            ET.SubElement(case, "skipped", type=kind, message=_clean(_first_line(text)))
+        elif outcome is Outcome.FLAKY:
+            for attempt in test.failed_attempts:
+                flaky = ET.SubElement(
+                    case,
+                    "flakyFailure",
+                    message=_clean(_first_line(attempt.longrepr)),
+                    type=error_type(attempt.longrepr),
+                )
+                flaky.text = _clean(attempt.longrepr)
+        for title, content in test.sections:
+            tag_name = "system-err" if "stderr" in title else "system-out"
+            ET.SubElement(case, tag_name).text = _clean(f"--- {title} ---\n{content}")
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode")
+
+
+_CRASH_LINE = re.compile(r"^\S+:\d+: ([A-Za-z_][\w.]*)$", re.MULTILINE)
+_E_LINE = re.compile(r"^E\s+([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning))\b", re.M)
+
+
+def error_type(longrepr: str) -> str:
+    """The exception's name, which Surefire's rerun elements require as `type`: pytest's
+    crash line (`path:12: AssertionError`), else the first `E   SomeError: ...`."""
+    crash = _CRASH_LINE.findall(longrepr)
+    if crash:
+        return str(crash[-1])
+    found = _E_LINE.search(longrepr)
+    return found.group(1) if found else "failure"
 
 
 def _first_line(text: str) -> str:

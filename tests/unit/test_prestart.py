@@ -75,3 +75,8 @@ def test_no_early_zygote_for_what_is_not_a_plain_run(tmp_path: Path) -> None:
     assert early_zygote([*args_for(tmp_path), "--list"], "prog") is None
     assert early_zygote([*args_for(tmp_path), "-s"], "prog") is None  # pytest in the foreground
     assert early_zygote(["--optimizaton", "ultra_fast"], "prog") is None  # a typo: usage error
+
+
+def test_help_is_printed_once(capsys: pytest.CaptureFixture[str]) -> None:
+    assert early_zygote(["--category", "unit", "--help"], "prog") is None
+    assert capsys.readouterr().out == ""

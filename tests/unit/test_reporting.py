@@ -357,7 +357,7 @@ def test_json_report_has_every_test_counts_and_failed_attempts(tmp_path: Path) -
     )
     assert builder.written
     doc = json.loads(path.read_text(encoding="utf-8"))
-    assert doc["schema"] == 1
+    assert doc["schema"] == 2
     assert doc["run_id"] == "run-1"
     assert doc["exit_code"] == 1
     assert doc["project_root"] == ROOT

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import anyio
 import pytest
 
@@ -142,7 +144,7 @@ async def test_monitor_widens_then_narrows_and_reports_each_change() -> None:
             if len(events) >= 3:
                 three_changes.set()
 
-        tg.start_soon(run_monitor, limiter, sampler, POLICY, 0.001, record)
+        tg.start_soon(run_monitor, limiter, sampler, lambda: POLICY, 0.001, record)
         with anyio.fail_after(10):
             await three_changes.wait()
         tg.cancel_scope.cancel()
@@ -152,3 +154,40 @@ async def test_monitor_widens_then_narrows_and_reports_each_change() -> None:
         (3, 4, "cpu idle, tests waiting"),
         (4, 3, "cpu saturated"),
     ]
+
+
+@pytest.mark.anyio
+async def test_the_monitor_obeys_a_ceiling_learned_while_it_runs() -> None:
+    """A cold run learns its tests' CPU share from the first tests, after the monitor
+    started: from then on the monitor widens no further than that share allows."""
+    limiter = AdaptiveLimiter(2)
+    events: list[Event] = []
+    sampler = ScriptedSampler([sample(40.0)] * 6)
+    policy = POLICY
+
+    async def waiter() -> None:
+        await limiter.acquire()
+
+    async with anyio.create_task_group() as tg:
+        await limiter.acquire()
+        await limiter.acquire()
+        for _ in range(5):
+            tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        first_change = anyio.Event()
+
+        def record(event: Event) -> None:
+            nonlocal policy
+            events.append(event)
+            policy = replace(POLICY, maximum=3)  # learned: the tests keep a core busy
+            first_change.set()
+
+        tg.start_soon(run_monitor, limiter, sampler, lambda: policy, 0.001, record)
+        with anyio.fail_after(10):
+            await first_change.wait()
+            while len(sampler.samples) > 1:  # noqa: ASYNC110 (sampled in a worker thread)
+                await anyio.sleep(0.005)
+        tg.cancel_scope.cancel()
+    changes = [(e.old, e.new) for e in events if isinstance(e, CapacityChanged)]
+    assert changes == [(2, 3)]
+    assert limiter.statistics().capacity == 3
