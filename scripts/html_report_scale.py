@@ -93,6 +93,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     ns = parser.parse_args()
     out = ns.out or Path(tempfile.mkdtemp(prefix="html-scale-"))
+    out.mkdir(parents=True, exist_ok=True)
     document = synthetic(ns.tests, ns.slots, ns.failures)
     started = time.perf_counter()
     html = render_html(document)

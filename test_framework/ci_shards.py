@@ -7,8 +7,9 @@ and together the whole selection, without the jobs talking to each other.
 The split keeps a test file's tests together (its module fixtures are set up once) unless the
 file alone is more than half of one part's fair share, then its tests are split one by one.
 The units are dealt longest first, each to the part with the least so far (ties: the lower
-index). A unit is at most half a fair share, so no part exceeds the mean by more than half of
-it: every part's expected time is within [0.5, 1.5] x total/N when the durations are right.
+index). A unit is a single test or at most half a fair share, so no part exceeds the mean by
+more than half of it unless one test alone does: every part's expected time is at most
+max(1.5 x total/N, the longest test) when the durations are right.
 A test with no stored duration counts as the median of the known ones (1 s when none are known).
 """
 

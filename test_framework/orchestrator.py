@@ -217,7 +217,7 @@ class Orchestrator:
         self.shard_selection = narrowed.shard_selection
         self.ledger.notes.extend(narrowed.notes)
         planned = collection
-        partial_files: dict[str, list[NodeId]] = {}
+        partial_files: dict[str, list[NodeId]] = dict(narrowed.partial_files)
         reusing = settings.profile.skip_cache and settings.reuse_results
         reusing = reusing and not (settings.only or settings.serial)
         if self.cache is not None and stop is None and reusing:
@@ -229,9 +229,10 @@ class Orchestrator:
                     "have reported run, to be compared"
                 )
             elif decision.cached:
-                planned, partial_files = self.cache.planned(
+                planned, cache_partial = self.cache.planned(
                     collection, self.random_source, history.durations
                 )
+                partial_files = {**cache_partial, **partial_files}
                 self.ledger.seen_in_context(decision.failed_in_context())
             self.ledger.notes.extend(self.cache.notes())
         dispatcher = Dispatcher(

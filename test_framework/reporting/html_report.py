@@ -14,6 +14,7 @@ timeline is drawn on a canvas, and the failure details are built when opened.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from importlib import resources
 from typing import Any
 
@@ -69,7 +70,7 @@ def page_data(document: RunDocument) -> dict[str, Any]:
         "profile": document.profile,
         "categories": list(document.categories),
         "summary": dict(document.summary),
-        "metrics": document.to_json()["metrics"],
+        "metrics": asdict(document.metrics),
         "timings": dict(document.timings),
         "notes": list(document.notes),
         "warnings": list(document.warnings),

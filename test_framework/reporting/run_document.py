@@ -260,7 +260,7 @@ class RunDocumentBuilder:
             project_root=context.project_root if context else "",
             profile=context.profile if context else "",
             categories=tuple(context.categories) if context else (),
-            summary=dict(summary.counts),
+            summary=self._counts(summary),
             tests=tests,
             metrics=metrics(
                 tests,
@@ -280,6 +280,14 @@ class RunDocumentBuilder:
             shard_of=context.shard if context else None,
             shard_selection=context.shard_selection if context else None,
         )
+
+    def _counts(self, summary: RunSummary) -> dict[str, int]:
+        """pytest's closing-line counts, `deselected` included (as the console prints them)."""
+        counts = dict(summary.counts)
+        deselected = self.context.plan.terminal.deselected if self.context is not None else 0
+        if deselected:
+            counts["deselected"] = deselected
+        return counts
 
     def _record(self, result: TestResult) -> TestRecord:
         shard = self.shards.get(result.shard_id) if result.shard_id is not None else None

@@ -34,17 +34,25 @@ def engine(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[s
 
 
 def test_shards_run_every_test_once_and_merge_into_one_run(tmp_path: Path) -> None:
-    """many_files: 20 files x 5 tests; three shards on one store (as CI would import it)."""
+    """many_files: 20 files x 5 tests. As in CI: one run's store exported, each shard's
+    machine imports it into its own store, so the three compute the same split."""
     whole, document = run_suite("many_files", tmp_path, "--optimization", "balanced")
     assert whole.returncode == 0, whole.stderr
     everything = {t["nodeid"] for t in document["tests"]}
+    project = ["--project-root", str(REPO / "tests" / "fixtures" / "suites" / "many_files")]
+    export = tmp_path / "durations.json.gz"
+    exported = engine(
+        "store", "export", str(export), *project, "--cache-dir", str(tmp_path / "cache")
+    )
+    assert exported.returncode == 0, exported.stderr
     reports = []
     for k in (1, 2, 3):
+        machine = tmp_path / f"machine-{k}"
+        imported = engine("store", "import", str(export), *project, "--cache-dir", str(machine))
+        assert imported.returncode == 0, imported.stderr
         report = tmp_path / f"shard-{k}.json"
         done = subprocess.run(
-            engine_command(
-                "many_files", tmp_path / "cache", "--shard", f"{k}/3", "--report", str(report)
-            ),
+            engine_command("many_files", machine, "--shard", f"{k}/3", "--report", str(report)),
             capture_output=True,
             text=True,
             check=False,
@@ -55,11 +63,13 @@ def test_shards_run_every_test_once_and_merge_into_one_run(tmp_path: Path) -> No
         part = json.loads(report.read_text())
         assert part["shard_of"] == [k, 3]
         assert part["summary"]["deselected"] == len(everything) - len(part["tests"])
+        assert part["summary"]["passed"] == len(part["tests"])
         reports.append(report)
     parts = [{t["nodeid"] for t in json.loads(r.read_text())["tests"]} for r in reports]
     assert set.union(*parts) == everything
     assert sum(len(p) for p in parts) == len(everything)
-    assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 10  # two files of 5
+    # Two tests wait 0.3 s and 0.2 s, the other 98 about a millisecond: each has a part.
+    assert sorted(len(p) for p in parts) == [1, 1, 98]
 
     verified = engine("shard-verify", *map(str, reports))
     assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -101,8 +111,8 @@ def test_bad_shard_and_report_files_are_usage_errors(tmp_path: Path) -> None:
     assert "Traceback" not in bad.stderr
     junk = tmp_path / "junk.json"
     junk.write_text('{"hello": 1}')
-    for command in ("shard-verify", "merge-reports"):
-        done = engine(command, str(junk), "--report", str(tmp_path / "x.json"))
+    for command in (["shard-verify"], ["merge-reports", "--report", str(tmp_path / "x.json")]):
+        done = engine(*command, str(junk))
         assert done.returncode == 4, done.stdout + done.stderr
         assert f"{junk} is not a test_framework JSON report" in done.stderr
         assert "Traceback" not in done.stderr
