@@ -218,3 +218,40 @@ def test_history_commands_and_a_performance_regression(tmp_path: Path) -> None:
     bad = engine("store", "import", str(tmp_path / "missing.json"), *base, *elsewhere)
     assert bad.returncode == 4
     assert "cannot read" in bad.stderr
+
+
+def test_on_github_actions_failures_are_annotations_and_the_run_is_in_the_summary(
+    tmp_path: Path,
+) -> None:
+    summary = tmp_path / "step-summary.md"
+    done, _ = run_suite(
+        "outcomes",
+        tmp_path,
+        env={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)},
+    )
+    assert done.returncode == 1
+    errors = [line for line in done.stdout.splitlines() if line.startswith("::error ")]
+    assert any(
+        line.startswith("::error file=test_outcomes.py,line=")
+        and "title=test_outcomes.py%3A%3Atest_failed failed::" in line
+        for line in errors
+    ), errors
+    text = summary.read_text()
+    assert text.startswith("## ❌ Tests failed (exit 1)")
+    assert "test\\_outcomes.py::test\\_failed" in text
+
+
+def test_the_python_api_returns_the_run_document(tmp_path: Path) -> None:
+    from test_framework.api import run_tests_with_optimization
+    from test_framework.reporting.run_document import RunDocument
+
+    answer = run_tests_with_optimization(
+        project_root=REPO / "tests" / "fixtures" / "suites" / "basic",
+        cache_dir=tmp_path / "cache",
+        quiet=True,
+    )
+    document = answer["document"]
+    assert isinstance(document, RunDocument)
+    assert {t.nodeid for t in document.tests} == {r.nodeid for r in answer["summary"].results}
+    assert document.metrics.tests == answer["total_tests"]
+    assert all(t.start is not None and t.slot is not None for t in document.tests)
