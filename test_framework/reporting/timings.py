@@ -14,6 +14,10 @@
   after_last_test  from the last test's end until the run finished (summaries, the store's
                    last writes, reports)
   wall             the process's start until the run finished
+  idle_slots       slot-seconds without a worker while tests ran: the integral, from the
+                   first test's start to the last one's end, of the run's peak number of
+                   workers less those running (a worker waiting alone on a long test while
+                   the others have nothing left shows here, wherever in the run it happens)
 
 Each is seconds, or None when the run had no such part (no test ran, no warm process). With a
 cached collection the warm process forks before collecting and each worker collects its own
@@ -48,6 +52,7 @@ SPLIT = (
     "tail",
     "after_last_test",
     "wall",
+    "idle_slots",
 )
 
 
@@ -63,6 +68,7 @@ class TimingsBuilder:
     _running: int = 0
     _peak: int = 0
     _below_peak_since: float | None = None
+    _changes: list[tuple[float, int]] = field(default_factory=list)  # (time, workers running)
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, RunStarted):
@@ -70,6 +76,7 @@ class TimingsBuilder:
             self.run_started = event.at
         elif isinstance(event, ShardStarted):
             self._running += 1
+            self._changes.append((event.at, self._running))
             if self._running >= self._peak:
                 self._peak = self._running
                 self._below_peak_since = None
@@ -77,6 +84,7 @@ class TimingsBuilder:
             if self._running == self._peak and self._below_peak_since is None:
                 self._below_peak_since = event.at
             self._running = max(0, self._running - 1)
+            self._changes.append((event.at, self._running))
         elif isinstance(event, TestStarted):
             self._test_began(event.at)
         elif isinstance(event, AttemptFinished):
@@ -121,7 +129,28 @@ class TimingsBuilder:
             "tail": None if tail is None else round(tail, 4),
             "after_last_test": _between(self.last_test_end, end),
             "wall": _between(origin, end),
+            "idle_slots": self._idle_slots(),
         }
+
+    def _idle_slots(self) -> float | None:
+        start, end = self.first_test, self.last_test_end
+        if start is None or end is None or not self._changes:
+            return None
+        idle = 0.0
+        running = 0
+        at = start
+        for when, count in sorted(self._changes, key=lambda change: change[0]):
+            if when > at:
+                span = min(when, end) - at
+                if span > 0:
+                    idle += (self._peak - running) * span
+                at = max(at, when)
+            running = count
+            if at >= end:
+                break
+        if at < end:
+            idle += (self._peak - running) * (end - at)
+        return round(idle, 4)
 
 
 def _between(start: float | None, end: float | None) -> float | None:

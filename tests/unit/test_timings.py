@@ -7,6 +7,8 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from test_framework.events import (
     AttemptFinished,
     Event,
@@ -75,6 +77,7 @@ def test_the_split_places_each_phase_between_its_stamps() -> None:
         "tail": 2.3,  # from t=2.7, one worker idle, to t=5.0
         "after_last_test": 0.3,
         "wall": 5.3,
+        "idle_slots": 2.3,  # one of the two slots, from t=2.7 to t=5.0
     }
 
 
@@ -123,3 +126,25 @@ def test_the_json_report_and_verbose_console_carry_the_split(tmp_path: Path) -> 
     assert line.startswith("time: engine start 0.30s, store 0.05s, warm start 0.80s")
     assert line in out.getvalue()
     assert "time: " not in quiet.getvalue()
+
+
+def test_idle_slots_count_a_gap_in_the_middle_that_the_tail_misses() -> None:
+    """A worker idle from t=3 while the other sits in a long test, then a stolen tail at t=9
+    brings the run back to its peak: the tail is the last 0.9 s only; idle, 6 s and 0.9 s."""
+    summary = RunSummary("run1", (), {"passed": 3}, 3.0, 0)
+    events: list[Event] = [
+        RunStarted(CONTEXT, Plan((), 0), 2, PHASES, at=T0 + 0.5),
+        ShardStarted(1, 11, ("long", "after"), at=T0 + 0.9),
+        ShardStarted(2, 12, ("quick",), at=T0 + 0.9),
+        AttemptFinished(result("quick", 2, 1.0, 2.0), at=T0 + 3.0),
+        ShardFinished(2, 0, 2.1, at=T0 + 3.0),
+        AttemptFinished(result("long", 1, 1.0, 8.0), at=T0 + 9.0),
+        ShardStarted(3, 13, ("after",), at=T0 + 9.0),
+        AttemptFinished(result("after", 3, 9.0, 1.0), at=T0 + 10.0),
+        ShardFinished(1, 0, 9.1, at=T0 + 9.1),
+        ShardFinished(3, 0, 1.0, at=T0 + 10.0),
+        RunFinished(summary, phases=PHASES, at=T0 + 10.1),
+    ]
+    split = split_of(events)
+    assert split["tail"] == pytest.approx(0.9)
+    assert split["idle_slots"] == pytest.approx(6.9)
