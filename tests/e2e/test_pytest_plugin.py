@@ -304,3 +304,43 @@ def test_the_engines_workers_refuse_it(project: Path) -> None:
     )
     assert done.returncode != 0
     assert "--cache-tests is for plain pytest" in done.stdout + done.stderr
+
+
+def test_performance_regression_in_plain_pytest(tmp_path: Path) -> None:
+    """`pytest --cache-tests --performance-regression`: three runs of a test waiting 0.15 s
+    (its file edited each time, so the skip cache runs it), then one waiting 0.5 s is named
+    and, with --fail-on-regression, fails the session."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+
+    def run(run: int, seconds: float, *extra: str) -> subprocess.CompletedProcess[str]:
+        (tmp_path / "test_wait.py").write_text(
+            f"# run {run}\nimport time\n\n\ndef test_wait():\n    time.sleep({seconds})\n"
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:randomly", "--cache-tests", *extra],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+
+    for number in range(3):
+        assert run(number, 0.15).returncode == 0
+    slow = run(3, 0.5, "--performance-regression", "--fail-on-regression")
+    assert slow.returncode == 1, slow.stdout + slow.stderr
+    assert re.search(
+        r"test_framework performance regression: test_wait.py::test_wait took 0\.5\ds, "
+        r"\d\.\dx its median 0\.1\ds over 3 runs",
+        slow.stdout,
+    ), slow.stdout
+    alone = subprocess.run(
+        [sys.executable, "-m", "pytest", "--performance-regression"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert alone.returncode == 4
+    assert "--performance-regression needs --cache-tests" in alone.stderr
