@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from test_framework.command_line import split_short_cluster
+from test_framework.command_line import split_command_line, split_short_cluster
 from test_framework.command_request import parse_request
 from test_framework.foreground import foreground_option
 
@@ -51,3 +51,21 @@ def test_options_that_need_the_foreground_are_found_in_clusters_too(
     args: list[str], option: str | None
 ) -> None:
     assert foreground_option(args) == option
+
+
+@pytest.mark.parametrize(
+    ("argv", "trace", "to_pytest"),
+    [
+        (["--trace"], None, ["--trace"]),  # pytest's debugger
+        (["--trace", "tests/test_a.py"], None, ["--trace", "tests/test_a.py"]),
+        (["--trace", "run.json"], "run.json", []),
+        (["--trace=run.trace"], "run.trace", []),
+        (["--", "--trace", "a.json"], None, ["--trace", "a.json"]),  # after --: pytest's
+    ],
+)
+def test_trace_takes_a_json_file_and_leaves_pytests_debugger_alone(
+    argv: list[str], trace: str | None, to_pytest: list[str]
+) -> None:
+    _, ns, passed_on, after = split_command_line(argv)
+    assert (None if ns.trace is None else str(ns.trace)) == trace
+    assert [*passed_on, *after] == to_pytest
