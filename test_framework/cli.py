@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -26,6 +27,7 @@ from .command_request import parse_request
 from .daemon.client import daemon_request
 from .daemon.wire import UnsafeSocket, socket_path
 from .errors import TestFrameworkError, UsageError
+from .execution.dask_executor import dask_executors
 from .execution.executor import ExecutorFactory, adopting, local_executor
 from .execution.prestart import Prestarted
 from .exit_codes import ExitCode
@@ -218,6 +220,8 @@ def _main(
         option = foreground_option(settings.pytest_args)
         if option is not None and not settings.list_only:
             return run_in_foreground(settings, option, sys.stderr)
+        if settings.executor == "dask":
+            executors, scratch = dask_executors(settings.scheduler, uuid.uuid4().hex[:12]), None
         summary = anyio.run(
             run_settings,
             settings,

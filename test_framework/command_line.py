@@ -157,6 +157,19 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         help="with --performance-regression: a regression fails the run (exit 1)",
     )
     add(
+        "--executor",
+        choices=("local", "dask"),
+        default=None,
+        help="where shards run: this machine (default) or a Dask cluster (--scheduler; "
+        "without one, a local cluster of processes); issue 18, in progress",
+    )
+    add(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with --executor dask: the scheduler (tcp://HOST:8786; default "
+        "OPTIMIZED_TEST_DASK_SCHEDULER, else a local cluster)",
+    )
+    add(
         "--shard",
         metavar="K/N",
         help="run part K of N (CI jobs on several machines): the selection split by stored "

@@ -110,6 +110,7 @@ class EnvOverrides:
     timeout: float | None = None
     cache_ttl_hours: float | None = None
     resident: bool | None = None
+    dask_scheduler: str | None = None
 
 
 def shipped_config_dir() -> Path:
@@ -321,6 +322,7 @@ _ENV_KEYS = {
     "TIMEOUT": "seconds >= 0 (0: never)",
     "CACHE_TTL_HOURS": "hours > 0",
     "RESIDENT": "true or false",
+    "DASK_SCHEDULER": "a Dask scheduler's address, such as tcp://10.0.0.5:8786",
 }
 
 
@@ -377,6 +379,10 @@ def read_env(environ: Mapping[str, str]) -> EnvOverrides:
             overrides = replace(overrides, timeout=seconds)
         elif name == "RESIDENT":
             overrides = replace(overrides, resident=_env_bool(name, raw))
+        elif name == "DASK_SCHEDULER":
+            if not raw.strip():
+                raise ConfigError(f"environment {full} is empty: expected {_ENV_KEYS[name]}")
+            overrides = replace(overrides, dask_scheduler=raw.strip())
         elif name == "CACHE_TTL_HOURS":
             overrides = replace(overrides, cache_ttl_hours=env_ttl_hours(raw))
     return overrides

@@ -47,6 +47,8 @@ class RunRequest:
     trace: Path | None = None
     shard: str | None = None  # --shard K/N
     time_budget: str | None = None  # --time-budget 30s
+    executor: str | None = None  # --executor local|dask
+    scheduler: str | None = None  # --scheduler ADDRESS
     performance_regression: bool = False
     perf_threshold: float | None = None
     fail_on_regression: bool = False
@@ -112,6 +114,8 @@ class RunSettings:
     trace: Path | None = None
     shard: ShardSpec | None = None  # --shard K/N: this CI job's part of the selection
     time_budget: float | None = None  # --time-budget: seconds (budget.py)
+    executor: str = "local"  # "dask": shards on a Dask cluster (execution/dask_executor.py)
+    scheduler: str | None = None  # the Dask scheduler's address; None: a local cluster
     # --performance-regression: tests past `perf_threshold` x their median (regressions.py)
     performance_regression: bool = False
     perf_threshold: float = DEFAULT_THRESHOLD
@@ -173,6 +177,9 @@ def resolve(
         maximum = max(initial, round(ncores * profile.max_workers_per_core))
     cache_dir = _cache_dir(root, request.cache_dir, env.cache_dir or catalog.cache_dir)
     maxfail = request.maxfail if request.maxfail is not None else profile.fail_fast_threshold
+    dask = request.executor == "dask"
+    if request.scheduler is not None and not dask:
+        raise UsageError("--scheduler is for --executor dask (shards on a Dask cluster)")
     return RunSettings(
         project_root=root,
         categories=categories,
@@ -190,6 +197,8 @@ def resolve(
         trace=_output_path(root, request.trace, "--trace"),
         shard=parse_shard(request.shard) if request.shard is not None else None,
         time_budget=parse_budget(request.time_budget) if request.time_budget else None,
+        executor="dask" if dask else "local",
+        scheduler=(request.scheduler or env.dask_scheduler) if dask else None,
         performance_regression=request.performance_regression
         or request.fail_on_regression
         or request.perf_threshold is not None,
@@ -201,14 +210,16 @@ def resolve(
         debug=env.debug_mode,
         resource_monitoring=env.resource_monitoring and fixed is None,
         argv=request.argv,
-        isolation=_isolation(request.isolation or profile.isolation),
+        # A Dask worker spawns each shard's pytest; no zygote here, no resident process.
+        isolation="spawn" if dask else _isolation(request.isolation or profile.isolation),
         resource_limits=catalog.resource_limits,
         flaky_result=request.flaky_result,
         reuse_results=request.collection_cache is not False,
         verify_cache=request.verify_cache,
         changed=request.changed,
         changed_lenient=request.changed_lenient,
-        resident=resident_wanted(request.resident, env.resident, profile.resident, environ),
+        resident=not dask
+        and resident_wanted(request.resident, env.resident, profile.resident, environ),
         watch=request.watch,
     )
 
