@@ -10,8 +10,7 @@ ledger, store and reporters are the same as for a local run; the workers get nod
 selections, never pytest items.
 
 Not yet built (the issue stays open): a warm zygote per Dask worker (a `WorkerPlugin`), the
-collection fingerprint check per shard, rerunning a killed worker's unfinished tests
-elsewhere without counting any twice, work stealing and the breaker's skips across the
+collection fingerprint check per shard, work stealing and the breaker's skips across the
 cluster (a remote worker has no control channel), cancelling the cluster's tasks on Ctrl-C
 beyond closing the client.
 """
@@ -22,6 +21,7 @@ import contextlib
 import pickle
 import shutil
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,9 +30,9 @@ from typing import Any
 import anyio
 
 from ..errors import UsageError
-from ..events import ExecutionEvent
+from ..events import AttemptFinished, ExecutionEvent
 from ..machine import cpu_count
-from ..models import Collection, Shard
+from ..models import Collection, NodeId, Shard
 from .executor import ExecutorFactory, ExecutorStart, SpawnLauncher
 from .runner import ShardListener, ShardOutcome, WorkerControl, WorkerSetup, run_shard
 
@@ -42,18 +42,20 @@ STRAGGLER_SECONDS = 10.0
 
 
 class _Forward:
-    """The remote side's listener: every event to the client, numbered."""
+    """The remote side's listener: every event to the client, numbered within this execution
+    of the task (Dask runs a task again when its worker died: `execution` tells them apart)."""
 
     def __init__(self, topic: str) -> None:
         from distributed import get_worker
 
         self.worker = get_worker()
         self.topic = topic
+        self.execution = uuid.uuid4().hex
         self.sent = 0
 
     def emit(self, event: ExecutionEvent) -> None:
         self.sent += 1
-        self.worker.log_event(self.topic, [self.sent, pickle.dumps(event)])
+        self.worker.log_event(self.topic, [self.execution, self.sent, pickle.dumps(event)])
 
     def attached(self, shard_id: int, control: WorkerControl) -> None:
         pass  # commands to a remote worker: not yet
@@ -62,8 +64,9 @@ class _Forward:
         pass
 
 
-def run_remote_shard(shard: Shard, setup: WorkerSetup, topic: str) -> tuple[ShardOutcome, int]:
-    """The task: one shard on this Dask worker; its outcome and how many events it sent."""
+def run_remote_shard(shard: Shard, setup: WorkerSetup, topic: str) -> tuple[ShardOutcome, str, int]:
+    """The task: one shard on this Dask worker; its outcome, this execution's name and how
+    many events it sent."""
     scratch = Path(tempfile.mkdtemp(prefix="test_framework-dask-"))
     local = replace(setup, scratch_dir=scratch)
     forward = _Forward(topic)
@@ -71,35 +74,57 @@ def run_remote_shard(shard: Shard, setup: WorkerSetup, topic: str) -> tuple[Shar
         outcome = anyio.run(run_shard, shard, local, forward, SpawnLauncher(local))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return outcome, forward.sent
+    return outcome, forward.execution, forward.sent
 
 
 @dataclass
 class _Delivery:
-    """The client side of one shard's stream: events in their order, each once."""
+    """The client side of one shard's stream: events in their order, each once, and each
+    test's result once. When the task's worker died, Dask runs the task again elsewhere: a new
+    execution, whose events replace the old one's (late ones of the old are dropped) and whose
+    results for tests the old one finished are dropped, so none is lost or counted twice."""
 
     listener: ShardListener
+    execution: str | None = None
     next_number: int = 1
     waiting: dict[int, ExecutionEvent] = field(default_factory=dict)
-    expected: int | None = None  # how many the task sent, once it returned
+    finished: set[NodeId] = field(default_factory=set)
+    stale: set[str] = field(default_factory=set)
+    expected: tuple[str, int] | None = None  # the execution that returned, its event count
     complete: anyio.Event = field(default_factory=anyio.Event)
 
     def receive(self, item: Any) -> None:
-        _, (number, payload) = item
+        _, (execution, number, payload) = item
+        if execution in self.stale:
+            return
+        if execution != self.execution:
+            if self.execution is not None:
+                self.stale.add(self.execution)
+            self.execution, self.next_number, self.waiting = execution, 1, {}
         if number < self.next_number or number in self.waiting:
             return  # delivered twice: once is enough
         self.waiting[number] = pickle.loads(payload)
         while self.next_number in self.waiting:
-            self.listener.emit(self.waiting.pop(self.next_number))
+            self._deliver(self.waiting.pop(self.next_number))
             self.next_number += 1
         self._check()
 
-    def expect(self, sent: int) -> None:
-        self.expected = sent
+    def _deliver(self, event: ExecutionEvent) -> None:
+        if isinstance(event, AttemptFinished):
+            if event.result.nodeid in self.finished:
+                return
+            self.finished.add(event.result.nodeid)
+        self.listener.emit(event)
+
+    def expect(self, execution: str, sent: int) -> None:
+        self.expected = (execution, sent)
         self._check()
 
     def _check(self) -> None:
-        if self.expected is not None and self.delivered >= self.expected:
+        if self.expected is None:
+            return
+        execution, sent = self.expected
+        if self.execution == execution and self.delivered >= sent:
             self.complete.set()
 
     @property
@@ -130,8 +155,8 @@ class DaskExecutor:
         try:
             future = self.client.submit(run_remote_shard, shard, setup, key, key=key, pure=False)
             self.futures[key] = future
-            outcome, sent = await future
-            delivery.expect(sent)
+            outcome, execution, sent = await future
+            delivery.expect(execution, sent)
             with anyio.move_on_after(STRAGGLER_SECONDS):
                 await delivery.complete.wait()
             return outcome  # type: ignore[no-any-return]

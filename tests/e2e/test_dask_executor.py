@@ -186,3 +186,66 @@ def test_an_unreachable_scheduler_is_one_line_and_exit_4(tmp_path: Path) -> None
     assert done.returncode == 4, done.stdout + done.stderr
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_worker_killed_mid_shard_loses_no_result_and_counts_none_twice(
+    cluster: str, tmp_path: Path
+) -> None:
+    """The steal suite (12 tests of 0.4 s in one file): once a few tests ran, the Dask worker
+    running the shard is killed (SIGKILL); Dask runs the task again on the other worker, and
+    the run reports each test once, as pytest does."""
+    import psutil
+    from distributed import Client
+
+    log = tmp_path / "ran.log"
+    report = tmp_path / "report.json"
+    env = {**os.environ, "STEAL_SECONDS": "0.4", "STEAL_LOG": str(log)}
+    run = subprocess.Popen(
+        engine_command(
+            "steal",
+            tmp_path / "cache",
+            "--executor",
+            "dask",
+            "--scheduler",
+            cluster,
+            "--workers",
+            "1",
+            "--report",
+            str(report),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    killed = None
+    with Client(cluster, timeout="30s") as client:  # type: ignore[no-untyped-call]
+        deadline = time.monotonic() + 120
+        while killed is None and time.monotonic() < deadline:
+            ran = log.read_text().splitlines() if log.exists() else []
+            busy = [
+                address
+                for address, keys in client.processing().items()
+                if any(str(key).startswith("test_framework-") for key in keys)
+            ]
+            if len(ran) >= 3 and busy:
+                pids = client.run(os.getpid, workers=busy[:1])
+                killed = pids[busy[0]]
+                os.kill(killed, signal.SIGKILL)
+            time.sleep(0.05)
+    assert killed is not None, "the shard never ran on a Dask worker"
+    output, _ = run.communicate(timeout=300)
+    # The dead worker's pytest (its own session) is orphaned: stop it.
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or ())
+        if "test_framework.worker.plugin" in cmdline and str(SUITES / "steal") in cmdline:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+    assert run.returncode == 0, output.decode()
+    document = json.loads(report.read_text())
+    nodeids = [t["nodeid"] for t in document["tests"]]
+    assert len(nodeids) == len(set(nodeids)) == 12
+    assert {t["outcome"] for t in document["tests"]} == {"passed"}
+    assert document["summary"] == {"passed": 12}
+    # Two pytest processes ran the shard: the dead worker's and the rerun's.
+    assert len({line.split()[0] for line in log.read_text().splitlines()}) >= 2
