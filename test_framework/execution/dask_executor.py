@@ -11,8 +11,8 @@ selections, never pytest items.
 
 Not yet built (the issue stays open): a warm zygote per Dask worker (a `WorkerPlugin`), the
 collection fingerprint check per shard, work stealing and the breaker's skips across the
-cluster (a remote worker has no control channel), cancelling the cluster's tasks on Ctrl-C
-beyond closing the client.
+cluster (a remote worker has no control channel); a worker that died has its whole shard run
+again (its finished tests' results are dropped), not only the unfinished tests.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ from .runner import ShardListener, ShardOutcome, WorkerControl, WorkerSetup, run
 TOPIC = "test_framework"
 # After a task returned, how long its last events may take to arrive through the scheduler.
 STRAGGLER_SECONDS = 10.0
+# How often a running task looks whether the client asked it to stop.
+STOP_POLL_SECONDS = 0.25
 
 
 class _Forward:
@@ -66,15 +68,43 @@ class _Forward:
 
 def run_remote_shard(shard: Shard, setup: WorkerSetup, topic: str) -> tuple[ShardOutcome, str, int]:
     """The task: one shard on this Dask worker; its outcome, this execution's name and how
-    many events it sent."""
+    many events it sent. The client sets the Dask event `<topic>-stop` to stop it (Ctrl-C,
+    a fail-fast stop): the shard's pytest is then stopped as a local one would be."""
     scratch = Path(tempfile.mkdtemp(prefix="test_framework-dask-"))
     local = replace(setup, scratch_dir=scratch)
     forward = _Forward(topic)
     try:
-        outcome = anyio.run(run_shard, shard, local, forward, SpawnLauncher(local))
+        outcome = anyio.run(_until_stopped, shard, local, forward, f"{topic}-stop")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return outcome, forward.execution, forward.sent
+
+
+async def _until_stopped(
+    shard: Shard, setup: WorkerSetup, forward: _Forward, stop_name: str
+) -> ShardOutcome:
+    from distributed import Event
+
+    stop = Event(stop_name)  # type: ignore[no-untyped-call]
+    outcome = ShardOutcome(shard_id=shard.shard_id)
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            # Each wait returns within the poll: a thread abandoned at the shard's end is short.
+            while not await anyio.to_thread.run_sync(
+                stop.wait, STOP_POLL_SECONDS, abandon_on_cancel=True
+            ):
+                pass
+            tg.cancel_scope.cancel()
+
+        async def run() -> None:
+            nonlocal outcome
+            outcome = await run_shard(shard, setup, forward, SpawnLauncher(setup))
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        tg.start_soon(run)
+    return outcome
 
 
 @dataclass
@@ -155,7 +185,12 @@ class DaskExecutor:
         try:
             future = self.client.submit(run_remote_shard, shard, setup, key, key=key, pure=False)
             self.futures[key] = future
-            outcome, execution, sent = await future
+            try:
+                outcome, execution, sent = await future
+            except BaseException:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(STRAGGLER_SECONDS):
+                    await self._stop(key, future)
+                raise
             delivery.expect(execution, sent)
             with anyio.move_on_after(STRAGGLER_SECONDS):
                 await delivery.complete.wait()
@@ -163,6 +198,13 @@ class DaskExecutor:
         finally:
             self.futures.pop(key, None)
             self.client.unsubscribe_topic(key)
+
+    async def _stop(self, key: str, future: Any) -> None:
+        """Stop the task where it runs (its pytest TERM, grace, KILL), and forget it."""
+        from distributed import Event
+
+        await Event(f"{key}-stop", client=self.client).set()  # type: ignore[no-untyped-call]
+        await self.client.cancel([future], force=True)
 
     def kill_all(self) -> None:
         for future in list(self.futures.values()):

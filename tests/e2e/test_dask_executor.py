@@ -249,3 +249,65 @@ def test_a_worker_killed_mid_shard_loses_no_result_and_counts_none_twice(
     assert document["summary"] == {"passed": 12}
     # Two pytest processes ran the shard: the dead worker's and the rerun's.
     assert len({line.split()[0] for line in log.read_text().splitlines()}) >= 2
+
+
+def test_ctrl_c_stops_the_shards_on_the_cluster(cluster: str, tmp_path: Path) -> None:
+    """SIGINT while a shard runs on a Dask worker: exit 2 (interrupted), and the shard's pytest
+    on the worker is stopped and its task gone from the cluster within seconds."""
+    import psutil
+    from distributed import Client
+
+    log = tmp_path / "ran.log"
+    # 12 tests of 2 s: left alone, the shard would run on for 20 s after the interrupt.
+    env = {**os.environ, "STEAL_SECONDS": "2.0", "STEAL_LOG": str(log)}
+    run = subprocess.Popen(
+        engine_command(
+            "steal",
+            tmp_path / "cache",
+            "--executor",
+            "dask",
+            "--scheduler",
+            cluster,
+            "--workers",
+            "1",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    while (
+        time.monotonic() < deadline
+        and len(log.read_text().splitlines() if log.exists() else []) < 2
+    ):
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 2, output.decode()
+
+    def ours() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(process.info["cmdline"] or ())
+            if "test_framework.worker.plugin" in cmdline and str(SUITES / "steal") in cmdline:
+                found.append(process)
+        return found
+
+    with Client(cluster, timeout="30s") as client:  # type: ignore[no-untyped-call]
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            busy = [
+                key
+                for keys in client.processing().values()
+                for key in keys
+                if str(key).startswith("test_framework-")
+            ]
+            if not busy and not ours():
+                break
+            time.sleep(0.1)
+    left = ours()
+    for process in left:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    assert not left, [p.info["cmdline"] for p in left]
+    assert not busy
