@@ -9,8 +9,11 @@ the client delivers them in order and knows when it has them all). The planner, 
 ledger, store and reporters are the same as for a local run; the workers get node ids and
 selections, never pytest items.
 
-Not yet built (the issue stays open): a warm zygote per Dask worker (a `WorkerPlugin`), the
-collection fingerprint check per shard, work stealing and the breaker's skips across the
+Each task checks first that the worker has the client's tree and environment for the shard
+(shard_check.py), and refuses it, saying what differs, when not.
+
+Not yet built (the issue stays open): a warm zygote per Dask worker (a `WorkerPlugin`), work
+stealing and the breaker's skips across the
 cluster (a remote worker has no control channel); a worker that died has its whole shard run
 again (its finished tests' results are dropped), not only the unfinished tests.
 """
@@ -35,6 +38,7 @@ from ..machine import cpu_count
 from ..models import Collection, NodeId, Shard
 from .executor import ExecutorFactory, ExecutorStart, SpawnLauncher
 from .runner import ShardListener, ShardOutcome, WorkerControl, WorkerSetup, run_shard
+from .shard_check import differences, environment_inputs, shard_inputs
 
 TOPIC = "test_framework"
 # After a task returned, how long its last events may take to arrive through the scheduler.
@@ -66,13 +70,26 @@ class _Forward:
         pass
 
 
-def run_remote_shard(shard: Shard, setup: WorkerSetup, topic: str) -> tuple[ShardOutcome, str, int]:
+def run_remote_shard(
+    shard: Shard, setup: WorkerSetup, topic: str, expected: Mapping[str, str]
+) -> tuple[ShardOutcome, str, int]:
     """The task: one shard on this Dask worker; its outcome, this execution's name and how
-    many events it sent. The client sets the Dask event `<topic>-stop` to stop it (Ctrl-C,
-    a fail-fast stop): the shard's pytest is then stopped as a local one would be."""
+    many events it sent. A worker whose tree or environment differs from `expected`
+    (shard_check.py) refuses the shard: its tests are reported crashed, saying what differs.
+    The client sets the Dask event `<topic>-stop` to stop it (Ctrl-C, a fail-fast stop): the
+    shard's pytest is then stopped as a local one would be."""
+    forward = _Forward(topic)
+    here = {**shard_inputs(Path(setup.rootdir), shard.files), **environment_inputs()}
+    differing = differences(expected, here)
+    if differing:
+        reason = (
+            f"Dask worker {forward.worker.address} refused shard {shard.shard_id}: its tree or "
+            f"environment differs from the client's: {'; '.join(differing)}"
+        )
+        outcome = ShardOutcome(shard.shard_id, unstarted=shard.nodeids, output_tail=reason)
+        return outcome, forward.execution, forward.sent
     scratch = Path(tempfile.mkdtemp(prefix="test_framework-dask-"))
     local = replace(setup, scratch_dir=scratch)
-    forward = _Forward(topic)
     try:
         outcome = anyio.run(_until_stopped, shard, local, forward, f"{topic}-stop")
     finally:
@@ -167,6 +184,7 @@ class DaskExecutor:
     client: Any  # distributed.Client, asynchronous
     run_key: str
     futures: dict[str, Any] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=environment_inputs)
 
     @property
     def early(self) -> bool:
@@ -183,7 +201,13 @@ class DaskExecutor:
         delivery = _Delivery(listener)
         self.client.subscribe_topic(key, delivery.receive)
         try:
-            future = self.client.submit(run_remote_shard, shard, setup, key, key=key, pure=False)
+            expected = {
+                **shard_inputs(Path(setup.rootdir), shard.files),
+                **self.environment,
+            }
+            future = self.client.submit(
+                run_remote_shard, shard, setup, key, expected, key=key, pure=False
+            )
             self.futures[key] = future
             try:
                 outcome, execution, sent = await future

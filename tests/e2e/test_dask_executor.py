@@ -311,3 +311,33 @@ def test_ctrl_c_stops_the_shards_on_the_cluster(cluster: str, tmp_path: Path) ->
             process.kill()
     assert not left, [p.info["cmdline"] for p in left]
     assert not busy
+
+
+def test_a_worker_with_another_tree_refuses_the_shard_and_says_what_differs(
+    cluster: str, tmp_path: Path
+) -> None:
+    """The task run on the cluster with what the client saw: one test file with other
+    content, another pytest. The worker runs nothing and names both."""
+    from distributed import Client
+
+    from test_framework.execution.dask_executor import run_remote_shard
+    from test_framework.execution.runner import WorkerSetup
+    from test_framework.execution.shard_check import environment_inputs, shard_inputs
+    from test_framework.models import Shard
+    from test_framework.worker.selection import FileSlice
+
+    root = SUITES / "basic"
+    shard = Shard(7, ("test_math.py::test_add",), 0.1, (FileSlice("test_math.py", 0, 1),))
+    setup = WorkerSetup(str(root), str(root), (), dict(os.environ), tmp_path)
+    expected = {**shard_inputs(root, shard.files), **environment_inputs()}
+    expected["test_math.py"] = "0" * 64
+    expected["pytest"] = "0.0.1"
+    with Client(cluster, timeout="30s") as client:  # type: ignore[no-untyped-call]
+        future = client.submit(run_remote_shard, shard, setup, "refusal-test", expected, pure=False)
+        outcome, _, sent = future.result(timeout=60)
+    assert sent == 0
+    assert outcome.crashed
+    assert outcome.unstarted == ("test_math.py::test_add",)
+    assert "refused shard 7" in outcome.output_tail
+    assert "test_math.py: " in outcome.output_tail
+    assert "pytest: " in outcome.output_tail
