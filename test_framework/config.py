@@ -83,7 +83,9 @@ PROJECT_KEYS = (
     "cache_dir",
     "max_workers",
     "resources",
+    "dask",
 )
+DASK_KEYS = ("scheduler",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,7 @@ class Catalog:
     cache_dir: str | None = None
     max_workers: int | None = None
     resource_limits: Mapping[str, int] = field(default_factory=dict)
+    dask_scheduler: str | None = None  # [tool.test_framework.dask] scheduler
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +304,11 @@ def _merge_project(catalog: Catalog, pyproject: Path) -> Catalog:
                 f"{source}: resources.{name} must be a whole number >= 1 (how many tests may "
                 f"hold it at once), got {limit!r}"
             )
+    dask = _table(source, section, "dask")
+    _check_keys(f"{source} dask", dask, DASK_KEYS)
+    scheduler = dask.get("scheduler")
+    if scheduler is not None and not _typed(source, "dask.scheduler", scheduler, str).strip():
+        raise ConfigError(f"{source}: dask.scheduler is empty: give tcp://HOST:8786")
     return Catalog(
         categories=categories,
         profiles=profiles,
@@ -309,6 +317,7 @@ def _merge_project(catalog: Catalog, pyproject: Path) -> Catalog:
         cache_dir=cache_dir,
         max_workers=max_workers,
         resource_limits=dict(limits),
+        dask_scheduler=scheduler,
     )
 
 

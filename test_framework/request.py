@@ -198,7 +198,9 @@ def resolve(
         shard=parse_shard(request.shard) if request.shard is not None else None,
         time_budget=parse_budget(request.time_budget) if request.time_budget else None,
         executor="dask" if dask else "local",
-        scheduler=(request.scheduler or env.dask_scheduler) if dask else None,
+        scheduler=(request.scheduler or env.dask_scheduler or catalog.dask_scheduler)
+        if dask
+        else None,
         performance_regression=request.performance_regression
         or request.fail_on_regression
         or request.perf_threshold is not None,

@@ -258,3 +258,34 @@ def test_resilience_options_override_the_profile(tmp_path: Path) -> None:
         assert shipped.profile.breaker_threshold == 0
     with pytest.raises(UsageError, match="--memory-limit must be >= 0"):
         resolve(RunRequest(project_root=tmp_path, memory_limit_mb=-1), environ={})
+
+
+def test_the_dask_scheduler_comes_from_the_command_line_environment_or_project(
+    tmp_path: Path,
+) -> None:
+    write_pyproject(tmp_path, '[tool.test_framework.dask]\nscheduler = "tcp://project:8786"\n')
+    dask = RunRequest(project_root=tmp_path, executor="dask", optimization="ultra_fast")
+    from_project = resolve(dask, environ={}, cores=2)
+    assert (from_project.executor, from_project.scheduler) == ("dask", "tcp://project:8786")
+    # No zygote and no resident process here: the Dask workers spawn each shard's pytest.
+    assert (from_project.isolation, from_project.resident) == ("spawn", False)
+    env = {"OPTIMIZED_TEST_DASK_SCHEDULER": "tcp://env:8786"}
+    assert resolve(dask, environ=env, cores=2).scheduler == "tcp://env:8786"
+    cli = RunRequest(project_root=tmp_path, executor="dask", scheduler="tcp://cli:8786")
+    assert resolve(cli, environ=env, cores=2).scheduler == "tcp://cli:8786"
+    local = resolve(RunRequest(project_root=tmp_path), environ=env, cores=2)
+    assert (local.executor, local.scheduler) == ("local", None)
+
+
+def test_dask_settings_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--scheduler is for --executor dask"):
+        resolve(RunRequest(project_root=tmp_path, scheduler="tcp://x:1"), environ={}, cores=2)
+    write_pyproject(tmp_path, '[tool.test_framework.dask]\nschedular = "tcp://x:1"\n')
+    with pytest.raises(ConfigError, match="unknown key 'schedular'; valid keys: scheduler"):
+        resolve(RunRequest(project_root=tmp_path), environ={}, cores=2)
+    with pytest.raises(ConfigError, match="OPTIMIZED_TEST_DASK_SCHEDULER"):
+        resolve(
+            RunRequest(project_root=tmp_path / "none"),
+            environ={"OPTIMIZED_TEST_DASK_SCHEDULER": " "},
+            cores=2,
+        )

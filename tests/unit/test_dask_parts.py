@@ -1,0 +1,85 @@
+"""The Dask executor's client side without a cluster: events delivered in order and once, a
+re-executed task's stream replacing the old one, and a clear error without `distributed`."""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_framework.errors import UsageError
+from test_framework.events import AttemptFinished, ExecutionEvent, ShardStarted
+from test_framework.execution.dask_executor import _Delivery, dask_executors
+from test_framework.execution.executor import ExecutorStart
+from test_framework.execution.runner import WorkerControl
+from test_framework.models import Outcome, TestResult
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[ExecutionEvent] = []
+
+    def emit(self, event: ExecutionEvent) -> None:
+        self.events.append(event)
+
+    def attached(self, shard_id: int, control: WorkerControl) -> None:
+        raise AssertionError("a remote worker has no control channel")
+
+    def detached(self, shard_id: int) -> None:
+        raise AssertionError("a remote worker has no control channel")
+
+
+def finished(nodeid: str) -> AttemptFinished:
+    return AttemptFinished(TestResult(nodeid, Outcome.PASSED, 0.1, shard_id=1))
+
+
+def message(execution: str, number: int, event: ExecutionEvent) -> tuple[float, list[object]]:
+    return (0.0, [execution, number, pickle.dumps(event)])
+
+
+def test_events_arrive_in_their_order_once_whatever_order_the_scheduler_keeps() -> None:
+    recorder = Recorder()
+    delivery = _Delivery(recorder)
+    started = ShardStarted(1, 100, ("t.py::a", "t.py::b"))
+    delivery.receive(message("x", 3, finished("t.py::b")))
+    delivery.receive(message("x", 2, finished("t.py::a")))
+    assert recorder.events == []  # the first is missing yet
+    delivery.receive(message("x", 1, started))
+    delivery.receive(message("x", 2, finished("t.py::a")))  # again
+    assert [type(e).__name__ for e in recorder.events] == [
+        "ShardStarted",
+        "AttemptFinished",
+        "AttemptFinished",
+    ]
+    delivery.expect("x", 3)
+    assert delivery.complete.is_set()
+
+
+def test_a_task_run_again_replaces_the_old_stream_and_reports_each_test_once() -> None:
+    recorder = Recorder()
+    delivery = _Delivery(recorder)
+    delivery.receive(message("first", 1, ShardStarted(1, 100, ("t.py::a", "t.py::b"))))
+    delivery.receive(message("first", 2, finished("t.py::a")))
+    # The worker died; Dask ran the task again elsewhere: the whole shard again.
+    delivery.receive(message("second", 1, ShardStarted(1, 200, ("t.py::a", "t.py::b"))))
+    delivery.receive(message("first", 3, finished("t.py::b")))  # late, from the dead one
+    delivery.receive(message("second", 2, finished("t.py::a")))
+    delivery.receive(message("second", 3, finished("t.py::b")))
+    delivery.expect("second", 3)
+    results = [e.result.nodeid for e in recorder.events if isinstance(e, AttemptFinished)]
+    assert results == ["t.py::a", "t.py::b"]
+    assert [e.pid for e in recorder.events if isinstance(e, ShardStarted)] == [100, 200]
+    assert delivery.complete.is_set()
+
+
+@pytest.mark.anyio
+async def test_without_distributed_the_dask_executor_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
+    factory = dask_executors(None, "run")
+    with pytest.raises(UsageError, match=r'pip install "test_framework\[dask\]"'):
+        async with factory(ExecutorStart(cwd=str(tmp_path), env={}, scratch=tmp_path)):
+            pass
