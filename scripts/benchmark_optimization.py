@@ -17,6 +17,9 @@ In one run, alternating mode by mode so the machine's drift hits every mode alik
   fast-cold pytest-fast with no server up: its client starts one (stopped after each run)
   rstest    rstest (when its binary sits beside PY) with its cache (durations) kept
   rstest-cold  rstest with its cache folder (.rstest_cache) removed before each run
+  dask      the engine with --executor dask on a local cluster started before the runs (a
+            `dask scheduler` and two `dask worker` processes of one thread each, when PY has
+            distributed), store and collection warm: the peer for `warm`
   resident  the engine through its resident process (started before the runs), every test
             run again: a warm collected zygote, a thin client
   resident-changed  the same after one source file changed (the zygote is replaced; the
@@ -86,6 +89,7 @@ ALL_MODES = (
     "fast-cold",
     "rstest",
     "rstest-cold",
+    "dask",
     "resident",
     "resident-changed",
     "resident-test-changed",
@@ -235,6 +239,48 @@ def selection_args(suite: Path, categories: list[str]) -> list[str]:
     return query_args(queries[0], [])
 
 
+def start_dask_cluster(
+    python: str, cwd: Path, env: dict[str, str]
+) -> tuple[str, list[subprocess.Popen[bytes]]]:
+    """A scheduler on a free port and two one-thread workers; waits until both joined."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    address = f"tcp://127.0.0.1:{port}"
+
+    def launch(argv: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    module = [python, "-m"]
+    processes = [
+        launch(
+            [
+                *module,
+                *("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port)),
+                *("--dashboard-address", ":0"),
+            ]
+        )
+    ]
+    for _ in range(2):
+        worker = [*module, "distributed.cli.dask_worker", address, "--nthreads", "1"]
+        processes.append(launch([*worker, "--no-dashboard"]))
+    wait = (
+        "from distributed import Client;"
+        f"c = Client({address!r}, timeout='60s'); c.wait_for_workers(2, timeout=60); c.close()"
+    )
+    subprocess.run([python, "-c", wait], check=True, env=env, timeout=120)
+    return address, processes
+
+
 def stop_processes_naming(path: Path) -> None:
     """Kill what has `path` on its command line (a daemon a client started) and wait for it."""
     found = []
@@ -345,6 +391,8 @@ def main() -> int:
     for mode in ("fast", "fast-cold"):
         if mode in modes and not has_module(ns.python, "pytest_fast"):
             modes.remove(mode)
+    if "dask" in modes and not has_module(ns.python, "distributed"):
+        modes.remove("dask")
     rstest = Path(ns.python).parent / "rstest"
     for mode in ("rstest", "rstest-cold"):
         if mode in modes and not rstest.exists():
@@ -431,6 +479,20 @@ def main() -> int:
     had_rstest_cache = rstest_cache.exists()
     if "rstest" in modes:
         measure(commands["rstest"], suite, env)  # its durations known, as the engine's warm
+    cluster: list[subprocess.Popen[bytes]] = []
+    if "dask" in modes:
+        address, cluster = start_dask_cluster(ns.python, suite, env)
+        dask_cache = cache / "dask"
+        commands["dask"] = [
+            *commands["warm"][: commands["warm"].index("--cache-dir") + 1],
+            str(dask_cache),
+            *commands["warm"][commands["warm"].index("--cache-dir") + 2 :],
+            "--executor",
+            "dask",
+            "--scheduler",
+            address,
+        ]
+        measure(commands["dask"], suite, env)  # its store and collection warm, as `warm`'s
     warmed = {
         "resident": ("resident", "resident-changed", "resident-test-changed"),
         "cached": ("cached", "cached-changed"),
@@ -485,6 +547,10 @@ def main() -> int:
         for leftover in suite.glob(".testmondata*"):
             leftover.unlink()
         stop_processes_naming(fast_cold_sock)
+        for process in reversed(cluster):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            process.wait()
         if not had_rstest_cache:
             shutil.rmtree(rstest_cache, ignore_errors=True)
         if fast_server is not None:
