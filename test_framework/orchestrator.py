@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,20 +55,12 @@ from .execution.runner import STOP_GRACE, WorkerSetup
 from .execution.summary import SummaryRequest, plugin_summary
 from .exit_codes import ExitCode
 from .ledger import Ledger, RetryPolicy
-from .models import Collection, NodeId, Plan, RunSummary, Shard, file_of
+from .models import Collection, NodeId, RunSummary, file_of
 from .narrowing import only, shard_and_budget
-from .planning import (
-    FORK_MIN_SHARD_SECONDS,
-    SPAWN_MIN_SHARD_SECONDS,
-    PlanInput,
-    in_order_shard,
-    make_plan,
-    plan_slots,
-)
 from .regressions import judge_durations
 from .request import RunSettings
 from .result_cache import ResultCache
-from .store.queries import History
+from .run_plan import plan_run
 from .store.writer import StoreWriter
 from .store_reads import StoreReads
 from .worker.protocol import ENV_RECORD_DEPS
@@ -250,10 +242,13 @@ class Orchestrator:
             dispatcher.stealing.spawning()
         fraction = history.cpu_fraction(collection.nodeids)
         busy = dispatcher.slots.busy_workers(fraction) if forked else None
-        shards, plan = self._plan(
+        shards, plan = plan_run(
+            settings,
             planned,
-            history,
+            history.durations,
+            history.recent_failures,
             explicit_ids,
+            stops_in_order=bool(self.ledger.maxfail) and settings.fixed_workers == 1,
             forked=forked,
             busy=busy,
             early=start.early,
@@ -332,62 +327,6 @@ class Orchestrator:
             if writer is not None:
                 await writer.finish()
         return summary
-
-    def _plan(
-        self,
-        collection: Collection,
-        history: History,
-        explicit_ids: bool,
-        *,
-        forked: bool,
-        busy: int | None,
-        early: bool,
-        context_files: Mapping[str, str],
-        unstable: set[str],
-        partial_files: Mapping[str, Sequence[NodeId]],
-    ) -> tuple[list[Shard], Plan]:
-        settings = self.settings
-        known = sum(1 for n in collection.nodeids if n in history.durations)
-        # One worker told to stop at a failure: pytest's order, so it stops where pytest would.
-        stops_in_order = bool(self.ledger.maxfail) and settings.fixed_workers == 1
-        if settings.one_worker_in_order or stops_in_order:
-            shard = in_order_shard(collection.nodeids, settings.only, partial_files)
-            plan = Plan((shard,), known, collection.error_results(), terminal=collection.terminal)
-            return [shard], plan
-        slots = plan_slots(
-            tests=len(collection.nodeids),
-            known=known,
-            forked=forked,
-            busy=busy,
-            initial=settings.initial_workers,
-            maximum=settings.max_workers,
-            fixed=settings.fixed_workers,
-        )
-        shards = make_plan(
-            PlanInput(
-                nodeids=collection.nodeids,
-                durations=history.durations,
-                recent_failures=history.recent_failures,
-                slots=slots,
-                shards_per_slot=settings.profile.shards_per_slot,
-                min_shard_seconds=FORK_MIN_SHARD_SECONDS if forked else SPAWN_MIN_SHARD_SECONDS,
-                explicit_ids=explicit_ids,
-                serial=collection.serial,
-                resources=collection.resources,
-                resource_limits=settings.resource_limits,
-                # Each shard collects its own files: an early warm process, or spawned workers.
-                collects_per_shard=early or not forked,
-                context_files=context_files,
-                partial_files=partial_files,
-            )
-        )
-        files = {file_of(n) for n in collection.nodeids}
-        learnt = {f: why for f, why in context_files.items() if f in files}
-        moving = tuple(sorted(f for f in unstable if f in files))
-        plan = Plan(
-            tuple(shards), known, collection.error_results(), learnt, moving, collection.terminal
-        )
-        return shards, plan
 
     async def _with_plugin_summaries(self, summary: RunSummary, start: ExecutorStart) -> RunSummary:
         """Plugins' terminal summaries for the run (pytest-cov's table combined from every

@@ -45,6 +45,8 @@ TOPIC = "test_framework"
 STRAGGLER_SECONDS = 10.0
 # How often a running task looks whether the client asked it to stop.
 STOP_POLL_SECONDS = 0.25
+# How long the client tries to reach a scheduler before the run stops with a usage error.
+CONNECT_SECONDS = 5
 
 
 class _Forward:
@@ -263,7 +265,7 @@ def dask_executors(scheduler: str | None, run_key: str) -> ExecutorFactory:
                 address = cluster
             try:
                 client = await stack.enter_async_context(
-                    Client(address, asynchronous=True, timeout="10s")  # type: ignore[no-untyped-call]
+                    Client(address, asynchronous=True, timeout=f"{CONNECT_SECONDS}s")  # type: ignore[no-untyped-call]
                 )
             except OSError as exc:
                 raise UsageError(
