@@ -12,11 +12,12 @@ import re
 import socket
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..models import NodeId, Outcome
 from .json_report import ReportFiles
-from .run_document import RunDocument
+from .run_document import Attempt, RunDocument
 
 _FAIL_TAGS = {
     Outcome.FAILED: "failure",
@@ -91,31 +92,30 @@ def render_junit(document: RunDocument, suite_name: str = "test_framework") -> s
         if tag is not None:
             element = ET.SubElement(case, tag, message=_clean(test.message or _first_line(text)))
             element.text = text
-            for attempt in test.failed_attempts:
-                rerun = ET.SubElement(
-                    case,
-                    "rerunFailure",
-                    message=_clean(_first_line(attempt.longrepr)),
-                    type=error_type(attempt.longrepr),
-                )
-                rerun.text = _clean(attempt.longrepr)
+            _attempts(case, "rerunFailure", test.failed_attempts)
         elif outcome in _SKIPPED:
             kind = "pytest.xfail" if outcome is Outcome.XFAILED else "pytest.skip"
             ET.SubElement(case, "skipped", type=kind, message=_clean(_first_line(text)))
         elif outcome is Outcome.FLAKY:
-            for attempt in test.failed_attempts:
-                flaky = ET.SubElement(
-                    case,
-                    "flakyFailure",
-                    message=_clean(_first_line(attempt.longrepr)),
-                    type=error_type(attempt.longrepr),
-                )
-                flaky.text = _clean(attempt.longrepr)
+            _attempts(case, "flakyFailure", test.failed_attempts)
         for title, content in test.sections:
             tag_name = "system-err" if "stderr" in title else "system-out"
             ET.SubElement(case, tag_name).text = _clean(f"--- {title} ---\n{content}")
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode")
+
+
+def _attempts(case: ET.Element, tag: str, attempts: Sequence[Attempt]) -> None:
+    """Surefire's elements for a test's failed attempts: `rerunFailure` under a test that still
+    failed, `flakyFailure` under one that passed on a retry."""
+    for attempt in attempts:
+        element = ET.SubElement(
+            case,
+            tag,
+            message=_clean(_first_line(attempt.longrepr)),
+            type=error_type(attempt.longrepr),
+        )
+        element.text = _clean(attempt.longrepr)
 
 
 _CRASH_LINE = re.compile(r"^\S+:\d+: ([A-Za-z_][\w.]*)$", re.MULTILINE)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from .helpers import SUITES, engine_command
@@ -106,6 +107,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         files.close()
 
 
+def steal_workers() -> list[psutil.Process]:
+    """The engine's pytest workers running the steal suite, wherever they were started."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or ())
+        if "test_framework.worker.plugin" in cmdline and str(SUITES / "steal") in cmdline:
+            found.append(process)
+    return found
+
+
 def pytest_outcomes(suite: str, tmp_path: Path) -> dict[str, str]:
     """Plain pytest's per-test outcomes, from its JUnit XML."""
     import xml.etree.ElementTree as ET
@@ -194,7 +205,6 @@ def test_a_worker_killed_mid_shard_loses_no_result_and_counts_none_twice(
     """The steal suite (12 tests of 0.4 s in one file): once a few tests ran, the Dask worker
     running the shard is killed (SIGKILL); Dask runs the task again on the other worker, and
     the run reports each test once, as pytest does."""
-    import psutil
     from distributed import Client
 
     log = tmp_path / "ran.log"
@@ -236,11 +246,9 @@ def test_a_worker_killed_mid_shard_loses_no_result_and_counts_none_twice(
     assert killed is not None, "the shard never ran on a Dask worker"
     output, _ = run.communicate(timeout=300)
     # The dead worker's pytest (its own session) is orphaned: stop it.
-    for process in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(process.info["cmdline"] or ())
-        if "test_framework.worker.plugin" in cmdline and str(SUITES / "steal") in cmdline:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
+    for process in steal_workers():
+        with contextlib.suppress(psutil.Error):
+            process.kill()
     assert run.returncode == 0, output.decode()
     document = json.loads(report.read_text())
     nodeids = [t["nodeid"] for t in document["tests"]]
@@ -254,7 +262,6 @@ def test_a_worker_killed_mid_shard_loses_no_result_and_counts_none_twice(
 def test_ctrl_c_stops_the_shards_on_the_cluster(cluster: str, tmp_path: Path) -> None:
     """SIGINT while a shard runs on a Dask worker: exit 2 (interrupted), and the shard's pytest
     on the worker is stopped and its task gone from the cluster within seconds."""
-    import psutil
     from distributed import Client
 
     log = tmp_path / "ran.log"
@@ -285,14 +292,6 @@ def test_ctrl_c_stops_the_shards_on_the_cluster(cluster: str, tmp_path: Path) ->
     output, _ = run.communicate(timeout=120)
     assert run.returncode == 2, output.decode()
 
-    def ours() -> list[psutil.Process]:
-        found = []
-        for process in psutil.process_iter(["cmdline"]):
-            cmdline = " ".join(process.info["cmdline"] or ())
-            if "test_framework.worker.plugin" in cmdline and str(SUITES / "steal") in cmdline:
-                found.append(process)
-        return found
-
     with Client(cluster, timeout="30s") as client:  # type: ignore[no-untyped-call]
         deadline = time.monotonic() + 6
         while time.monotonic() < deadline:
@@ -302,10 +301,10 @@ def test_ctrl_c_stops_the_shards_on_the_cluster(cluster: str, tmp_path: Path) ->
                 for key in keys
                 if str(key).startswith("test_framework-")
             ]
-            if not busy and not ours():
+            if not busy and not steal_workers():
                 break
             time.sleep(0.1)
-    left = ours()
+    left = steal_workers()
     for process in left:
         with contextlib.suppress(psutil.Error):
             process.kill()
