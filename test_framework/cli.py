@@ -276,6 +276,8 @@ async def serve_run(
         )
         if clear_cache:
             clear_store_folder(settings.cache_dir)
+        if settings.executor == "dask":  # never the resident process's warm pool
+            executors = dask_executors(settings.scheduler, uuid.uuid4().hex[:12])
         summary = await run_settings(settings, out, executors, process_started)
     except BaseException as exc:
         return exit_for(exc, prog, settings, err)

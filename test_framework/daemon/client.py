@@ -49,6 +49,8 @@ def resident_exit_code(argv: Sequence[str], prog: str) -> int | None:
     own = list(argv[: argv.index("--")] if "--" in argv else argv)
     if (own and own[0] in _SUBCOMMANDS) or _NEVER & set(own):
         return None
+    if _value(own, "--executor") == "dask":
+        return None  # the shards run on a Dask cluster, not in a resident process here
     cwd = os.getcwd()
     place = places.recall(cwd, argv, os.environ)
     if place is None:

@@ -83,3 +83,12 @@ async def test_without_distributed_the_dask_executor_is_a_usage_error(
     with pytest.raises(UsageError, match=r'pip install "test_framework\[dask\]"'):
         async with factory(ExecutorStart(cwd=str(tmp_path), env={}, scratch=tmp_path)):
             pass
+
+
+@pytest.mark.parametrize("args", [["--executor", "dask"], ["--executor=dask", "--resident"]])
+def test_a_dask_run_never_goes_to_the_resident_process(args: list[str]) -> None:
+    """The thin client would hand the run to a warm pool on this machine: the shards must go to
+    the cluster instead, so the run stays in this process (None: not served)."""
+    from test_framework.daemon.client import resident_exit_code
+
+    assert resident_exit_code([*args, "--optimization", "ultra_fast"], "prog") is None
