@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .run_document import RunDocument, TestRecord
+from .sections import last_line
 
 MAX_ANNOTATIONS = 10  # per kind and step: GitHub shows no more
 SUMMARY_LIMIT = 1024 * 1024  # GitHub's limit for one step's summary, in bytes
@@ -77,9 +78,9 @@ def _annotation(kind: str, test: TestRecord, project_root: str, workspace: str |
     if kind == "warning":
         title = f"{test.nodeid} is flaky (passed on attempt {test.attempts})"
     properties.append(f"title={_property(title)}")
-    text = test.message or _first_error(test.longrepr) or test.outcome
+    text = test.message or _error_line(test.longrepr) or test.outcome
     if kind == "warning" and test.failed_attempts:
-        text = _first_error(test.failed_attempts[0].longrepr) or text
+        text = _error_line(test.failed_attempts[0].longrepr) or text
     return f"::{kind} {','.join(properties)}::{_data(text)}"
 
 
@@ -101,11 +102,8 @@ def _repository_path(file: str, project_root: str, workspace: str | None) -> str
     return (prefix / file).as_posix() if str(prefix) != "." else file
 
 
-def _first_error(text: str) -> str:
-    for line in text.splitlines():
-        if line.startswith("E "):
-            return line[1:].strip()
-    return text.strip().splitlines()[-1] if text.strip() else ""
+def _error_line(text: str) -> str:
+    return last_line(text, limit=None)  # an annotation shows the whole line
 
 
 def _data(text: str) -> str:
@@ -159,7 +157,7 @@ def step_summary(document: RunDocument) -> str:
 
 
 def _brief(test: TestRecord) -> str:
-    return (test.message or _first_error(test.longrepr) or test.outcome)[:300]
+    return (test.message or _error_line(test.longrepr) or test.outcome)[:300]
 
 
 def _ratio(value: float | None) -> str:

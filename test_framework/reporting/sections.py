@@ -164,9 +164,10 @@ def reason(result: TestResult, report: PhaseReport | None) -> str:
     return f" - {text}" if text else ""
 
 
-def last_line(text: str) -> str:
+def last_line(text: str, limit: int | None = 200) -> str:
+    """The error a report ends in: its first `E ` line, else its last line (cut at `limit`)."""
     for line in text.strip().splitlines():
         if line.startswith("E "):
-            return line[1:].strip()[:200]
+            return line[1:].strip()[:limit]
     lines = text.strip().splitlines()
-    return lines[-1][:200] if lines else ""
+    return lines[-1][:limit] if lines else ""

@@ -107,6 +107,24 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         files.close()
 
 
+def steal_on(
+    cluster: str, tmp_path: Path, env: dict[str, str], *extra: str
+) -> subprocess.Popen[bytes]:
+    """The engine on the steal suite, its shards on `cluster`, one at a time, in its own session."""
+    return subprocess.Popen(
+        engine_command(
+            "steal",
+            tmp_path / "cache",
+            *("--executor", "dask", "--scheduler", cluster, "--workers", "1"),
+            *extra,
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+
+
 def steal_workers() -> list[psutil.Process]:
     """The engine's pytest workers running the steal suite, wherever they were started."""
     found = []
@@ -210,24 +228,7 @@ def test_a_worker_killed_mid_shard_loses_no_result_and_counts_none_twice(
     log = tmp_path / "ran.log"
     report = tmp_path / "report.json"
     env = {**os.environ, "STEAL_SECONDS": "0.4", "STEAL_LOG": str(log)}
-    run = subprocess.Popen(
-        engine_command(
-            "steal",
-            tmp_path / "cache",
-            "--executor",
-            "dask",
-            "--scheduler",
-            cluster,
-            "--workers",
-            "1",
-            "--report",
-            str(report),
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
+    run = steal_on(cluster, tmp_path, env, "--report", str(report))
     killed = None
     with Client(cluster, timeout="30s") as client:  # type: ignore[no-untyped-call]
         deadline = time.monotonic() + 120
@@ -267,21 +268,7 @@ def test_ctrl_c_stops_the_shards_on_the_cluster(cluster: str, tmp_path: Path) ->
     log = tmp_path / "ran.log"
     # 12 tests of 2 s: left alone, the shard would run on for 20 s after the interrupt.
     env = {**os.environ, "STEAL_SECONDS": "2.0", "STEAL_LOG": str(log)}
-    run = subprocess.Popen(
-        engine_command(
-            "steal",
-            tmp_path / "cache",
-            "--executor",
-            "dask",
-            "--scheduler",
-            cluster,
-            "--workers",
-            "1",
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    run = steal_on(cluster, tmp_path, env)
     deadline = time.monotonic() + 120
     while (
         time.monotonic() < deadline
