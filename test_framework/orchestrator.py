@@ -238,7 +238,7 @@ class Orchestrator:
             unstable=unstable,
         )
         forked = start.warm_argv is not None
-        if not forked:
+        if not forked or not executor.steals:
             dispatcher.stealing.spawning()
         fraction = history.cpu_fraction(collection.nodeids)
         busy = dispatcher.slots.busy_workers(fraction) if forked else None

@@ -212,8 +212,9 @@ def resolve(
         debug=env.debug_mode,
         resource_monitoring=env.resource_monitoring and fixed is None,
         argv=request.argv,
-        # A Dask worker spawns each shard's pytest; no zygote here, no resident process.
-        isolation="spawn" if dask else _isolation(request.isolation or profile.isolation),
+        # With fork, each Dask worker forks the shards from its own warm zygote (none here);
+        # never the resident process.
+        isolation=_isolation(request.isolation or profile.isolation),
         resource_limits=catalog.resource_limits,
         flaky_result=request.flaky_result,
         reuse_results=request.collection_cache is not False,

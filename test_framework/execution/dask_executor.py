@@ -1,32 +1,23 @@
-"""Shards on a Dask cluster: the executor seam's second implementation (issue 18, in progress).
+"""Shards on a Dask cluster: the executor seam's second implementation (issue 18), the client's
+side (dask_worker.py is the workers').
 
-Each shard is one Dask task (`pure=False`, a key unique to the run, shard and attempt). On the
-Dask worker the task runs the shard exactly as this machine would with spawn isolation
-(`run_shard` with a `SpawnLauncher`: a fresh `python -m pytest` in its own session, the
-watchdog, TERM -> grace -> KILL), in a scratch folder of its own, and streams every execution
-event back as it happens (`Worker.log_event` on a topic the client subscribed to, numbered, so
-the client delivers them in order and knows when it has them all). The planner, limiter,
-ledger, store and reporters are the same as for a local run; the workers get node ids and
-selections, never pytest items.
+Each shard is one Dask task (`pure=False`, a key unique to the run, shard and attempt), run on a
+Dask worker forked from the worker's warm zygote when the run has a warm process (else spawned,
+as spawn isolation runs it here), its events streamed back as they happen (numbered, so they are
+delivered in order and once). The planner, limiter, ledger, store and reporters are the same as
+for a local run; the workers get node ids and selections, never pytest items, and check first
+that they have the client's tree and environment for the shard (shard_check.py).
 
-Each task checks first that the worker has the client's tree and environment for the shard
-(shard_check.py), and refuses it, saying what differs, when not.
-
-Not yet built (the issue stays open): a warm zygote per Dask worker (a `WorkerPlugin`), work
-stealing and the breaker's skips across the
-cluster (a remote worker has no control channel); a worker that died has its whole shard run
-again (its finished tests' results are dropped), not only the unfinished tests.
+A Dask task does not carry the engine's control channel: no work stealing or breaker skips
+inside a running remote shard (the dispatcher's plan and its skips between shards still hold).
 """
 
 from __future__ import annotations
 
 import contextlib
 import pickle
-import shutil
-import tempfile
-import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,126 +27,47 @@ from ..errors import UsageError
 from ..events import AttemptFinished, ExecutionEvent
 from ..machine import cpu_count
 from ..models import Collection, NodeId, Shard
-from .executor import ExecutorFactory, ExecutorStart, SpawnLauncher
-from .runner import ShardListener, ShardOutcome, WorkerControl, WorkerSetup, run_shard
-from .shard_check import differences, environment_inputs, shard_inputs
+from .executor import ExecutorFactory, ExecutorStart
+from .runner import ShardListener, ShardOutcome, WorkerSetup
+from .shard_check import environment_inputs, shard_inputs
 
 TOPIC = "test_framework"
 # After a task returned, how long its last events may take to arrive through the scheduler.
 STRAGGLER_SECONDS = 10.0
-# How often a running task looks whether the client asked it to stop.
-STOP_POLL_SECONDS = 0.25
 # How long the client tries to reach a scheduler before the run stops with a usage error.
 CONNECT_SECONDS = 5
 
 
-class _Forward:
-    """The remote side's listener: every event to the client, numbered within this execution
-    of the task (Dask runs a task again when its worker died: `execution` tells them apart)."""
+@dataclass
+class _Stream:
+    """One execution's events: the next number to deliver, and those that came early."""
 
-    def __init__(self, topic: str) -> None:
-        from distributed import get_worker
-
-        self.worker = get_worker()
-        self.topic = topic
-        self.execution = uuid.uuid4().hex
-        self.sent = 0
-
-    def emit(self, event: ExecutionEvent) -> None:
-        self.sent += 1
-        self.worker.log_event(self.topic, [self.execution, self.sent, pickle.dumps(event)])
-
-    def attached(self, shard_id: int, control: WorkerControl) -> None:
-        pass  # commands to a remote worker: not yet
-
-    def detached(self, shard_id: int) -> None:
-        pass
-
-
-def run_remote_shard(
-    shard: Shard, setup: WorkerSetup, topic: str, expected: Mapping[str, str]
-) -> tuple[ShardOutcome, str, int]:
-    """The task: one shard on this Dask worker; its outcome, this execution's name and how
-    many events it sent. A worker whose tree or environment differs from `expected`
-    (shard_check.py) refuses the shard: its tests are reported crashed, saying what differs.
-    The client sets the Dask event `<topic>-stop` to stop it (Ctrl-C, a fail-fast stop): the
-    shard's pytest is then stopped as a local one would be."""
-    forward = _Forward(topic)
-    here = {**shard_inputs(Path(setup.rootdir), shard.files), **environment_inputs()}
-    differing = differences(expected, here)
-    if differing:
-        reason = (
-            f"Dask worker {forward.worker.address} refused shard {shard.shard_id}: its tree or "
-            f"environment differs from the client's: {'; '.join(differing)}"
-        )
-        outcome = ShardOutcome(shard.shard_id, unstarted=shard.nodeids, output_tail=reason)
-        return outcome, forward.execution, forward.sent
-    scratch = Path(tempfile.mkdtemp(prefix="test_framework-dask-"))
-    local = replace(setup, scratch_dir=scratch)
-    try:
-        outcome = anyio.run(_until_stopped, shard, local, forward, f"{topic}-stop")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return outcome, forward.execution, forward.sent
-
-
-async def _until_stopped(
-    shard: Shard, setup: WorkerSetup, forward: _Forward, stop_name: str
-) -> ShardOutcome:
-    from distributed import Event
-
-    stop = Event(stop_name)  # type: ignore[no-untyped-call]
-    outcome = ShardOutcome(shard_id=shard.shard_id)
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            # Each wait returns within the poll: a thread abandoned at the shard's end is short.
-            while not await anyio.to_thread.run_sync(
-                stop.wait, STOP_POLL_SECONDS, abandon_on_cancel=True
-            ):
-                pass
-            tg.cancel_scope.cancel()
-
-        async def run() -> None:
-            nonlocal outcome
-            outcome = await run_shard(shard, setup, forward, SpawnLauncher(setup))
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(watch)
-        tg.start_soon(run)
-    return outcome
+    next_number: int = 1
+    waiting: dict[int, ExecutionEvent] = field(default_factory=dict)
 
 
 @dataclass
 class _Delivery:
-    """The client side of one shard's stream: events in their order, each once, and each
-    test's result once. When the task's worker died, Dask runs the task again elsewhere: a new
-    execution, whose events replace the old one's (late ones of the old are dropped) and whose
-    results for tests the old one finished are dropped, so none is lost or counted twice."""
+    """The client side of one shard's events: each execution's in their order, each once, and
+    each test's result once. When the task's worker died, Dask runs the task again elsewhere (a
+    new execution, which runs only the tests whose results did not reach the scheduler): the
+    dead execution's events still count, and a result both report counts once."""
 
     listener: ShardListener
-    execution: str | None = None
-    next_number: int = 1
-    waiting: dict[int, ExecutionEvent] = field(default_factory=dict)
+    streams: dict[str, _Stream] = field(default_factory=dict)
     finished: set[NodeId] = field(default_factory=set)
-    stale: set[str] = field(default_factory=set)
     expected: tuple[str, int] | None = None  # the execution that returned, its event count
     complete: anyio.Event = field(default_factory=anyio.Event)
 
     def receive(self, item: Any) -> None:
         _, (execution, number, payload) = item
-        if execution in self.stale:
-            return
-        if execution != self.execution:
-            if self.execution is not None:
-                self.stale.add(self.execution)
-            self.execution, self.next_number, self.waiting = execution, 1, {}
-        if number < self.next_number or number in self.waiting:
+        stream = self.streams.setdefault(execution, _Stream())
+        if number < stream.next_number or number in stream.waiting:
             return  # delivered twice: once is enough
-        self.waiting[number] = pickle.loads(payload)
-        while self.next_number in self.waiting:
-            self._deliver(self.waiting.pop(self.next_number))
-            self.next_number += 1
+        stream.waiting[number] = pickle.loads(payload)
+        while stream.next_number in stream.waiting:
+            self._deliver(stream.waiting.pop(stream.next_number))
+            stream.next_number += 1
         self._check()
 
     def _deliver(self, event: ExecutionEvent) -> None:
@@ -173,24 +85,28 @@ class _Delivery:
         if self.expected is None:
             return
         execution, sent = self.expected
-        if self.execution == execution and self.delivered >= sent:
+        stream = self.streams.get(execution)
+        if sent == 0 or (stream is not None and stream.next_number - 1 >= sent):
             self.complete.set()
-
-    @property
-    def delivered(self) -> int:
-        return self.next_number - 1
 
 
 @dataclass
 class DaskExecutor:
     client: Any  # distributed.Client, asynchronous
     run_key: str
+    # The run's warm process as the client would start it: each worker forks the shards from
+    # its own (None: no warm process; shards are spawned there).
+    warm: ExecutorStart | None = None
     futures: dict[str, Any] = field(default_factory=dict)
     environment: Mapping[str, str] = field(default_factory=environment_inputs)
 
     @property
     def early(self) -> bool:
-        return True  # each worker collects its own files
+        return self.warm is None  # spawned shards collect their own files
+
+    @property
+    def steals(self) -> bool:
+        return False  # no control channel to a remote shard
 
     async def collected(self) -> Collection | None:
         return None
@@ -199,6 +115,8 @@ class DaskExecutor:
         return {}
 
     async def run(self, shard: Shard, setup: WorkerSetup, listener: ShardListener) -> ShardOutcome:
+        from .dask_worker import run_remote_shard
+
         key = f"{TOPIC}-{self.run_key}-shard{shard.shard_id}-attempt{shard.attempt}"
         delivery = _Delivery(listener)
         self.client.subscribe_topic(key, delivery.receive)
@@ -208,7 +126,7 @@ class DaskExecutor:
                 **self.environment,
             }
             future = self.client.submit(
-                run_remote_shard, shard, setup, key, expected, key=key, pure=False
+                run_remote_shard, shard, setup, key, expected, self.warm, key=key, pure=False
             )
             self.futures[key] = future
             try:
@@ -239,7 +157,8 @@ class DaskExecutor:
 
 def dask_executors(scheduler: str | None, run_key: str) -> ExecutorFactory:
     """Open a client for the run: to `scheduler`, or to a local cluster of processes (one
-    worker per core) started for the run and closed with it."""
+    worker per core) started for the run and closed with it. With a warm process, every
+    worker is told to start (or check) its warm zygote before the first shard arrives."""
 
     @contextlib.asynccontextmanager
     async def factory(start: ExecutorStart) -> AsyncIterator[DaskExecutor]:
@@ -272,6 +191,12 @@ def dask_executors(scheduler: str | None, run_key: str) -> ExecutorFactory:
                     f"cannot reach the Dask scheduler at {scheduler}: {exc} (is `dask "
                     "scheduler` running there? --scheduler tcp://HOST:8786)"
                 ) from None
-            yield DaskExecutor(client, run_key)
+            warm = None if start.warm_argv is None else start
+            if warm is not None:
+                from .dask_worker import WarmWorker, prepare
+
+                await client.register_plugin(WarmWorker())
+                await client.run(prepare, warm)
+            yield DaskExecutor(client, run_key, warm)
 
     return factory

@@ -63,6 +63,12 @@ class ShardExecutor(Protocol):
         without one."""
         ...
 
+    @property
+    def steals(self) -> bool:
+        """A free slot may take over a running shard's tail (its worker has a control
+        channel here)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ExecutorStart:
@@ -146,6 +152,10 @@ class LocalExecutor:
     @property
     def early(self) -> bool:
         return self.zygote is None or self.zygote.early
+
+    @property
+    def steals(self) -> bool:
+        return True
 
     async def collected(self) -> Collection | None:
         zygote = self.zygote

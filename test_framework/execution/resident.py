@@ -196,17 +196,30 @@ class WarmPool:
     layered: bool = True  # fork zygotes from a base layer (False: spawn each)
 
     async def acquire(self, start: ExecutorStart) -> Zygote:
+        """The held zygote when `start` may use it, else a new one in its place."""
         assert start.warm_argv is not None
         key = zygote_key(start)
         held = self.held
         if held is not None:
-            why = "its pytest arguments or environment differ" if held.key != key else held.stale()
+            why = self._unusable(held, key)
             if why is None:
                 held.runs += 1
                 return held.zygote
             self.replaced.append(why)
             self.release()
         return await self._start(start, key)
+
+    async def share(self, start: ExecutorStart) -> Zygote | None:
+        """As `acquire`, for a zygote others may be forking from right now: None instead of
+        replacing it."""
+        held = self.held
+        if held is not None and self._unusable(held, zygote_key(start)) is not None:
+            return None
+        return await self.acquire(start)
+
+    @staticmethod
+    def _unusable(held: Held, key: tuple[object, ...]) -> str | None:
+        return "its pytest arguments or environment differ" if held.key != key else held.stale()
 
     async def _start(self, start: ExecutorStart, key: tuple[object, ...]) -> Zygote:
         assert start.warm_argv is not None

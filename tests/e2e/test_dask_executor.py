@@ -221,8 +221,9 @@ def test_a_worker_killed_mid_shard_loses_no_result_and_counts_none_twice(
     cluster: str, tmp_path: Path
 ) -> None:
     """The steal suite (12 tests of 0.4 s in one file): once a few tests ran, the Dask worker
-    running the shard is killed (SIGKILL); Dask runs the task again on the other worker, and
-    the run reports each test once, as pytest does."""
+    running the shard is killed (SIGKILL); Dask runs the task again on the other worker, which
+    runs only the tests whose results had not come back, and the run reports each test once,
+    as pytest does."""
     from distributed import Client
 
     log = tmp_path / "ran.log"
@@ -230,6 +231,7 @@ def test_a_worker_killed_mid_shard_loses_no_result_and_counts_none_twice(
     env = {**os.environ, "STEAL_SECONDS": "0.4", "STEAL_LOG": str(log)}
     run = steal_on(cluster, tmp_path, env, "--report", str(report))
     killed = None
+    finished_before: list[str] = []
     with Client(cluster, timeout="30s") as client:  # type: ignore[no-untyped-call]
         deadline = time.monotonic() + 120
         while killed is None and time.monotonic() < deadline:
@@ -240,6 +242,7 @@ def test_a_worker_killed_mid_shard_loses_no_result_and_counts_none_twice(
                 if any(str(key).startswith("test_framework-") for key in keys)
             ]
             if len(ran) >= 3 and busy:
+                finished_before = ran
                 pids = client.run(os.getpid, workers=busy[:1])
                 killed = pids[busy[0]]
                 os.kill(killed, signal.SIGKILL)
@@ -256,8 +259,15 @@ def test_a_worker_killed_mid_shard_loses_no_result_and_counts_none_twice(
     assert len(nodeids) == len(set(nodeids)) == 12
     assert {t["outcome"] for t in document["tests"]} == {"passed"}
     assert document["summary"] == {"passed": 12}
-    # Two pytest processes ran the shard: the dead worker's and the rerun's.
-    assert len({line.split()[0] for line in log.read_text().splitlines()}) >= 2
+    # Two pytest processes ran the shard: the dead worker's and the rerun's; the rerun ran
+    # none of the tests the dead one had finished well before it died (the last one's result
+    # may have been on its way).
+    lines = [line.split() for line in log.read_text().splitlines()]
+    first = lines[0][0]
+    rerun = {test for pid, test in lines if pid != first}
+    assert rerun
+    reported = {test for _, test in (line.split() for line in finished_before[:-1])}
+    assert not rerun & reported, (rerun, reported)
 
 
 def test_ctrl_c_stops_the_shards_on_the_cluster(cluster: str, tmp_path: Path) -> None:
@@ -306,7 +316,7 @@ def test_a_worker_with_another_tree_refuses_the_shard_and_says_what_differs(
     content, another pytest. The worker runs nothing and names both."""
     from distributed import Client
 
-    from test_framework.execution.dask_executor import run_remote_shard
+    from test_framework.execution.dask_worker import run_remote_shard
     from test_framework.execution.runner import WorkerSetup
     from test_framework.execution.shard_check import environment_inputs, shard_inputs
     from test_framework.models import Shard
@@ -327,3 +337,51 @@ def test_a_worker_with_another_tree_refuses_the_shard_and_says_what_differs(
     assert "refused shard 7" in outcome.output_tail
     assert "test_math.py: " in outcome.output_tail
     assert "pytest: " in outcome.output_tail
+
+
+def test_each_worker_forks_shards_from_a_warm_zygote_it_keeps_for_the_next_run(
+    cluster: str, tmp_path: Path
+) -> None:
+    """Two runs of a suite on the cluster: every test ran in a fork of a warm zygote (its
+    parent is not a Dask worker), and the second run forked from zygotes that were running
+    before it began (the first run started one on each worker): no start-up or collection
+    paid again."""
+    from distributed import Client
+
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "pytest.ini").write_text("[pytest]\n")
+    for index in range(4):
+        (suite / f"test_file_{index}.py").write_text(
+            "import os\n\n\n"
+            "def test_parent():\n"
+            "    with open(os.environ['PARENT_LOG'], 'a') as log:\n"
+            "        log.write(f'{os.getppid()}\\n')\n"
+        )
+    log = tmp_path / "parents.log"  # one for both runs: another environment, another zygote
+    parents: list[set[int]] = []
+    began: list[float] = []
+    for _ in range(2):
+        began.append(time.time())
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "test_framework",
+                *("--project-root", str(suite), "--cache-dir", str(tmp_path / "cache")),
+                *("--executor", "dask", "--scheduler", cluster, "--isolation", "fork"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+            env={**os.environ, "PARENT_LOG": str(log)},
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        parents.append({int(p) for p in log.read_text().split()[4 * len(parents) :]})
+    first, second = parents
+    with Client(cluster, timeout="30s") as client:  # type: ignore[no-untyped-call]
+        dask_workers = set(client.run(os.getpid).values())
+    assert not first & dask_workers
+    assert not second & dask_workers
+    assert all(psutil.Process(pid).create_time() < began[1] for pid in second)

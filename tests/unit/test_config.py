@@ -267,8 +267,9 @@ def test_the_dask_scheduler_comes_from_the_command_line_environment_or_project(
     dask = RunRequest(project_root=tmp_path, executor="dask", optimization="ultra_fast")
     from_project = resolve(dask, environ={}, cores=2)
     assert (from_project.executor, from_project.scheduler) == ("dask", "tcp://project:8786")
-    # No zygote and no resident process here: the Dask workers spawn each shard's pytest.
-    assert (from_project.isolation, from_project.resident) == ("spawn", False)
+    # No resident process here; the profile's isolation holds (fork: each Dask worker forks
+    # the shards from a warm zygote of its own).
+    assert (from_project.isolation, from_project.resident) == ("fork", False)
     env = {"OPTIMIZED_TEST_DASK_SCHEDULER": "tcp://env:8786"}
     assert resolve(dask, environ=env, cores=2).scheduler == "tcp://env:8786"
     cli = RunRequest(project_root=tmp_path, executor="dask", scheduler="tcp://cli:8786")

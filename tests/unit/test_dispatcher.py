@@ -64,6 +64,8 @@ class ScriptedExecutor:
     # What a worker collects now instead of a planned id (ids that embed the time): old -> new.
     renamed: dict[NodeId, NodeId] = field(default_factory=dict)
 
+    steals = True
+
     async def collected(self) -> Collection | None:
         return None
 

@@ -29,6 +29,7 @@ class BrokenExecutor:
         raise RuntimeError("executor bug: the shard went nowhere")
 
     early = False
+    steals = True
 
     def kill_all(self) -> None:
         pass
