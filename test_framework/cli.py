@@ -221,7 +221,12 @@ def _main(
         if option is not None and not settings.list_only:
             return run_in_foreground(settings, option, sys.stderr)
         if settings.executor == "dask":
-            executors, scratch = dask_executors(settings.scheduler, uuid.uuid4().hex[:12]), None
+            executors, scratch = (
+                dask_executors(
+                    settings.scheduler, uuid.uuid4().hex[:12], upload=settings.dask_upload
+                ),
+                None,
+            )
         summary = anyio.run(
             run_settings,
             settings,
@@ -277,7 +282,9 @@ async def serve_run(
         if clear_cache:
             clear_store_folder(settings.cache_dir)
         if settings.executor == "dask":  # never the resident process's warm pool
-            executors = dask_executors(settings.scheduler, uuid.uuid4().hex[:12])
+            executors = dask_executors(
+                settings.scheduler, uuid.uuid4().hex[:12], upload=settings.dask_upload
+            )
         summary = await run_settings(settings, out, executors, process_started)
     except BaseException as exc:
         return exit_for(exc, prog, settings, err)

@@ -161,13 +161,21 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         choices=("local", "dask"),
         default=None,
         help="where shards run: this machine (default) or a Dask cluster (--scheduler; "
-        "without one, a local cluster of processes); issue 18, in progress",
+        "without one, a local cluster of processes)",
     )
     add(
         "--scheduler",
         metavar="ADDRESS",
         help="with --executor dask: the scheduler (tcp://HOST:8786; default "
         "OPTIMIZED_TEST_DASK_SCHEDULER, else a local cluster)",
+    )
+    add(
+        "--dask-upload",
+        action="store_true",
+        default=None,
+        help="with --executor dask: send the project tree to the workers as an archive "
+        "(tests included) instead of relying on the same path there "
+        "(OPTIMIZED_TEST_DASK_UPLOAD)",
     )
     add(
         "--shard",

@@ -34,6 +34,7 @@ def parse_request(argv: Sequence[str], prog: str = PROG) -> tuple[RunRequest, bo
         time_budget=ns.time_budget,
         executor=ns.executor,
         scheduler=ns.scheduler,
+        dask_upload=ns.dask_upload,
         performance_regression=ns.performance_regression or ns.fail_on_regression,
         perf_threshold=ns.perf_threshold,
         fail_on_regression=ns.fail_on_regression,

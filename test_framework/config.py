@@ -85,7 +85,7 @@ PROJECT_KEYS = (
     "resources",
     "dask",
 )
-DASK_KEYS = ("scheduler",)
+DASK_KEYS = ("scheduler", "upload")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +100,7 @@ class Catalog:
     max_workers: int | None = None
     resource_limits: Mapping[str, int] = field(default_factory=dict)
     dask_scheduler: str | None = None  # [tool.test_framework.dask] scheduler
+    dask_upload: bool = False  # [tool.test_framework.dask] upload
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,7 @@ class EnvOverrides:
     cache_ttl_hours: float | None = None
     resident: bool | None = None
     dask_scheduler: str | None = None
+    dask_upload: bool | None = None
 
 
 def shipped_config_dir() -> Path:
@@ -309,6 +311,7 @@ def _merge_project(catalog: Catalog, pyproject: Path) -> Catalog:
     scheduler = dask.get("scheduler")
     if scheduler is not None and not _typed(source, "dask.scheduler", scheduler, str).strip():
         raise ConfigError(f"{source}: dask.scheduler is empty: give tcp://HOST:8786")
+    upload = _typed(source, "dask.upload", dask.get("upload", False), bool)
     return Catalog(
         categories=categories,
         profiles=profiles,
@@ -318,6 +321,7 @@ def _merge_project(catalog: Catalog, pyproject: Path) -> Catalog:
         max_workers=max_workers,
         resource_limits=dict(limits),
         dask_scheduler=scheduler,
+        dask_upload=upload,
     )
 
 
@@ -332,6 +336,7 @@ _ENV_KEYS = {
     "CACHE_TTL_HOURS": "hours > 0",
     "RESIDENT": "true or false",
     "DASK_SCHEDULER": "a Dask scheduler's address, such as tcp://10.0.0.5:8786",
+    "DASK_UPLOAD": "true or false",
 }
 
 
@@ -392,6 +397,8 @@ def read_env(environ: Mapping[str, str]) -> EnvOverrides:
             if not raw.strip():
                 raise ConfigError(f"environment {full} is empty: expected {_ENV_KEYS[name]}")
             overrides = replace(overrides, dask_scheduler=raw.strip())
+        elif name == "DASK_UPLOAD":
+            overrides = replace(overrides, dask_upload=_env_bool(name, raw))
         elif name == "CACHE_TTL_HOURS":
             overrides = replace(overrides, cache_ttl_hours=env_ttl_hours(raw))
     return overrides

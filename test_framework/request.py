@@ -49,6 +49,7 @@ class RunRequest:
     time_budget: str | None = None  # --time-budget 30s
     executor: str | None = None  # --executor local|dask
     scheduler: str | None = None  # --scheduler ADDRESS
+    dask_upload: bool | None = None  # --dask-upload
     performance_regression: bool = False
     perf_threshold: float | None = None
     fail_on_regression: bool = False
@@ -116,6 +117,7 @@ class RunSettings:
     time_budget: float | None = None  # --time-budget: seconds (budget.py)
     executor: str = "local"  # "dask": shards on a Dask cluster (execution/dask_executor.py)
     scheduler: str | None = None  # the Dask scheduler's address; None: a local cluster
+    dask_upload: bool = False  # the tree goes to the Dask workers as an archive
     # --performance-regression: tests past `perf_threshold` x their median (regressions.py)
     performance_regression: bool = False
     perf_threshold: float = DEFAULT_THRESHOLD
@@ -180,6 +182,11 @@ def resolve(
     dask = request.executor == "dask"
     if request.scheduler is not None and not dask:
         raise UsageError("--scheduler is for --executor dask (shards on a Dask cluster)")
+    if request.dask_upload and not dask:
+        raise UsageError("--dask-upload is for --executor dask (shards on a Dask cluster)")
+    upload = next(
+        (v for v in (request.dask_upload, env.dask_upload) if v is not None), catalog.dask_upload
+    )
     return RunSettings(
         project_root=root,
         categories=categories,
@@ -201,6 +208,7 @@ def resolve(
         scheduler=(request.scheduler or env.dask_scheduler or catalog.dask_scheduler)
         if dask
         else None,
+        dask_upload=dask and upload,
         performance_regression=request.performance_regression
         or request.fail_on_regression
         or request.perf_threshold is not None,

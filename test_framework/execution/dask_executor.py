@@ -19,9 +19,10 @@ import pickle
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
+import structlog
 
 from ..errors import UsageError
 from ..events import AttemptFinished, ExecutionEvent
@@ -30,6 +31,11 @@ from ..models import Collection, NodeId, Shard
 from .executor import ExecutorFactory, ExecutorStart
 from .runner import ShardListener, ShardOutcome, WorkerSetup
 from .shard_check import environment_inputs, shard_inputs
+
+if TYPE_CHECKING:
+    from .dask_tree import Uploaded
+
+log = structlog.get_logger("test_framework")
 
 TOPIC = "test_framework"
 # After a task returned, how long its last events may take to arrive through the scheduler.
@@ -97,6 +103,8 @@ class DaskExecutor:
     # The run's warm process as the client would start it: each worker forks the shards from
     # its own (None: no warm process; shards are spawned there).
     warm: ExecutorStart | None = None
+    # The tree went to the workers as an archive (dask_tree.py); None: the same path there.
+    uploaded: Uploaded | None = None
     futures: dict[str, Any] = field(default_factory=dict)
     environment: Mapping[str, str] = field(default_factory=environment_inputs)
 
@@ -126,7 +134,15 @@ class DaskExecutor:
                 **self.environment,
             }
             future = self.client.submit(
-                run_remote_shard, shard, setup, key, expected, self.warm, key=key, pure=False
+                run_remote_shard,
+                shard,
+                setup,
+                key,
+                expected,
+                self.warm,
+                self.uploaded,
+                key=key,
+                pure=False,
             )
             self.futures[key] = future
             try:
@@ -155,10 +171,11 @@ class DaskExecutor:
             future.cancel()
 
 
-def dask_executors(scheduler: str | None, run_key: str) -> ExecutorFactory:
+def dask_executors(scheduler: str | None, run_key: str, *, upload: bool = False) -> ExecutorFactory:
     """Open a client for the run: to `scheduler`, or to a local cluster of processes (one
-    worker per core) started for the run and closed with it. With a warm process, every
-    worker is told to start (or check) its warm zygote before the first shard arrives."""
+    worker per core) started for the run and closed with it. With `upload`, the project tree
+    goes to every worker as an archive first. With a warm process, every worker is told to
+    start (or check) its warm zygote before the first shard arrives."""
 
     @contextlib.asynccontextmanager
     async def factory(start: ExecutorStart) -> AsyncIterator[DaskExecutor]:
@@ -191,12 +208,25 @@ def dask_executors(scheduler: str | None, run_key: str) -> ExecutorFactory:
                     f"cannot reach the Dask scheduler at {scheduler}: {exc} (is `dask "
                     "scheduler` running there? --scheduler tcp://HOST:8786)"
                 ) from None
+            uploaded = await _upload(client, Path(start.cwd)) if upload else None
             warm = None if start.warm_argv is None else start
             if warm is not None:
                 from .dask_worker import WarmWorker, prepare
 
                 await client.register_plugin(WarmWorker())
-                await client.run(prepare, warm)
-            yield DaskExecutor(client, run_key, warm)
+                await client.run(prepare, warm, uploaded)
+            yield DaskExecutor(client, run_key, warm, uploaded)
 
     return factory
+
+
+async def _upload(client: Any, root: Path) -> Uploaded:
+    """Pack the tree (in a thread: it reads every file) and register its plugin, which unpacks
+    it on every worker before the call returns."""
+    from .dask_tree import TreeUpload, Uploaded, tree_archive
+
+    archive, digest = await anyio.to_thread.run_sync(tree_archive, root)
+    uploaded = Uploaded(str(root), digest)
+    log.info("dask_tree_uploaded", root=str(root), digest=digest, bytes=len(archive))
+    await client.register_plugin(TreeUpload(archive, uploaded))
+    return uploaded

@@ -40,6 +40,7 @@ from distributed.utils import sync
 from ..events import AttemptFinished, ExecutionEvent
 from ..models import NodeId, Shard
 from ..planning import explicit_selection, ids_by_file
+from .dask_tree import TreeUpload, Uploaded, moved_setup, moved_start
 from .executor import ExecutorStart, LocalExecutor, SpawnLauncher
 from .resident import WarmPool, warm_pool
 from .runner import ShardOutcome, WorkerControl, WorkerSetup, run_shard
@@ -99,14 +100,27 @@ def run_remote_shard(
     topic: str,
     expected: Mapping[str, str],
     warm: ExecutorStart | None = None,
+    uploaded: Uploaded | None = None,
 ) -> tuple[ShardOutcome, str, int]:
     """The task: one shard on this Dask worker; its outcome, this execution's name and how
     many events it sent. A worker whose tree or environment differs from `expected` refuses
     the shard: its tests are reported crashed, saying what differs. With `warm` (the run's
     warm process, as the client would start it) the shard is forked from the worker's warm
     zygote; without, spawned. The client sets the Dask event `<topic>-stop` to stop it
-    (Ctrl-C, a fail-fast stop): the shard's pytest is then stopped as a local one would be."""
+    (Ctrl-C, a fail-fast stop): the shard's pytest is then stopped as a local one would be.
+    With `uploaded`, the tree is the archive the client sent, unpacked on this worker."""
     forward = _Forward(topic)
+    if uploaded is not None:
+        tree = _tree_here(forward.worker, uploaded)
+        if tree is None:
+            reason = (
+                f"Dask worker {forward.worker.address} refused shard {shard.shard_id}: the "
+                "tree the client uploaded is not unpacked here"
+            )
+            outcome = ShardOutcome(shard.shard_id, unstarted=shard.nodeids, output_tail=reason)
+            return outcome, forward.execution, forward.sent
+        setup = moved_setup(setup, uploaded.root, tree)
+        warm = None if warm is None else moved_start(warm, uploaded.root, tree)
     here = {**shard_inputs(Path(setup.rootdir), shard.files), **environment_inputs()}
     differing = differences(expected, here)
     if differing:
@@ -136,6 +150,14 @@ def run_remote_shard(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return outcome, forward.execution, forward.sent
+
+
+def _tree_here(worker: Any, uploaded: Uploaded) -> str | None:
+    """Where this worker unpacked the tree the client uploaded (None: it did not)."""
+    plugin = worker.plugins.get(uploaded.plugin_name)
+    if not isinstance(plugin, TreeUpload) or plugin.path is None:
+        return None
+    return str(plugin.path)
 
 
 async def until_stopped(
@@ -223,9 +245,16 @@ async def _new_lock() -> anyio.Lock:
     return anyio.Lock()
 
 
-def prepare(warm: ExecutorStart, dask_worker: Any = None) -> None:
+def prepare(warm: ExecutorStart, uploaded: Uploaded | None, dask_worker: Any = None) -> None:
     """Run on every worker when a run opens (`Client.run`): start the warm zygote there now,
     while the client plans, so the first shard finds it collecting or collected."""
-    plugin = (dask_worker or get_worker()).plugins.get(PLUGIN_NAME)
-    if isinstance(plugin, WarmWorker) and plugin.portal is not None:
-        plugin.portal.start_task_soon(plugin.warm_up, warm)
+    worker = dask_worker or get_worker()
+    plugin = worker.plugins.get(PLUGIN_NAME)
+    if not isinstance(plugin, WarmWorker) or plugin.portal is None:
+        return
+    if uploaded is not None:
+        here = _tree_here(worker, uploaded)
+        if here is None:
+            return
+        warm = moved_start(warm, uploaded.root, here)
+    plugin.portal.start_task_soon(plugin.warm_up, warm)

@@ -385,3 +385,52 @@ def test_each_worker_forks_shards_from_a_warm_zygote_it_keeps_for_the_next_run(
     assert not first & dask_workers
     assert not second & dask_workers
     assert all(psutil.Process(pid).create_time() < began[1] for pid in second)
+
+
+def test_an_uploaded_tree_runs_on_the_workers_tests_folder_included(
+    cluster: str, tmp_path: Path
+) -> None:
+    """--dask-upload: the workers run the tests from the archive the client sent (a `tests`
+    folder, which Dask's UploadDirectory would skip, and a data file), not from the client's
+    path, and give pytest's outcomes."""
+    suite = tmp_path / "project"
+    (suite / "tests").mkdir(parents=True)
+    (suite / "pytest.ini").write_text("[pytest]\ntestpaths = tests\n")
+    (suite / "tests" / "data.txt").write_text("42\n")
+    (suite / "tests" / "test_here.py").write_text(
+        "import os\nfrom pathlib import Path\n\n\n"
+        "def test_reads_its_data():\n"
+        "    assert (Path(__file__).parent / 'data.txt').read_text() == '42\\n'\n"
+        "    with open(os.environ['WHERE_LOG'], 'a') as log:\n"
+        "        log.write(__file__ + '\\n')\n\n\n"
+        "def test_fails():\n"
+        "    assert 0\n"
+    )
+    log = tmp_path / "where.log"
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "test_framework",
+            *("--project-root", str(suite), "--cache-dir", str(tmp_path / "cache")),
+            *("--executor", "dask", "--scheduler", cluster, "--dask-upload"),
+            *("--report", str(report)),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env={**os.environ, "WHERE_LOG": str(log)},
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    document = json.loads(report.read_text())
+    outcomes = {t["nodeid"]: t["outcome"] for t in document["tests"]}
+    assert outcomes == {
+        "tests/test_here.py::test_reads_its_data": "passed",
+        "tests/test_here.py::test_fails": "failed",
+    }
+    ran_from = log.read_text().split()
+    assert ran_from
+    assert all("test_framework-trees" in path for path in ran_from)
+    assert not any(path.startswith(str(suite)) for path in ran_from)

@@ -278,11 +278,31 @@ def test_the_dask_scheduler_comes_from_the_command_line_environment_or_project(
     assert (local.executor, local.scheduler) == ("local", None)
 
 
+def test_the_tree_upload_comes_from_the_command_line_environment_or_project(
+    tmp_path: Path,
+) -> None:
+    dask = RunRequest(project_root=tmp_path, executor="dask")
+    assert not resolve(dask, environ={}, cores=2).dask_upload
+    write_pyproject(tmp_path, "[tool.test_framework.dask]\nupload = true\n")
+    assert resolve(dask, environ={}, cores=2).dask_upload
+    off = {"OPTIMIZED_TEST_DASK_UPLOAD": "false"}
+    assert not resolve(dask, environ=off, cores=2).dask_upload
+    cli = RunRequest(project_root=tmp_path, executor="dask", dask_upload=True)
+    assert resolve(cli, environ=off, cores=2).dask_upload
+    # Only a Dask run uploads anything.
+    assert not resolve(RunRequest(project_root=tmp_path), environ={}, cores=2).dask_upload
+    with pytest.raises(UsageError, match="--dask-upload is for --executor dask"):
+        resolve(RunRequest(project_root=tmp_path, dask_upload=True), environ={}, cores=2)
+    write_pyproject(tmp_path, '[tool.test_framework.dask]\nupload = "yes"\n')
+    with pytest.raises(ConfigError, match=r"dask\.upload"):
+        resolve(dask, environ={}, cores=2)
+
+
 def test_dask_settings_are_checked(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--scheduler is for --executor dask"):
         resolve(RunRequest(project_root=tmp_path, scheduler="tcp://x:1"), environ={}, cores=2)
     write_pyproject(tmp_path, '[tool.test_framework.dask]\nschedular = "tcp://x:1"\n')
-    with pytest.raises(ConfigError, match="unknown key 'schedular'; valid keys: scheduler"):
+    with pytest.raises(ConfigError, match="unknown key 'schedular'; valid keys: scheduler, upload"):
         resolve(RunRequest(project_root=tmp_path), environ={}, cores=2)
     with pytest.raises(ConfigError, match="OPTIMIZED_TEST_DASK_SCHEDULER"):
         resolve(
