@@ -434,3 +434,43 @@ def test_an_uploaded_tree_runs_on_the_workers_tests_folder_included(
     assert ran_from
     assert all("test_framework-trees" in path for path in ran_from)
     assert not any(path.startswith(str(suite)) for path in ran_from)
+
+
+def test_without_a_scheduler_a_local_cluster_runs_the_shards_and_goes_with_the_run(
+    tmp_path: Path,
+) -> None:
+    """--executor dask alone: a local cluster of processes started for the run gives pytest's
+    outcomes, and nothing it started outlives the run."""
+    began = time.time()
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        engine_command("basic", tmp_path / "cache", "--executor", "dask", "--report", str(report)),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    plain = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=SUITES / "basic",
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == plain.returncode, done.stdout + done.stderr
+    document = json.loads(report.read_text())
+    engine = {t["nodeid"].rpartition("::")[2]: t["outcome"] for t in document["tests"]}
+    assert engine == pytest_outcomes("basic", tmp_path)
+    # Its zygotes name the suite; its cluster's workers, orphaned, would be spawned
+    # multiprocessing children left to init.
+    left = [
+        p
+        for p in psutil.process_iter(["cmdline", "create_time", "ppid"])
+        if str(SUITES / "basic") in " ".join(p.info["cmdline"] or ())
+        or (
+            "multiprocessing.spawn" in " ".join(p.info["cmdline"] or ())
+            and p.info["create_time"] >= began
+            and p.info["ppid"] == 1
+        )
+    ]
+    assert not left, [p.info["cmdline"] for p in left]
