@@ -19,6 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from test_framework.oracle import run_engine
+
 from .helpers import SUITES, engine_command
 
 pytestmark = pytest.mark.e2e
@@ -161,10 +163,11 @@ def pytest_outcomes(suite: str, tmp_path: Path) -> dict[str, str]:
     return outcomes
 
 
-@pytest.mark.parametrize("suite", ["many_files", "basic"])
+@pytest.mark.parametrize(("suite", "isolation"), [("many_files", "fork"), ("basic", "spawn")])
 def test_a_suite_on_the_cluster_gives_pytests_outcomes(
-    cluster: str, suite: str, tmp_path: Path
+    cluster: str, suite: str, isolation: str, tmp_path: Path
 ) -> None:
+    """Forked from each worker's warm zygote, or spawned per shard there."""
     report = tmp_path / "report.json"
     done = subprocess.run(
         engine_command(
@@ -176,6 +179,7 @@ def test_a_suite_on_the_cluster_gives_pytests_outcomes(
             cluster,
             "--report",
             str(report),
+            f"--isolation={isolation}",
         ),
         capture_output=True,
         text=True,
@@ -474,3 +478,23 @@ def test_without_a_scheduler_a_local_cluster_runs_the_shards_and_goes_with_the_r
         )
     ]
     assert not left, [p.info["cmdline"] for p in left]
+
+
+@pytest.mark.parametrize(
+    ("suite", "extra"), [("crash", ()), ("hang", ("--timeout", "1")), ("leak", ())]
+)
+def test_a_crash_hang_or_leak_on_a_dask_worker_is_reported_as_it_is_locally(
+    cluster: str, suite: str, extra: tuple[str, ...], tmp_path: Path
+) -> None:
+    """The shard's pytest dies, hangs past the timeout, or leaves a process behind on a Dask
+    worker: each test's outcome and the exit code are the local engine's."""
+    args = ("--retries", "0", *extra)
+    local = run_engine(sys.executable, SUITES / suite, engine_args=args)
+    remote = run_engine(
+        sys.executable,
+        SUITES / suite,
+        engine_args=(*args, "--executor", "dask", "--scheduler", cluster),
+    )
+    assert local.outcomes
+    assert remote.outcomes == local.outcomes, remote.output[-3000:]
+    assert remote.exit_code == local.exit_code
