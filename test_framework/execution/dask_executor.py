@@ -215,7 +215,11 @@ def dask_executors(scheduler: str | None, run_key: str, *, upload: bool = False)
 
                 await client.register_plugin(WarmWorker())
                 await client.run(prepare, warm, uploaded)
-            yield DaskExecutor(client, run_key, warm, uploaded)
+            try:
+                yield DaskExecutor(client, run_key, warm, uploaded)
+            finally:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(STRAGGLER_SECONDS):
+                    await _forget_events(client, f"{TOPIC}-{run_key}-")
 
     return factory
 
@@ -230,3 +234,24 @@ async def _upload(client: Any, root: Path) -> Uploaded:
     log.info("dask_tree_uploaded", root=str(root), digest=digest, bytes=len(archive))
     await client.register_plugin(TreeUpload(archive, uploaded))
     return uploaded
+
+
+async def _forget_events(client: Any, prefix: str) -> None:
+    """Drop the run's event topics from the scheduler: it keeps up to 1,000 events per topic
+    for ever (a long-lived scheduler would grow by every run's results). Dask has no call for
+    it, so a function run on the scheduler removes them; defined here, inside, so it travels
+    by value (the scheduler need not have test_framework installed)."""
+
+    def forget(prefix: str, dask_scheduler: Any = None) -> int:
+        topics = getattr(getattr(dask_scheduler, "_broker", None), "_topics", None)
+        if not isinstance(topics, dict):
+            return 0
+        names = [name for name in topics if str(name).startswith(prefix)]
+        for name in names:
+            del topics[name]
+        return len(names)
+
+    try:
+        await client.run_on_scheduler(forget, prefix)
+    except Exception as exc:  # a scheduler that refuses: the run's answer stands
+        log.info("dask_events_kept", reason=str(exc))
