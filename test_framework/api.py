@@ -22,7 +22,6 @@ from .logging import api_logging, internal_error_line, log_internal_error
 from .models import FAILING_OUTCOMES, Outcome, RunSummary
 from .orchestrator import run_events
 from .reporting import subscribers_for
-from .reporting.json_report import ReportFiles
 from .reporting.run_document import RunDocument
 from .request import RunRequest, resolve
 
@@ -76,9 +75,8 @@ async def run(
     )
     settings = resolve(request)
     out = io.StringIO() if quiet else sys.stdout
-    subscribers = subscribers_for(settings, out)
-    if document_sink is not None:
-        subscribers.append(ReportFiles([], [document_sink]))
+    sinks = [document_sink] if document_sink is not None else []
+    subscribers = subscribers_for(settings, out, document_sinks=sinks)
     try:
         with api_logging(settings.cache_dir):
             return await run_events(settings, subscribers, executors=executors)

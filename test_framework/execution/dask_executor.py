@@ -199,6 +199,8 @@ def dask_executors(scheduler: str | None, run_key: str, *, upload: bool = False)
                     )
                 )
                 address = cluster
+            else:
+                await _probe(scheduler)
             try:
                 client = await stack.enter_async_context(
                     Client(address, asynchronous=True, timeout=f"{CONNECT_SECONDS}s")  # type: ignore[no-untyped-call]
@@ -255,3 +257,22 @@ async def _forget_events(client: Any, prefix: str) -> None:
         await client.run_on_scheduler(forget, prefix)
     except Exception as exc:  # a scheduler that refuses: the run's answer stands
         log.info("dask_events_kept", reason=str(exc))
+
+
+async def _probe(scheduler: str) -> None:
+    """A TCP scheduler that refuses the connection is said at once (Dask's client would try
+    again until its timeout); other transports are left to Dask."""
+    scheme, _, rest = scheduler.rpartition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme not in ("", "tcp") or not host or not port.isdigit():
+        return
+    try:
+        with anyio.fail_after(CONNECT_SECONDS):
+            stream = await anyio.connect_tcp(host.strip("[]"), int(port))
+    except (OSError, TimeoutError) as exc:
+        reason = str(exc) or f"no answer in {CONNECT_SECONDS} s"
+        raise UsageError(
+            f"cannot reach the Dask scheduler at {scheduler}: {reason} (is `dask scheduler` "
+            "running there? --scheduler tcp://HOST:8786)"
+        ) from None
+    await stream.aclose()

@@ -8,7 +8,7 @@ line and the Python API report alike. Every file format renders from one run doc
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -21,28 +21,35 @@ from .json_report import Renderer, ReportFiles, render_json
 from .junit import render_junit
 from .plan import PlanPrinter
 from .pytest_cache import PytestCacheWriter
-from .run_document import RunDocument
+from .run_document import RunDocument, RunDocumentBuilder
 from .trace import render_trace
 
 
 def subscribers_for(
-    settings: RunSettings, out: TextIO, env: Mapping[str, str] | None = None
+    settings: RunSettings,
+    out: TextIO,
+    env: Mapping[str, str] | None = None,
+    document_sinks: Sequence[Callable[[RunDocument], None]] = (),
 ) -> list[Subscriber]:
     """The plan (with --list) or the live console on `out`, then the report files asked for
-    and, on GitHub Actions, its annotations and job summary."""
+    and, on GitHub Actions, its annotations and job summary; `document_sinks` get the run's
+    document too (the Python API). One document builder serves them all, subscribed first."""
     env = os.environ if env is None else env
     subscribers: list[Subscriber] = []
     if settings.list_only:
         subscribers.append(PlanPrinter(out))
         return subscribers
-    subscribers.append(ConsoleReporter(out, verbose=settings.verbose))
-    subscribers.append(PytestCacheWriter())
     files = report_files(settings)
-    sinks: list[Callable[[RunDocument], None]] = []
+    sinks: list[Callable[[RunDocument], None]] = list(document_sinks)
     if github.active(env):
         sinks.append(github.GitHubReporter(out, env))
+    builder = RunDocumentBuilder() if files or sinks or settings.verbose else None
+    if builder is not None:
+        subscribers.append(builder)
+    subscribers.append(ConsoleReporter(out, verbose=settings.verbose, document=builder))
+    subscribers.append(PytestCacheWriter())
     if files or sinks:
-        subscribers.append(ReportFiles(files, sinks))
+        subscribers.append(ReportFiles(files, sinks, builder))
     return subscribers
 
 

@@ -72,7 +72,16 @@ def banner(text: str, fill: str, width: int) -> str:
 
 
 class ConsoleReporter:
-    def __init__(self, stream: TextIO, *, verbose: int = 0, tty: bool | None = None) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        verbose: int = 0,
+        tty: bool | None = None,
+        document: RunDocumentBuilder | None = None,
+    ) -> None:
+        """`document`: the run's builder, fed by its own subscription; without it, a `-v`
+        console builds one itself."""
         self.stream = stream
         self.verbose = verbose
         self.tty = stream.isatty() if tty is None else tty
@@ -88,10 +97,11 @@ class ConsoleReporter:
         self.planned = 0  # shards the plan announced; reruns and stolen tails come after
         self.pytest_args: tuple[str, ...] = ()
         self.warnings: list[WarningRecorded] = []
-        self.document = RunDocumentBuilder()  # -v: the run's split and metrics
+        self.feeds_document = document is None  # -v: the run's split and metrics
+        self.document = document or RunDocumentBuilder()
 
     def __call__(self, event: Event) -> None:
-        if self.verbose:
+        if self.verbose and self.feeds_document:
             self.document(event)
         if isinstance(event, RunStarted):
             self._run_started(event)

@@ -32,15 +32,20 @@ class ReportFiles:
         self,
         outputs: Sequence[tuple[Path, Renderer]],
         sinks: Sequence[Callable[[RunDocument], None]] = (),
+        builder: RunDocumentBuilder | None = None,
     ) -> None:
+        """`builder`: the run's, fed by its own subscription (before this one); without it,
+        this builds its own."""
         self.outputs = list(outputs)
         self.sinks = list(sinks)
-        self.builder = RunDocumentBuilder()
+        self.feeds_builder = builder is None
+        self.builder = builder or RunDocumentBuilder()
         self.document: RunDocument | None = None
         self.written = False
 
     def __call__(self, event: Event) -> None:
-        self.builder(event)
+        if self.feeds_builder:
+            self.builder(event)
         if isinstance(event, RunFinished):
             self.document = self.builder.document(event.summary)
             for path, render in self.outputs:

@@ -206,9 +206,12 @@ def _known(kind: type, data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class RunDocumentBuilder:
-    """Follows a run's events; `document(summary)` is the run's document once it finished."""
+    """Follows a run's events; `document(summary)` is the run's document once it finished.
+    One per run, subscribed before everything that reads it (subscribers_for): the console's
+    `-v` lines, the report files and the API's document all read the same one, built once."""
 
     def __init__(self) -> None:
+        self._built: tuple[RunSummary, RunDocument] | None = None
         self.timings = TimingsBuilder()
         self.context: RunStarted | None = None
         self.capacity: list[CapacityRecord] = []
@@ -245,7 +248,15 @@ class RunDocumentBuilder:
             )
 
     def document(self, summary: RunSummary) -> RunDocument:
-        """The run's document; call it once the builder saw `RunFinished` (its phases)."""
+        """The run's document; call it once the builder saw `RunFinished` (its phases). Built
+        once per summary, however many read it."""
+        if self._built is not None and self._built[0] is summary:
+            return self._built[1]
+        built = self._build(summary)
+        self._built = (summary, built)
+        return built
+
+    def _build(self, summary: RunSummary) -> RunDocument:
         context = self.context.context if self.context is not None else None
         split = self.timings.split()
         tests = tuple(self._record(r) for r in summary.results)

@@ -436,3 +436,40 @@ def test_github_reports_only_on_github_actions(tmp_path: Path) -> None:
     files = [s for s in on_ci if isinstance(s, ReportFiles)]
     assert len(files) == 1
     assert any(isinstance(sink, github.GitHubReporter) for sink in files[0].sinks)
+
+
+def test_one_builder_serves_the_console_the_report_files_and_the_api(tmp_path: Path) -> None:
+    """With -v, a report file and a document sink, the run's document is built once: every
+    reader gets the same document, the console's -v lines included."""
+    from test_framework.reporting import subscribers_for
+    from test_framework.reporting.console import ConsoleReporter
+    from test_framework.reporting.run_document import RunDocumentBuilder
+    from test_framework.request import RunRequest, resolve
+
+    settings = resolve(
+        RunRequest(project_root=tmp_path, verbose=1, report=tmp_path / "r.json"), environ={}
+    )
+    out = io.StringIO()
+    received: list[RunDocument] = []
+    subscribers = subscribers_for(settings, out, env={}, document_sinks=[received.append])
+    builders = [s for s in subscribers if isinstance(s, RunDocumentBuilder)]
+    assert len(builders) == 1
+    assert subscribers[0] is builders[0]  # it sees each event before its readers
+    results = (result("t.py::test_ok", Outcome.PASSED, 0.2, shard=0, start=T0 + 1.0),)
+    summary = RunSummary("run-8", results, count_outcomes(results), 2.0, 0)
+    context = RunContext("run-8", str(tmp_path), "balanced", ("unit",))
+    events: list[Event] = [
+        RunStarted(context, Plan(shards=(), known_durations=0), 2, {"process": T0}, at=T0),
+        ShardStarted(0, 100, ("t.py::test_ok",), at=T0 + 0.5),
+        ShardFinished(0, 0, 1.0, at=T0 + 1.5),
+        RunFinished(summary, at=T0 + 2.0),
+    ]
+    for event in events:
+        for subscriber in subscribers:
+            subscriber(event)
+    files = next(s for s in subscribers if isinstance(s, ReportFiles))
+    console = next(s for s in subscribers if isinstance(s, ConsoleReporter))
+    assert received == [files.document]
+    assert console.document.document(summary) is files.document
+    assert json.loads((tmp_path / "r.json").read_text())["run_id"] == "run-8"
+    assert "efficiency" in out.getvalue()
