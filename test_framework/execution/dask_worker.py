@@ -22,6 +22,7 @@ are daemonic, so the zygote is a subprocess, never a multiprocessing child.
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 import shutil
 import tempfile
@@ -39,7 +40,7 @@ from distributed.utils import sync
 
 from ..events import AttemptFinished, ExecutionEvent
 from ..models import NodeId, Shard
-from ..planning import explicit_selection, ids_by_file
+from ..planning import explicit_selection
 from .dask_tree import TreeUpload, Uploaded, moved_setup, moved_start
 from .executor import ExecutorStart, LocalExecutor, SpawnLauncher
 from .resident import WarmPool, warm_pool
@@ -48,6 +49,30 @@ from .shard_check import differences, environment_inputs, shard_inputs
 from .zygote import Zygote
 
 PLUGIN_NAME = "test_framework-warm"
+# Variables that say where things are on a machine: a worker keeps its own (the client's PATH or
+# virtual environment may not exist on the worker's node); every other variable is the client's.
+MACHINE_VARIABLES = frozenset(
+    {
+        "PATH",
+        "VIRTUAL_ENV",
+        "CONDA_PREFIX",
+        "CONDA_DEFAULT_ENV",
+        "PYTHONHOME",
+        "PYTHONEXECUTABLE",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "HOSTNAME",
+        "TMPDIR",
+        "TEMP",
+        "TMP",
+        "PWD",
+        "OLDPWD",
+        "LD_LIBRARY_PATH",
+        "XDG_RUNTIME_DIR",
+    }
+)
 # How often a running task looks whether the client asked it to stop.
 STOP_POLL_SECONDS = 0.25
 
@@ -74,6 +99,17 @@ class _Forward:
         pass
 
 
+def worker_environment(
+    client: Mapping[str, str], here: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """What a shard's pytest sees on this worker: the client's variables, except those that
+    locate things on a machine (MACHINE_VARIABLES), which are this worker's."""
+    here = os.environ if here is None else here
+    env = {name: value for name, value in client.items() if name not in MACHINE_VARIABLES}
+    env.update({name: value for name, value in here.items() if name in MACHINE_VARIABLES})
+    return env
+
+
 def delivered_before(worker: Any, topic: str) -> set[NodeId]:
     """The tests an earlier execution of this task finished and reported: the scheduler holds
     every event a dead worker sent before it died (it had them before it ran the task again),
@@ -88,10 +124,10 @@ def delivered_before(worker: Any, topic: str) -> set[NodeId]:
 
 
 def without(shard: Shard, done: set[NodeId]) -> Shard:
-    """The shard less the tests in `done`, its other tests named."""
+    """The shard less the tests in `done`, its other tests named (by name only: the shard's
+    ids are a part of each file, so positions among them would not be the file's)."""
     rest = tuple(n for n in shard.nodeids if n not in done)
-    known = ids_by_file(shard.nodeids)
-    return replace(shard, nodeids=rest, selection=explicit_selection(rest, known))
+    return replace(shard, nodeids=rest, selection=explicit_selection(rest))
 
 
 def run_remote_shard(
@@ -110,6 +146,9 @@ def run_remote_shard(
     (Ctrl-C, a fail-fast stop): the shard's pytest is then stopped as a local one would be.
     With `uploaded`, the tree is the archive the client sent, unpacked on this worker."""
     forward = _Forward(topic)
+    setup = replace(setup, env=worker_environment(setup.env))
+    if warm is not None:
+        warm = replace(warm, env=worker_environment(warm.env))
     if uploaded is not None:
         tree = _tree_here(forward.worker, uploaded)
         if tree is None:
@@ -252,6 +291,7 @@ def prepare(warm: ExecutorStart, uploaded: Uploaded | None, dask_worker: Any = N
     plugin = worker.plugins.get(PLUGIN_NAME)
     if not isinstance(plugin, WarmWorker) or plugin.portal is None:
         return
+    warm = replace(warm, env=worker_environment(warm.env))
     if uploaded is not None:
         here = _tree_here(worker, uploaded)
         if here is None:

@@ -1,5 +1,6 @@
-"""The Dask executor's client side without a cluster: events delivered in order and once, a
-re-executed task's stream replacing the old one, and a clear error without `distributed`."""
+"""The Dask executor's parts without a cluster: events delivered in order and once (a
+re-executed task's and the dead one's), a clear error without `distributed`, the environment a
+shard sees on a worker, and a shard narrowed to what an earlier execution did not finish."""
 
 from __future__ import annotations
 
@@ -55,6 +56,50 @@ def test_events_arrive_in_their_order_once_whatever_order_the_scheduler_keeps() 
     ]
     delivery.expect("x", 3)
     assert delivery.complete.is_set()
+
+
+def test_a_late_result_of_the_dead_execution_still_counts_once() -> None:
+    """The rerun skipped a test because the scheduler had the dead execution's result: that
+    result reaches the client after the rerun's first event, and must still count."""
+    recorder = Recorder()
+    delivery = _Delivery(recorder)
+    delivery.receive(message("first", 1, finished("t.py::a")))
+    delivery.receive(message("second", 1, ShardStarted(1, 200, ("t.py::b",))))
+    delivery.receive(message("first", 2, finished("t.py::b")))
+    delivery.receive(message("second", 2, finished("t.py::c")))
+    delivery.expect("second", 2)
+    results = [e.result.nodeid for e in recorder.events if isinstance(e, AttemptFinished)]
+    assert results == ["t.py::a", "t.py::b", "t.py::c"]
+    assert delivery.complete.is_set()
+
+
+def test_a_shard_on_a_worker_sees_the_clients_variables_but_the_workers_paths() -> None:
+    from test_framework.execution.dask_worker import worker_environment
+
+    client = {"PATH": "/client/venv/bin", "HOME": "/home/me", "API_URL": "http://x", "CI": "1"}
+    here = {"PATH": "/node/venv/bin", "HOME": "/home/dask", "DASK_ONLY": "1"}
+    assert worker_environment(client, here) == {
+        "PATH": "/node/venv/bin",
+        "HOME": "/home/dask",
+        "API_URL": "http://x",
+        "CI": "1",
+    }
+
+
+def test_a_rerun_shard_names_only_the_tests_not_finished_before() -> None:
+    from test_framework.execution.dask_worker import without
+    from test_framework.models import Shard
+    from test_framework.worker.selection import FileSlice, FileTests
+
+    ids = ("a.py::t1", "a.py::t2", "b.py::t3", "b.py::t4")
+    shard = Shard(5, ids, 1.0, (FileSlice("a.py", 0, 1), FileSlice("b.py", 1, 2)), attempt=2)
+    rest = without(shard, {"a.py::t1", "b.py::t3"})
+    assert rest.nodeids == ("a.py::t2", "b.py::t4")
+    assert (rest.shard_id, rest.attempt) == (5, 2)
+    assert [(e.file, e.nodeids) for e in rest.selection if isinstance(e, FileTests)] == [
+        ("a.py", ("a.py::t2",)),
+        ("b.py", ("b.py::t4",)),
+    ]
 
 
 def test_a_task_run_again_replaces_the_old_stream_and_reports_each_test_once() -> None:
