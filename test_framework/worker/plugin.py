@@ -16,7 +16,7 @@ forks a child per shard), or a forked child (a zygote's copy that became a shard
 
 `TEST_FRAMEWORK_SELECT` names a file holding the shard's selection (protocol.Selection): slices
 of files, `part k of n`, or named tests. The engine may write commands back on the channel, read
-before each test: `Skip` (the circuit breaker) and `Release` (work stealing).
+before each test (commands.py): `Skip` (the circuit breaker) and `Release` (work stealing).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import IO
 import pytest
 
 from .board import FINISHED, RUNNING, BoardWriter
+from .commands import EngineCommands, tail_to_release
 from .coverage import become_coverage_worker, measuring
 from .coverage import pytest_load_initial_conftests as pytest_load_initial_conftests
 from .deps import DependencyRecorder
@@ -71,12 +72,9 @@ from .protocol import (
     Message,
     Mode,
     Phase,
-    Release,
     Released,
     Result,
-    Skip,
     decode_line,
-    decode_lines,
     encode,
 )
 from .pytest_cache import cache_folder_of, leave_pytest_cache_to_engine
@@ -108,9 +106,7 @@ class WorkerPlugin:
         self.board: BoardWriter | None = None
         self.index: dict[int, int] = {}  # id(item) -> its position in `Collected`
         self.early_files: frozenset[str] | None = None  # an early child collects only these
-        self.control: socket.socket | None = None  # the channel's reading side, for commands
-        self.pending = b""
-        self.skip_files: dict[str, str] = {}
+        self.commands = EngineCommands()
         self.withheld: dict[str, str] = {}  # nodeid -> why the engine kept it from running
         self.phases: list[Phase] = []
         self.started_at = 0.0
@@ -240,7 +236,7 @@ class WorkerPlugin:
             return None
         os.close(self.fd)
         self.fd = child.channel_fd
-        self.control = None
+        self.commands.reset()
         self.zygote = False
         # A test that starts pytest must not see them.
         os.environ.pop(ENV_ZYGOTE, None)
@@ -253,35 +249,16 @@ class WorkerPlugin:
 
     # ---- commands from the engine ---------------------------------------------------------------
     def read_commands(self, item: pytest.Item) -> None:
-        """What the engine wrote since the last test, without waiting."""
-        if self.control is None:
-            try:
-                self.control = socket.socket(fileno=os.dup(self.fd))
-            except OSError:
-                return
-        while True:
-            try:
-                chunk = self.control.recv(65536, socket.MSG_DONTWAIT)
-            except OSError:  # nothing waiting (EAGAIN), or the engine is gone
-                break
-            if not chunk:
-                break
-            self.pending += chunk
-        *lines, self.pending = self.pending.split(b"\n")
-        for command in decode_lines(lines):
-            if isinstance(command, Skip):
-                self.skip_files.update(dict.fromkeys(command.files, command.reason))
-            elif isinstance(command, Release):
-                self.release_tail(item, command.pieces)
+        """What the engine wrote since the last test (commands.py): skips are kept, each
+        release gives back part of the tail."""
+        for pieces in self.commands.read(self.fd):
+            self.release_tail(item, pieces)
 
     def release_tail(self, item: pytest.Item, pieces: int) -> None:
-        """Give back pieces/(pieces+1) of the tests after `item` (half, for one piece), from the
-        end. pytest's run loop reads `session.items` afresh at each step, and the test right
-        after `item` (its `nextitem`, which fixture teardown was planned around) always stays."""
+        """Give back part of the tests after `item`, from the end (commands.tail_to_release).
+        pytest's run loop reads `session.items` afresh at each step."""
         items = item.session.items
-        position = self.index.get(id(item), -1)
-        remaining = len(items) - position - 1 if position >= 0 else 0
-        count = min(max(0, remaining - 1), remaining * pieces // (pieces + 1))
+        count = tail_to_release(items, self.index.get(id(item), -1), pieces)
         released = tuple(i.nodeid for i in items[len(items) - count :]) if count else ()
         if count:
             del items[len(items) - count :]
@@ -524,7 +501,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    reason = _plugin.skip_files.get(file_of(item.nodeid)) if _plugin is not None else None
+    reason = _plugin.commands.skip_files.get(file_of(item.nodeid)) if _plugin is not None else None
     if _plugin is not None and reason is not None:
         _plugin.withheld[item.nodeid] = reason
         pytest.skip(reason)
