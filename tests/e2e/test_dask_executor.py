@@ -355,23 +355,28 @@ def test_each_worker_forks_shards_from_a_warm_zygote_it_keeps_for_the_next_run(
     """Two runs of a suite on the cluster: every test ran in a fork of a warm zygote (its
     parent is not a Dask worker), and the second run forked from zygotes that were running
     before it began (the first run started one on each worker): no start-up or collection
-    paid again."""
+    paid again. Then a module the tests import changes: the third run sees the change (a
+    stale zygote would have kept the old module and passed)."""
     from distributed import Client
 
     suite = tmp_path / "suite"
     suite.mkdir()
     (suite / "pytest.ini").write_text("[pytest]\n")
+    (suite / "helper.py").write_text("VALUE = 1\n")
     for index in range(4):
         (suite / f"test_file_{index}.py").write_text(
-            "import os\n\n\n"
+            "import os\n\nimport helper\n\n\n"
             "def test_parent():\n"
             "    with open(os.environ['PARENT_LOG'], 'a') as log:\n"
             "        log.write(f'{os.getppid()}\\n')\n"
+            "    assert helper.VALUE == 1\n"
         )
     log = tmp_path / "parents.log"  # one for both runs: another environment, another zygote
     parents: list[set[int]] = []
     began: list[float] = []
-    for _ in range(2):
+    for run in range(3):
+        if run == 2:
+            (suite / "helper.py").write_text("VALUE = 22\n")
         began.append(time.time())
         done = subprocess.run(
             [
@@ -387,14 +392,16 @@ def test_each_worker_forks_shards_from_a_warm_zygote_it_keeps_for_the_next_run(
             timeout=300,
             env={**os.environ, "PARENT_LOG": str(log)},
         )
-        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.returncode == (1 if run == 2 else 0), done.stdout + done.stderr
         parents.append({int(p) for p in log.read_text().split()[4 * len(parents) :]})
-    first, second = parents
+        if run == 1:  # its zygotes, before the edit replaces them
+            assert all(psutil.Process(pid).create_time() < began[1] for pid in parents[1])
+    assert "4 failed" in done.stdout
+    first, second, _ = parents
     with Client(cluster, timeout="30s") as client:  # type: ignore[no-untyped-call]
         dask_workers = set(client.run(os.getpid).values())
     assert not first & dask_workers
     assert not second & dask_workers
-    assert all(psutil.Process(pid).create_time() < began[1] for pid in second)
 
 
 def test_an_uploaded_tree_runs_on_the_workers_tests_folder_included(
@@ -418,20 +425,17 @@ def test_an_uploaded_tree_runs_on_the_workers_tests_folder_included(
     )
     log = tmp_path / "where.log"
     report = tmp_path / "report.json"
+    command = [
+        sys.executable,
+        "-m",
+        "test_framework",
+        *("--project-root", str(suite), "--cache-dir", str(tmp_path / "cache")),
+        *("--executor", "dask", "--scheduler", cluster, "--dask-upload"),
+        *("--report", str(report)),
+    ]
+    env = {**os.environ, "WHERE_LOG": str(log)}
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "test_framework",
-            *("--project-root", str(suite), "--cache-dir", str(tmp_path / "cache")),
-            *("--executor", "dask", "--scheduler", cluster, "--dask-upload"),
-            *("--report", str(report)),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-        env={**os.environ, "WHERE_LOG": str(log)},
+        command, capture_output=True, text=True, check=False, timeout=300, env=env
     )
     assert done.returncode == 1, done.stdout + done.stderr
     document = json.loads(report.read_text())
@@ -444,6 +448,13 @@ def test_an_uploaded_tree_runs_on_the_workers_tests_folder_included(
     assert ran_from
     assert all("test_framework-trees" in path for path in ran_from)
     assert not any(path.startswith(str(suite)) for path in ran_from)
+    # An edit goes with the next upload: the failing test is fixed, and the run says so.
+    here = suite / "tests" / "test_here.py"
+    here.write_text(here.read_text().replace("assert 0", "assert 1"))
+    again = subprocess.run(
+        command, capture_output=True, text=True, check=False, timeout=300, env=env
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
 
 
 def test_without_a_scheduler_a_local_cluster_runs_the_shards_and_goes_with_the_run(
