@@ -8,13 +8,16 @@ delivered in order and once). The planner, limiter, ledger, store and reporters 
 for a local run; the workers get node ids and selections, never pytest items, and check first
 that they have the client's tree and environment for the shard (shard_check.py).
 
-A Dask task does not carry the engine's control channel: no work stealing or breaker skips
-inside a running remote shard (the dispatcher's plan and its skips between shards still hold).
+The dispatcher controls a remote shard as a local one: its commands (a release of the tail for
+work stealing, the breaker's skips, a stop) go through a Dask queue per shard that the task
+polls and hands to its pytest; what the shard runs and how many of its tests wait, it learns
+from the shard's events (`RemoteProgress`), since the worker's board is on another machine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import pickle
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -23,13 +26,22 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..errors import UsageError
-from ..events import AttemptFinished, ExecutionEvent
+from ..events import (
+    AttemptFinished,
+    ExecutionEvent,
+    ShardCollected,
+    ShardStarted,
+    TestsReleased,
+    TestStarted,
+)
 from ..machine import cpu_count
 from ..models import Collection, NodeId, Shard
+from ..worker.protocol import Message
 from .executor import ExecutorFactory, ExecutorStart
-from .runner import ShardListener, ShardOutcome, WorkerSetup
+from .runner import ShardListener, ShardOutcome, WorkerControl, WorkerSetup
 from .shard_check import environment_inputs, shard_inputs
 
 if TYPE_CHECKING:
@@ -38,6 +50,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("test_framework")
 
 TOPIC = "test_framework"
+# On a shard's command queue: stop (Ctrl-C, a fail-fast stop); anything else is a pickled
+# protocol command for its worker (dask_worker.py reads them).
+STOP = b"stop"
 # After a task returned, how long its last events may take to arrive through the scheduler.
 STRAGGLER_SECONDS = 10.0
 # How long the client tries to reach a scheduler before the run stops with a usage error.
@@ -50,6 +65,72 @@ class _Stream:
 
     next_number: int = 1
     waiting: dict[int, ExecutionEvent] = field(default_factory=dict)
+
+
+@dataclass
+class RemoteProgress:
+    """What a shard running on a Dask worker is doing, as its events tell: the test running
+    and how many wait, for the dispatcher's control of it (work stealing, the session
+    timeout's names). Its worker's board is on another machine; its events are here."""
+
+    collected: tuple[NodeId, ...]
+    now: NodeId | None = None
+    finished: set[NodeId] = field(default_factory=set)
+    released: set[NodeId] = field(default_factory=set)
+    started: bool = False
+
+    def seen(self, event: ExecutionEvent) -> None:
+        if isinstance(event, ShardStarted):
+            self.started = True
+            self.collected = event.nodeids
+        elif isinstance(event, ShardCollected):
+            self.collected = event.nodeids
+        elif isinstance(event, TestStarted):
+            self.now = event.nodeid
+        elif isinstance(event, AttemptFinished):
+            self.finished.add(event.result.nodeid)
+            if self.now == event.result.nodeid:
+                self.now = None
+        elif isinstance(event, TestsReleased):
+            self.released.update(event.nodeids)
+
+    def running(self) -> NodeId | None:
+        return self.now
+
+    def waiting(self) -> int:
+        """Tests not finished, not handed off and not running."""
+        done = sum(1 for n in self.collected if n in self.finished or n in self.released)
+        return max(0, len(self.collected) - done - (1 if self.now is not None else 0))
+
+
+@dataclass
+class _Following:
+    """Passes a remote shard's events on, keeps its progress, and hands the dispatcher the
+    shard's control once it started (`detach` when it ends)."""
+
+    listener: ShardListener
+    shard_id: int
+    progress: RemoteProgress
+    control: WorkerControl
+    handed: bool = False  # the dispatcher holds the control
+
+    def emit(self, event: ExecutionEvent) -> None:
+        self.progress.seen(event)
+        self.listener.emit(event)
+        if isinstance(event, ShardStarted) and not self.handed:
+            self.handed = True
+            self.listener.attached(self.shard_id, self.control)
+
+    def attached(self, shard_id: int, control: WorkerControl) -> None:
+        pass  # a remote worker's control stays there; `control` stands for it here
+
+    def detached(self, shard_id: int) -> None:
+        pass
+
+    def detach(self) -> None:
+        if self.handed:
+            self.handed = False
+            self.listener.detached(self.shard_id)
 
 
 @dataclass
@@ -114,7 +195,7 @@ class DaskExecutor:
 
     @property
     def steals(self) -> bool:
-        return False  # no control channel to a remote shard
+        return True  # commands reach a remote shard through a Dask queue
 
     async def collected(self) -> Collection | None:
         return None
@@ -123,47 +204,66 @@ class DaskExecutor:
         return {}
 
     async def run(self, shard: Shard, setup: WorkerSetup, listener: ShardListener) -> ShardOutcome:
-        from .dask_worker import run_remote_shard
+
+        from distributed import Queue
 
         key = f"{TOPIC}-{self.run_key}-shard{shard.shard_id}-attempt{shard.attempt}"
-        delivery = _Delivery(listener)
+        outbox, commands_out = anyio.create_memory_object_stream[bytes](math.inf)
+        progress = RemoteProgress(shard.nodeids)
+        control = WorkerControl(
+            lambda message: _post(outbox, message), progress.running, progress.waiting
+        )
+        following = _Following(listener, shard.shard_id, progress, control)
+        delivery = _Delivery(following)
+        commands = Queue(f"{key}-commands", client=self.client)  # type: ignore[no-untyped-call]
         self.client.subscribe_topic(key, delivery.receive)
         try:
-            expected = {
-                **shard_inputs(Path(setup.rootdir), shard.files),
-                **self.environment,
-            }
-            future = self.client.submit(
-                run_remote_shard,
-                shard,
-                setup,
-                key,
-                expected,
-                self.warm,
-                self.uploaded,
-                key=key,
-                pure=False,
-            )
-            self.futures[key] = future
-            try:
-                outcome, execution, sent = await future
-            except BaseException:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(STRAGGLER_SECONDS):
-                    await self._stop(key, future)
-                raise
-            delivery.expect(execution, sent)
-            with anyio.move_on_after(STRAGGLER_SECONDS):
-                await delivery.complete.wait()
-            return outcome  # type: ignore[no-any-return]
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_send_commands, commands_out, commands)
+                outcome = await self._submit(shard, setup, key, delivery, commands)
+                tg.cancel_scope.cancel()
+            return outcome
         finally:
+            following.detach()
+            outbox.close()
             self.futures.pop(key, None)
             self.client.unsubscribe_topic(key)
 
-    async def _stop(self, key: str, future: Any) -> None:
-        """Stop the task where it runs (its pytest TERM, grace, KILL), and forget it."""
-        from distributed import Event
+    async def _submit(
+        self, shard: Shard, setup: WorkerSetup, key: str, delivery: _Delivery, commands: Any
+    ) -> ShardOutcome:
+        from .dask_worker import run_remote_shard
 
-        await Event(f"{key}-stop", client=self.client).set()  # type: ignore[no-untyped-call]
+        expected = {
+            **shard_inputs(Path(setup.rootdir), shard.files),
+            **self.environment,
+        }
+        future = self.client.submit(
+            run_remote_shard,
+            shard,
+            setup,
+            key,
+            expected,
+            self.warm,
+            self.uploaded,
+            key=key,
+            pure=False,
+        )
+        self.futures[key] = future
+        try:
+            outcome, execution, sent = await future
+        except BaseException:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(STRAGGLER_SECONDS):
+                await self._stop(commands, future)
+            raise
+        delivery.expect(execution, sent)
+        with anyio.move_on_after(STRAGGLER_SECONDS):
+            await delivery.complete.wait()
+        return outcome  # type: ignore[no-any-return]
+
+    async def _stop(self, commands: Any, future: Any) -> None:
+        """Stop the task where it runs (its pytest TERM, grace, KILL), and forget it."""
+        await commands.put(STOP)
         await self.client.cancel([future], force=True)
 
     def kill_all(self) -> None:
@@ -239,19 +339,28 @@ async def _upload(client: Any, root: Path) -> Uploaded:
 
 
 async def _forget_events(client: Any, prefix: str) -> None:
-    """Drop the run's event topics from the scheduler: it keeps up to 1,000 events per topic
-    for ever (a long-lived scheduler would grow by every run's results). Dask has no call for
-    it, so a function run on the scheduler removes them; defined here, inside, so it travels
-    by value (the scheduler need not have test_framework installed)."""
+    """Drop the run's event topics and command queues from the scheduler: it keeps up to 1,000
+    events per topic for ever (a long-lived scheduler would grow by every run's results), and
+    a queue until every handle on it was garbage collected. Dask has no call for the topics,
+    so a function run on the scheduler removes them; defined here, inside, so it travels by
+    value (the scheduler need not have test_framework installed)."""
 
     def forget(prefix: str, dask_scheduler: Any = None) -> int:
         topics = getattr(getattr(dask_scheduler, "_broker", None), "_topics", None)
-        if not isinstance(topics, dict):
-            return 0
-        names = [name for name in topics if str(name).startswith(prefix)]
-        for name in names:
-            del topics[name]
-        return len(names)
+        queues = getattr(dask_scheduler, "extensions", {}).get("queues")
+        dropped = 0
+        for table in (topics, getattr(queues, "queues", None)):
+            if not isinstance(table, dict):
+                continue
+            names = [name for name in table if str(name).startswith(prefix)]
+            for name in names:
+                del table[name]
+            dropped += len(names)
+        refcounts = getattr(queues, "client_refcount", None)
+        if isinstance(refcounts, dict):
+            for name in [n for n in refcounts if str(n).startswith(prefix)]:
+                del refcounts[name]
+        return dropped
 
     try:
         await client.run_on_scheduler(forget, prefix)
@@ -276,3 +385,16 @@ async def _probe(scheduler: str) -> None:
             "running there? --scheduler tcp://HOST:8786)"
         ) from None
     await stream.aclose()
+
+
+def _post(outbox: MemoryObjectSendStream[bytes], message: Message) -> None:
+    """A command for a remote shard (the dispatcher's call is synchronous): queued here, put
+    on the shard's Dask queue by `_send_commands`; a shard that ended drops it."""
+    with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+        outbox.send_nowait(pickle.dumps(message))
+
+
+async def _send_commands(commands_out: MemoryObjectReceiveStream[bytes], commands: Any) -> None:
+    async with commands_out:
+        async for payload in commands_out:
+            await commands.put(payload)

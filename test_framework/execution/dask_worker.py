@@ -9,7 +9,8 @@ topic, numbered within this execution of the task). Before it runs anything it c
 worker has the client's tree and environment for the shard (shard_check.py) and refuses it,
 saying what differs, when not; and it reads the topic's events the scheduler already holds:
 when Dask runs the task again because the worker that ran it died, the tests whose results the
-dead execution delivered are not run again, only the rest.
+dead execution delivered are not run again, only the rest. While the shard runs, the task polls
+the shard's command queue and hands the client's commands to its pytest.
 
 `WarmWorker`, a `WorkerPlugin`, holds a `WarmPool` (resident.py: the resident process's pool,
 its zygote reused under the same fingerprints) in an event loop of its own (a blocking portal's
@@ -34,13 +35,15 @@ from typing import Any
 
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from distributed import Event, get_worker
+from distributed import Queue, get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.utils import sync
 
 from ..events import AttemptFinished, ExecutionEvent
 from ..models import NodeId, Shard
 from ..planning import explicit_selection
+from ..worker.protocol import Message
+from .dask_executor import STOP
 from .dask_tree import TreeUpload, Uploaded, moved_setup, moved_start
 from .executor import ExecutorStart, LocalExecutor, SpawnLauncher
 from .resident import WarmPool, warm_pool
@@ -87,16 +90,23 @@ class _Forward:
         self.topic = topic
         self.execution = uuid.uuid4().hex
         self.sent = 0
+        self.control: WorkerControl | None = None  # the running pytest's, for the client
 
     def emit(self, event: ExecutionEvent) -> None:
         self.sent += 1
         self.worker.log_event(self.topic, [self.execution, self.sent, pickle.dumps(event)])
 
     def attached(self, shard_id: int, control: WorkerControl) -> None:
-        pass  # commands to a remote worker: none (no stealing across the cluster)
+        self.control = control
 
     def detached(self, shard_id: int) -> None:
-        pass
+        self.control = None
+
+    def command(self, message: Message) -> None:
+        """A command the client's dispatcher sent (a release of the tail, a breaker's skip):
+        to the shard's pytest, if it still runs."""
+        if self.control is not None:
+            self.control.send(message)
 
 
 def worker_environment(
@@ -142,8 +152,9 @@ def run_remote_shard(
     many events it sent. A worker whose tree or environment differs from `expected` refuses
     the shard: its tests are reported crashed, saying what differs. With `warm` (the run's
     warm process, as the client would start it) the shard is forked from the worker's warm
-    zygote; without, spawned. The client sets the Dask event `<topic>-stop` to stop it
-    (Ctrl-C, a fail-fast stop): the shard's pytest is then stopped as a local one would be.
+    zygote; without, spawned. The client's commands arrive on the Dask queue
+    `<topic>-commands`: STOP (Ctrl-C, a fail-fast stop) stops the shard's pytest as a local
+    one would be; any other goes to the pytest (a release of its tail, a breaker's skip).
     With `uploaded`, the tree is the archive the client sent, unpacked on this worker."""
     forward = _Forward(topic)
     setup = replace(setup, env=worker_environment(setup.env))
@@ -174,17 +185,21 @@ def run_remote_shard(
         shard = without(shard, done)
         if not shard.nodeids:
             return ShardOutcome(shard.shard_id, completed=True), forward.execution, forward.sent
-    stop = Event(f"{topic}-stop")  # type: ignore[no-untyped-call]
+    commands = Queue(f"{topic}-commands")  # type: ignore[no-untyped-call]
     scratch = Path(tempfile.mkdtemp(prefix="test_framework-dask-"))
     local = replace(setup, scratch_dir=scratch)
     plugin = forward.worker.plugins.get(PLUGIN_NAME)
     try:
         if warm is not None and isinstance(plugin, WarmWorker) and plugin.portal is not None:
-            outcome = plugin.portal.call(plugin.run, shard, local, forward, warm, stop)
+            outcome = plugin.portal.call(plugin.run, shard, local, forward, warm, commands)
         else:
             launcher = SpawnLauncher(local)
             outcome = anyio.run(
-                until_stopped, lambda: run_shard(shard, local, forward, launcher), shard, stop
+                until_stopped,
+                lambda: run_shard(shard, local, forward, launcher),
+                shard,
+                commands,
+                forward,
             )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -199,21 +214,34 @@ def _tree_here(worker: Any, uploaded: Uploaded) -> str | None:
     return str(plugin.path)
 
 
+def next_command(commands: Any) -> bytes | None:
+    """The next item on the shard's command queue, or None after a poll's wait."""
+    try:
+        item = commands.get(timeout=STOP_POLL_SECONDS)
+    except TimeoutError:
+        return None
+    return item if isinstance(item, bytes) else None
+
+
 async def until_stopped(
-    running: Callable[[], Awaitable[ShardOutcome]], shard: Shard, stop: Any
+    running: Callable[[], Awaitable[ShardOutcome]], shard: Shard, commands: Any, forward: _Forward
 ) -> ShardOutcome:
-    """`running` to its end, or cancelled (its pytest stopped) once the Dask event `stop` is
-    set."""
+    """`running` to its end, or cancelled (its pytest stopped) once the client puts STOP on
+    the shard's command queue; other commands go to the shard's pytest."""
     outcome = ShardOutcome(shard_id=shard.shard_id)
     async with anyio.create_task_group() as tg:
 
         async def watch() -> None:
-            # Each wait returns within the poll: a thread abandoned at the shard's end is short.
-            while not await anyio.to_thread.run_sync(
-                stop.wait, STOP_POLL_SECONDS, abandon_on_cancel=True
-            ):
-                pass
-            tg.cancel_scope.cancel()
+            while True:
+                # Each wait returns within the poll: a thread abandoned at the end is short.
+                item = await anyio.to_thread.run_sync(
+                    next_command, commands, abandon_on_cancel=True
+                )
+                if item == STOP:
+                    tg.cancel_scope.cancel()
+                    return
+                if item is not None:
+                    forward.command(pickle.loads(item))
 
         async def run() -> None:
             nonlocal outcome
@@ -254,7 +282,12 @@ class WarmWorker(WorkerPlugin):
         self._stack.close()  # the zygote closed, the portal's loop ended, the folder removed
 
     async def run(
-        self, shard: Shard, setup: WorkerSetup, forward: _Forward, warm: ExecutorStart, stop: Any
+        self,
+        shard: Shard,
+        setup: WorkerSetup,
+        forward: _Forward,
+        warm: ExecutorStart,
+        commands: Any,
     ) -> ShardOutcome:
         """The shard forked from the pool's zygote (started or replaced first when needed; a
         zygote other shards still fork from is never replaced: the shard is spawned then)."""
@@ -264,7 +297,9 @@ class WarmWorker(WorkerPlugin):
             self._users += 1
         try:
             executor = LocalExecutor(zygote)
-            return await until_stopped(lambda: executor.run(shard, setup, forward), shard, stop)
+            return await until_stopped(
+                lambda: executor.run(shard, setup, forward), shard, commands, forward
+            )
         finally:
             self._users -= 1
 

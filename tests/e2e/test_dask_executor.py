@@ -20,7 +20,13 @@ from pathlib import Path
 import psutil
 import pytest
 
+from test_framework.events import AttemptFinished, TestsReleased, TestStarted
+from test_framework.execution.dask_executor import DaskExecutor
+from test_framework.execution.runner import WorkerControl, WorkerSetup
+from test_framework.models import Shard
 from test_framework.oracle import run_engine
+from test_framework.worker.protocol import Release
+from test_framework.worker.selection import FileSlice
 
 from .helpers import SUITES, engine_command
 
@@ -202,9 +208,16 @@ def test_a_suite_on_the_cluster_gives_pytests_outcomes(
     # The scheduler keeps no event of the run (it would otherwise hold them for ever).
     from distributed import Client
 
+    def queue_names(dask_scheduler: object = None) -> list[str]:
+        """The Dask queues the scheduler holds (run there; nested, so it travels by value)."""
+        extension = getattr(dask_scheduler, "extensions", {}).get("queues")
+        return [str(name) for name in getattr(extension, "queues", {})]
+
     with Client(cluster, timeout="30s") as client:  # type: ignore[no-untyped-call]
         topics = client.get_events()
+        queues = client.run_on_scheduler(queue_names)
     assert not [t for t in topics if str(t).startswith("test_framework-")]
+    assert not [q for q in queues if str(q).startswith("test_framework-")]
 
 
 def test_an_unreachable_scheduler_is_one_line_and_exit_4(tmp_path: Path) -> None:
@@ -515,3 +528,56 @@ def test_a_crash_hang_or_leak_on_a_dask_worker_is_reported_as_it_is_locally(
     assert local.outcomes
     assert remote.outcomes == local.outcomes, remote.output[-3000:]
     assert remote.exit_code == local.exit_code
+
+
+class Steering:
+    """A dispatcher stand-in: once the remote shard's first test runs, asks it (through the
+    control the executor hands over) to give back its tail."""
+
+    def __init__(self) -> None:
+        self.events: list[object] = []
+        self.control: WorkerControl | None = None
+        self.asked = False
+        self.waiting_when_asked = -1
+
+    def emit(self, event: object) -> None:
+        self.events.append(event)
+        if isinstance(event, TestStarted) and self.control is not None and not self.asked:
+            self.asked = True
+            self.waiting_when_asked = self.control.waiting()
+            self.control.send(Release(1))
+
+    def attached(self, shard_id: int, control: WorkerControl) -> None:
+        self.control = control
+
+    def detached(self, shard_id: int) -> None:
+        self.control = None
+
+
+@pytest.mark.anyio
+async def test_a_remote_shard_gives_back_its_tail_when_the_dispatcher_asks(
+    cluster: str, tmp_path: Path
+) -> None:
+    """Work stealing across the cluster: a Release sent through the remote shard's control
+    reaches its pytest on the Dask worker, which hands back half of its waiting tests (a
+    TestsReleased event) and runs only the rest."""
+    from distributed import Client
+
+    root = SUITES / "steal"
+    ids = tuple(f"test_one_long_file.py::test_waits[{n}]" for n in range(12))
+    shard = Shard(1, ids, 4.8, (FileSlice("test_one_long_file.py", 0, 1),))
+    env = {**os.environ, "STEAL_SECONDS": "0.4"}
+    setup = WorkerSetup(str(root), str(root), (), env, tmp_path)
+    steering = Steering()
+    async with Client(cluster, asynchronous=True, timeout="30s") as client:  # type: ignore[no-untyped-call]
+        executor = DaskExecutor(client, "steering")
+        outcome = await executor.run(shard, setup, steering)
+    released = [e for e in steering.events if isinstance(e, TestsReleased)]
+    assert steering.asked
+    assert 0 < steering.waiting_when_asked <= 11
+    assert len(released) == 1
+    assert 3 <= len(released[0].nodeids) <= 6
+    finished = {e.result.nodeid for e in steering.events if isinstance(e, AttemptFinished)}
+    assert finished == set(ids) - set(released[0].nodeids)
+    assert outcome.completed
+    assert steering.control is None  # handed back when the shard ended
