@@ -29,17 +29,10 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..errors import UsageError
-from ..events import (
-    AttemptFinished,
-    ExecutionEvent,
-    ShardCollected,
-    ShardStarted,
-    TestsReleased,
-    TestStarted,
-)
 from ..machine import cpu_count
-from ..models import Collection, NodeId, Shard
+from ..models import Collection, Shard
 from ..worker.protocol import Message
+from .dask_stream import Delivery, Following, RemoteProgress
 from .executor import ExecutorFactory, ExecutorStart
 from .runner import ShardListener, ShardOutcome, WorkerControl, WorkerSetup
 from .shard_check import environment_inputs, shard_inputs
@@ -57,124 +50,6 @@ STOP = b"stop"
 STRAGGLER_SECONDS = 10.0
 # How long the client tries to reach a scheduler before the run stops with a usage error.
 CONNECT_SECONDS = 5
-
-
-@dataclass
-class _Stream:
-    """One execution's events: the next number to deliver, and those that came early."""
-
-    next_number: int = 1
-    waiting: dict[int, ExecutionEvent] = field(default_factory=dict)
-
-
-@dataclass
-class RemoteProgress:
-    """What a shard running on a Dask worker is doing, as its events tell: the test running
-    and how many wait, for the dispatcher's control of it (work stealing, the session
-    timeout's names). Its worker's board is on another machine; its events are here."""
-
-    collected: tuple[NodeId, ...]
-    now: NodeId | None = None
-    finished: set[NodeId] = field(default_factory=set)
-    released: set[NodeId] = field(default_factory=set)
-    started: bool = False
-
-    def seen(self, event: ExecutionEvent) -> None:
-        if isinstance(event, ShardStarted):
-            self.started = True
-            self.collected = event.nodeids
-        elif isinstance(event, ShardCollected):
-            self.collected = event.nodeids
-        elif isinstance(event, TestStarted):
-            self.now = event.nodeid
-        elif isinstance(event, AttemptFinished):
-            self.finished.add(event.result.nodeid)
-            if self.now == event.result.nodeid:
-                self.now = None
-        elif isinstance(event, TestsReleased):
-            self.released.update(event.nodeids)
-
-    def running(self) -> NodeId | None:
-        return self.now
-
-    def waiting(self) -> int:
-        """Tests not finished, not handed off and not running."""
-        done = sum(1 for n in self.collected if n in self.finished or n in self.released)
-        return max(0, len(self.collected) - done - (1 if self.now is not None else 0))
-
-
-@dataclass
-class _Following:
-    """Passes a remote shard's events on, keeps its progress, and hands the dispatcher the
-    shard's control once it started (`detach` when it ends)."""
-
-    listener: ShardListener
-    shard_id: int
-    progress: RemoteProgress
-    control: WorkerControl
-    handed: bool = False  # the dispatcher holds the control
-
-    def emit(self, event: ExecutionEvent) -> None:
-        self.progress.seen(event)
-        self.listener.emit(event)
-        if isinstance(event, ShardStarted) and not self.handed:
-            self.handed = True
-            self.listener.attached(self.shard_id, self.control)
-
-    def attached(self, shard_id: int, control: WorkerControl) -> None:
-        pass  # a remote worker's control stays there; `control` stands for it here
-
-    def detached(self, shard_id: int) -> None:
-        pass
-
-    def detach(self) -> None:
-        if self.handed:
-            self.handed = False
-            self.listener.detached(self.shard_id)
-
-
-@dataclass
-class _Delivery:
-    """The client side of one shard's events: each execution's in their order, each once, and
-    each test's result once. When the task's worker died, Dask runs the task again elsewhere (a
-    new execution, which runs only the tests whose results did not reach the scheduler): the
-    dead execution's events still count, and a result both report counts once."""
-
-    listener: ShardListener
-    streams: dict[str, _Stream] = field(default_factory=dict)
-    finished: set[NodeId] = field(default_factory=set)
-    expected: tuple[str, int] | None = None  # the execution that returned, its event count
-    complete: anyio.Event = field(default_factory=anyio.Event)
-
-    def receive(self, item: Any) -> None:
-        _, (execution, number, payload) = item
-        stream = self.streams.setdefault(execution, _Stream())
-        if number < stream.next_number or number in stream.waiting:
-            return  # delivered twice: once is enough
-        stream.waiting[number] = pickle.loads(payload)
-        while stream.next_number in stream.waiting:
-            self._deliver(stream.waiting.pop(stream.next_number))
-            stream.next_number += 1
-        self._check()
-
-    def _deliver(self, event: ExecutionEvent) -> None:
-        if isinstance(event, AttemptFinished):
-            if event.result.nodeid in self.finished:
-                return
-            self.finished.add(event.result.nodeid)
-        self.listener.emit(event)
-
-    def expect(self, execution: str, sent: int) -> None:
-        self.expected = (execution, sent)
-        self._check()
-
-    def _check(self) -> None:
-        if self.expected is None:
-            return
-        execution, sent = self.expected
-        stream = self.streams.get(execution)
-        if sent == 0 or (stream is not None and stream.next_number - 1 >= sent):
-            self.complete.set()
 
 
 @dataclass
@@ -213,8 +88,8 @@ class DaskExecutor:
         control = WorkerControl(
             lambda message: _post(outbox, message), progress.running, progress.waiting
         )
-        following = _Following(listener, shard.shard_id, progress, control)
-        delivery = _Delivery(following)
+        following = Following(listener, shard.shard_id, progress, control)
+        delivery = Delivery(following)
         commands = Queue(f"{key}-commands", client=self.client)  # type: ignore[no-untyped-call]
         self.client.subscribe_topic(key, delivery.receive)
         try:
@@ -230,7 +105,7 @@ class DaskExecutor:
             self.client.unsubscribe_topic(key)
 
     async def _submit(
-        self, shard: Shard, setup: WorkerSetup, key: str, delivery: _Delivery, commands: Any
+        self, shard: Shard, setup: WorkerSetup, key: str, delivery: Delivery, commands: Any
     ) -> ShardOutcome:
         from .dask_worker import run_remote_shard
 

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -170,24 +171,12 @@ def pytest_outcomes(suite: str, tmp_path: Path) -> dict[str, str]:
     return outcomes
 
 
-@pytest.mark.parametrize(("suite", "isolation"), [("many_files", "fork"), ("basic", "spawn")])
-def test_a_suite_on_the_cluster_gives_pytests_outcomes(
-    cluster: str, suite: str, isolation: str, tmp_path: Path
-) -> None:
-    """Forked from each worker's warm zygote, or spawned per shard there."""
+def same_as_pytest(suite: str, tmp_path: Path, *engine_args: str) -> dict[str, Any]:
+    """The engine on a fixture suite against plain pytest there: the same exit code and
+    per-test outcomes. The engine's JSON report."""
     report = tmp_path / "report.json"
     done = subprocess.run(
-        engine_command(
-            suite,
-            tmp_path / "cache",
-            "--executor",
-            "dask",
-            "--scheduler",
-            cluster,
-            "--report",
-            str(report),
-            f"--isolation={isolation}",
-        ),
+        engine_command(suite, tmp_path / "cache", "--report", str(report), *engine_args),
         capture_output=True,
         text=True,
         check=False,
@@ -201,9 +190,19 @@ def test_a_suite_on_the_cluster_gives_pytests_outcomes(
         timeout=300,
     )
     assert done.returncode == plain.returncode, done.stdout + done.stderr
-    document = json.loads(report.read_text())
+    document: dict[str, Any] = json.loads(report.read_text())
     engine = {t["nodeid"].rpartition("::")[2]: t["outcome"] for t in document["tests"]}
     assert engine == pytest_outcomes(suite, tmp_path)
+    return document
+
+
+@pytest.mark.parametrize(("suite", "isolation"), [("many_files", "fork"), ("basic", "spawn")])
+def test_a_suite_on_the_cluster_gives_pytests_outcomes(
+    cluster: str, suite: str, isolation: str, tmp_path: Path
+) -> None:
+    """Forked from each worker's warm zygote, or spawned per shard there."""
+    args = ("--executor", "dask", "--scheduler", cluster, f"--isolation={isolation}")
+    document = same_as_pytest(suite, tmp_path, *args)
     assert document["shards"]
     # The scheduler keeps no event of the run (it would otherwise hold them for ever).
     from distributed import Client
@@ -476,25 +475,7 @@ def test_without_a_scheduler_a_local_cluster_runs_the_shards_and_goes_with_the_r
     """--executor dask alone: a local cluster of processes started for the run gives pytest's
     outcomes, and nothing it started outlives the run."""
     began = time.time()
-    report = tmp_path / "report.json"
-    done = subprocess.run(
-        engine_command("basic", tmp_path / "cache", "--executor", "dask", "--report", str(report)),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    plain = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=SUITES / "basic",
-        capture_output=True,
-        check=False,
-        timeout=300,
-    )
-    assert done.returncode == plain.returncode, done.stdout + done.stderr
-    document = json.loads(report.read_text())
-    engine = {t["nodeid"].rpartition("::")[2]: t["outcome"] for t in document["tests"]}
-    assert engine == pytest_outcomes("basic", tmp_path)
+    same_as_pytest("basic", tmp_path, "--executor", "dask")
     # Its zygotes name the suite; its cluster's workers, orphaned, would be spawned
     # multiprocessing children left to init.
     left = [

@@ -12,7 +12,8 @@ import pytest
 
 from test_framework.errors import UsageError
 from test_framework.events import AttemptFinished, ExecutionEvent, ShardStarted
-from test_framework.execution.dask_executor import _Delivery, dask_executors
+from test_framework.execution.dask_executor import dask_executors
+from test_framework.execution.dask_stream import Delivery
 from test_framework.execution.executor import ExecutorStart
 from test_framework.execution.runner import WorkerControl
 from test_framework.models import Outcome, TestResult
@@ -42,7 +43,7 @@ def message(execution: str, number: int, event: ExecutionEvent) -> tuple[float, 
 
 def test_events_arrive_in_their_order_once_whatever_order_the_scheduler_keeps() -> None:
     recorder = Recorder()
-    delivery = _Delivery(recorder)
+    delivery = Delivery(recorder)
     started = ShardStarted(1, 100, ("t.py::a", "t.py::b"))
     delivery.receive(message("x", 3, finished("t.py::b")))
     delivery.receive(message("x", 2, finished("t.py::a")))
@@ -62,7 +63,7 @@ def test_a_late_result_of_the_dead_execution_still_counts_once() -> None:
     """The rerun skipped a test because the scheduler had the dead execution's result: that
     result reaches the client after the rerun's first event, and must still count."""
     recorder = Recorder()
-    delivery = _Delivery(recorder)
+    delivery = Delivery(recorder)
     delivery.receive(message("first", 1, finished("t.py::a")))
     delivery.receive(message("second", 1, ShardStarted(1, 200, ("t.py::b",))))
     delivery.receive(message("first", 2, finished("t.py::b")))
@@ -104,7 +105,7 @@ def test_a_rerun_shard_names_only_the_tests_not_finished_before() -> None:
 
 def test_a_task_run_again_replaces_the_old_stream_and_reports_each_test_once() -> None:
     recorder = Recorder()
-    delivery = _Delivery(recorder)
+    delivery = Delivery(recorder)
     delivery.receive(message("first", 1, ShardStarted(1, 100, ("t.py::a", "t.py::b"))))
     delivery.receive(message("first", 2, finished("t.py::a")))
     # The worker died; Dask ran the task again elsewhere: the whole shard again.
