@@ -32,7 +32,7 @@ from ..errors import UsageError
 from ..machine import cpu_count
 from ..models import Collection, Shard
 from ..worker.protocol import Message
-from .dask_stream import Delivery, Following, RemoteProgress
+from .dask_stream import STOP, Delivery, Following, RemoteProgress
 from .executor import ExecutorFactory, ExecutorStart
 from .runner import ShardListener, ShardOutcome, WorkerControl, WorkerSetup
 from .shard_check import environment_inputs, shard_inputs
@@ -43,9 +43,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("test_framework")
 
 TOPIC = "test_framework"
-# On a shard's command queue: stop (Ctrl-C, a fail-fast stop); anything else is a pickled
-# protocol command for its worker (dask_worker.py reads them).
-STOP = b"stop"
 # After a task returned, how long its last events may take to arrive through the scheduler.
 STRAGGLER_SECONDS = 10.0
 # How long the client tries to reach a scheduler before the run stops with a usage error.

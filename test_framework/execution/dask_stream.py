@@ -27,6 +27,10 @@ from ..events import (
 from ..models import NodeId
 from .runner import ShardListener, WorkerControl
 
+# On a shard's command queue: stop (Ctrl-C, a fail-fast stop); anything else is a pickled
+# protocol command for its pytest (both sides of the queue import it from here).
+STOP = b"stop"
+
 
 @dataclass
 class _Stream:

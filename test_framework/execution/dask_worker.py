@@ -43,7 +43,7 @@ from ..events import AttemptFinished, ExecutionEvent
 from ..models import NodeId, Shard
 from ..planning import explicit_selection
 from ..worker.protocol import Message
-from .dask_executor import STOP
+from .dask_stream import STOP
 from .dask_tree import TreeUpload, Uploaded, moved_setup, moved_start
 from .executor import ExecutorStart, LocalExecutor, SpawnLauncher
 from .resident import WarmPool, warm_pool
