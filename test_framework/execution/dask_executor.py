@@ -178,10 +178,7 @@ def dask_executors(scheduler: str | None, run_key: str, *, upload: bool = False)
                     Client(address, asynchronous=True, timeout=f"{CONNECT_SECONDS}s")  # type: ignore[no-untyped-call]
                 )
             except OSError as exc:
-                raise UsageError(
-                    f"cannot reach the Dask scheduler at {scheduler}: {exc} (is `dask "
-                    "scheduler` running there? --scheduler tcp://HOST:8786)"
-                ) from None
+                raise unreachable(scheduler, str(exc)) from None
             uploaded = await _upload(client, Path(start.cwd)) if upload else None
             warm = None if start.warm_argv is None else start
             if warm is not None:
@@ -251,12 +248,15 @@ async def _probe(scheduler: str) -> None:
         with anyio.fail_after(CONNECT_SECONDS):
             stream = await anyio.connect_tcp(host.strip("[]"), int(port))
     except (OSError, TimeoutError) as exc:
-        reason = str(exc) or f"no answer in {CONNECT_SECONDS} s"
-        raise UsageError(
-            f"cannot reach the Dask scheduler at {scheduler}: {reason} (is `dask scheduler` "
-            "running there? --scheduler tcp://HOST:8786)"
-        ) from None
+        raise unreachable(scheduler, str(exc) or f"no answer in {CONNECT_SECONDS} s") from None
     await stream.aclose()
+
+
+def unreachable(scheduler: str | None, reason: str) -> UsageError:
+    return UsageError(
+        f"cannot reach the Dask scheduler at {scheduler}: {reason} (is `dask scheduler` "
+        "running there? --scheduler tcp://HOST:8786)"
+    )
 
 
 def _post(outbox: MemoryObjectSendStream[bytes], message: Message) -> None:

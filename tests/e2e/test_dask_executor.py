@@ -25,11 +25,11 @@ from test_framework.events import AttemptFinished, TestsReleased, TestStarted
 from test_framework.execution.dask_executor import DaskExecutor
 from test_framework.execution.runner import WorkerControl, WorkerSetup
 from test_framework.models import Shard
-from test_framework.oracle import run_engine
+from test_framework.oracle import differences, run_engine, run_pytest
 from test_framework.worker.protocol import Release
 from test_framework.worker.selection import FileSlice
 
-from .helpers import SUITES, engine_command
+from .helpers import SUITES, engine_command, run_suite
 
 pytestmark = pytest.mark.e2e
 distributed = pytest.importorskip("distributed")
@@ -145,54 +145,15 @@ def steal_workers() -> list[psutil.Process]:
     return found
 
 
-def pytest_outcomes(suite: str, tmp_path: Path) -> dict[str, str]:
-    """Plain pytest's per-test outcomes, from its JUnit XML."""
-    import xml.etree.ElementTree as ET
-
-    xml = tmp_path / "pytest.xml"
-    subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={xml}"],
-        cwd=SUITES / suite,
-        capture_output=True,
-        check=False,
-        timeout=300,
-    )
-    outcomes = {}
-    for case in ET.parse(xml).getroot().iter("testcase"):
-        kinds = {child.tag for child in case}
-        outcome = (
-            "failed"
-            if kinds & {"failure", "error"}
-            else "skipped"
-            if "skipped" in kinds
-            else "passed"
-        )
-        outcomes[case.attrib["name"]] = outcome
-    return outcomes
-
-
 def same_as_pytest(suite: str, tmp_path: Path, *engine_args: str) -> dict[str, Any]:
-    """The engine on a fixture suite against plain pytest there: the same exit code and
-    per-test outcomes. The engine's JSON report."""
-    report = tmp_path / "report.json"
-    done = subprocess.run(
-        engine_command(suite, tmp_path / "cache", "--report", str(report), *engine_args),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    plain = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        cwd=SUITES / suite,
-        capture_output=True,
-        check=False,
-        timeout=300,
-    )
-    assert done.returncode == plain.returncode, done.stdout + done.stderr
-    document: dict[str, Any] = json.loads(report.read_text())
-    engine = {t["nodeid"].rpartition("::")[2]: t["outcome"] for t in document["tests"]}
-    assert engine == pytest_outcomes(suite, tmp_path)
+    """The engine on a fixture suite against plain pytest there (the oracle's recording run):
+    the same exit code and per-test outcomes. The engine's JSON report."""
+    done, document = run_suite(suite, tmp_path, *engine_args)
+    plain = run_pytest(sys.executable, SUITES / suite)
+    assert plain.outcomes
+    assert done.returncode == plain.exit_code, done.stdout + done.stderr
+    engine = {t["nodeid"]: t["outcome"] for t in document["tests"]}
+    assert differences(plain.outcomes, engine) == []
     return document
 
 
